@@ -1,0 +1,171 @@
+"""Typed configuration of the tfflows components: one plain dataclass per component.
+
+Every component receives the dataclass that describes its part of a run. The classes are
+frozen, hold only JSON-friendly values (str, int, float, bool, None, tuples) and round-trip
+through ``dataclasses.asdict`` / ``Class(**dict)`` (see ``to_json`` / ``from_json`` of each),
+which is how the TFX wrappers pass them as execution properties.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+__all__ = ["IngestConfig", "TransformConfig"]
+
+# Names the ingest component understands for `IngestConfig.dataset`.
+BUNDLED_DATASETS = ("moons", "digits", "mnist")
+FILE_FORMATS = ("csv", "npy", "npz", "idx", "images", "tfrecord")
+BENCHMARK_DATASETS = ("power", "gas", "hepmass", "miniboone", "bsds300", "cifar10")
+
+
+def _tuple_or_none(value: Any) -> Optional[tuple]:
+    return None if value is None else tuple(value)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """What to ingest and how to split it (component `components/ingest`).
+
+    Attributes:
+      dataset: what to read. Bundled, offline: ``"moons"`` (sklearn ``make_moons``),
+        ``"digits"`` (sklearn ``load_digits``, 8x8, 17 levels), ``"mnist"`` (IDX files; ``path``
+        defaults to ``<repo>/../shared/data/mnist``). User files: ``"csv"`` (header line,
+        numeric columns, streamed with Beam), ``"npy"``, ``"npz"``, ``"idx"``
+        (``*-idx3-ubyte[.gz]``), ``"images"`` (a folder of PNG/JPEG files of one size),
+        ``"tfrecord"`` (tf.Example records with a float feature ``feature_key``). MAF paper
+        benchmarks, read with the paper's preprocessing and split rules: ``"power"``,
+        ``"gas"``, ``"hepmass"``, ``"miniboone"``, ``"bsds300"``, ``"cifar10"``.
+      path: the input file or folder. For benchmarks, the folder holding the benchmark's files
+        (``power/data.npy`` ..., or the data file's own folder); for ``tfrecord`` and ``csv`` a
+        file or a glob pattern. Unused for ``moons`` and ``digits``.
+      test_path: optional separate file for the test split (``csv``, ``npy``, ``idx``,
+        ``tfrecord``); when set, ``test_fraction``/``test_count`` are ignored.
+      columns: CSV only: the header names of the columns to keep, in this order
+        (default: all columns).
+      feature_key: ``tfrecord`` only: the float feature to read; ``npz`` only: the array name
+        (default for npz: the only array, or ``"x"``).
+      eval_fraction: fraction of the non-test rows used for the ``eval`` split.
+      test_fraction: fraction of all rows used for the ``test`` split.
+      eval_count: exact number of ``eval`` rows; overrides ``eval_fraction`` (in-memory
+        sources only: ``csv`` and ``tfrecord`` are streamed and split by a seeded hash).
+      test_count: exact number of ``test`` rows; overrides ``test_fraction`` (as above).
+      seed: seed of the shuffle before splitting, of ``moons`` and of the streamed hash split.
+      shuffle: shuffle rows (seeded) before splitting; False keeps file order and takes the
+        test rows, then the eval rows, from the end (the paper's rule for GAS and MINIBOONE).
+        Benchmarks always use the paper's own rule.
+      max_examples: keep only the first N rows of the source (after loading, before splitting)
+        for quick runs; None keeps all.
+      num_samples: ``moons`` only: number of points generated.
+      noise: ``moons`` only: standard deviation of the Gaussian noise.
+      discrete: user files only: declare the data integer-valued in ``[0, num_levels)``
+        (None: inferred False for tabular files, True for IDX and images).
+      num_levels: number of discrete levels (e.g. 256 for 8-bit images); required when
+        ``discrete`` is True for a source that does not know it.
+      image_shape: user files only: the image shape, e.g. ``(28, 28)`` or ``(32, 32, 3)``
+        (channels last); must multiply to the number of features.
+      allow_pickle: allow reading Python pickles (GAS's pandas pickle, CIFAR-10 python
+        batches). Off by default: a pickle can run arbitrary code. ``.npy``/``.npz`` files are
+        always read with ``allow_pickle=False`` whatever this says.
+      flip_augment: images only: append horizontal flips of every train image to ``train``
+        (the paper's CIFAR-10 recipe, 45,000 -> 90,000).
+      name: dataset name written to the metadata (default: ``dataset``).
+    """
+
+    dataset: str
+    path: Optional[str] = None
+    test_path: Optional[str] = None
+    columns: Optional[Tuple[str, ...]] = None
+    feature_key: Optional[str] = None
+    eval_fraction: float = 0.1
+    test_fraction: float = 0.1
+    eval_count: Optional[int] = None
+    test_count: Optional[int] = None
+    seed: int = 0
+    shuffle: bool = True
+    max_examples: Optional[int] = None
+    num_samples: int = 2000
+    noise: float = 0.1
+    discrete: Optional[bool] = None
+    num_levels: Optional[int] = None
+    image_shape: Optional[Tuple[int, ...]] = None
+    allow_pickle: bool = False
+    flip_augment: bool = False
+    name: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", _tuple_or_none(self.columns))
+        object.__setattr__(self, "image_shape", _tuple_or_none(self.image_shape))
+        known = BUNDLED_DATASETS + FILE_FORMATS + BENCHMARK_DATASETS
+        if self.dataset not in known:
+            from components.errors import DataError
+
+            raise DataError(
+                f"dataset {self.dataset!r}", "IngestConfig.dataset",
+                "unknown dataset name", f"use one of {', '.join(known)}")
+        for field in ("eval_fraction", "test_fraction"):
+            value = getattr(self, field)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"`{field}` must be in [0, 1), but is {value!r}")
+        for field in ("eval_count", "test_count", "max_examples", "num_levels"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"`{field}` must be a non-negative int or None, but is {value!r}")
+
+    def to_json(self) -> str:
+        """Serialises the config (used as a TFX execution property)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "IngestConfig":
+        """Inverse of `to_json`."""
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """How raw features ``x`` become model features ``z`` (component `components/transform`).
+
+    Attributes:
+      method: ``"auto"`` (logit for discrete data, standardisation otherwise), ``"logit"``,
+        ``"standardize"`` or ``"identity"`` (BSDS300 in the paper is used as stored).
+        Logit: ``z = logit(lam + (1 - 2 lam) x / num_levels)`` on dequantised ``x`` in
+        ``[0, num_levels)``; standardise: ``z = (x - mean) / std``.
+      logit_lambda: ``lam`` above; None picks 0.05 for CIFAR-10 (the paper's value) and 1e-6
+        for every other discrete dataset (MNIST's value; with 17 levels, as in ``digits``,
+        the smallest dequantised value 0 maps to logit(1e-6) = -13.8, a tame range).
+      analyze_splits: the splits whose statistics (mean, variance) the standardisation uses:
+        ``("train",)`` (HEPMASS, default), ``("train", "eval")`` (the paper's POWER and
+        MINIBOONE recipe) or all three (the paper's GAS code).
+      min_std: a column whose standard deviation over ``analyze_splits`` is at most this is
+        refused with a `DataError` naming the column (a constant column has no density).
+    """
+
+    method: str = "auto"
+    logit_lambda: Optional[float] = None
+    analyze_splits: Tuple[str, ...] = ("train",)
+    min_std: float = 1e-12
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "analyze_splits", tuple(self.analyze_splits))
+        if self.method not in ("auto", "logit", "standardize", "identity"):
+            raise ValueError(
+                "`method` must be one of 'auto', 'logit', 'standardize', 'identity', "
+                f"but is {self.method!r}")
+        if self.logit_lambda is not None and not 0.0 <= self.logit_lambda < 0.5:
+            raise ValueError(f"`logit_lambda` must be in [0, 0.5), but is {self.logit_lambda!r}")
+        if not self.analyze_splits or not set(self.analyze_splits) <= {"train", "eval", "test"}:
+            raise ValueError(
+                "`analyze_splits` must be a non-empty subset of ('train', 'eval', 'test'), "
+                f"but is {self.analyze_splits!r}")
+
+    def to_json(self) -> str:
+        """Serialises the config (used as a TFX execution property)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TransformConfig":
+        """Inverse of `to_json`."""
+        return cls(**json.loads(text))

@@ -1,0 +1,38 @@
+"""Errors raised by the tfflows components for bad user input."""
+
+from __future__ import annotations
+
+__all__ = ["DataError"]
+
+
+class DataError(ValueError):
+    """Bad input data: the message is one line naming the file, the place and the fix.
+
+    The message always reads ``<file>: <where> (row/column/field): <what is wrong>; <fix>``
+    on a single line, so that it can be shown as is in a CLI or a pipeline log.
+
+    Args:
+      source: the file, folder or bundled dataset name the problem was found in.
+      where: the row, column, field or split concerned (may be empty).
+      problem: what is wrong.
+      fix: what the user should do about it.
+
+    Attributes:
+      source, where, problem, fix: the parts above.
+    """
+
+    def __init__(self, source: str, where: str, problem: str, fix: str) -> None:
+        self.source = str(source)
+        self.where = str(where)
+        self.problem = str(problem)
+        self.fix = str(fix)
+        parts = [self.source]
+        if self.where:
+            parts.append(self.where)
+        parts.append(f"{self.problem}; fix: {self.fix}")
+        message = ": ".join(parts)
+        super().__init__(" ".join(message.split()))
+
+    def __reduce__(self):
+        # Keeps the exception picklable across Beam worker boundaries.
+        return (DataError, (self.source, self.where, self.problem, self.fix))

@@ -1,0 +1,56 @@
+"""The trained-model artifact: how a flow is written by train and read by evaluate and push.
+
+Layout of the artifact folder:
+  flow_config.json   the `models.FlowConfig` fields (enough to rebuild the architecture)
+  weights/           a tf.train.Checkpoint of the flow (`weights/flow-1.*`)
+  summary.json       what the trainer reports (epochs, best validation log-likelihood, ...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+from models import FlowConfig, FlowModel, build_flow
+
+__all__ = ["save_flow", "load_flow", "read_summary"]
+
+CONFIG_FILE = "flow_config.json"
+WEIGHTS_DIR = "weights"
+SUMMARY_FILE = "summary.json"
+
+
+def save_flow(model: FlowModel, uri: str, summary: dict | None = None) -> None:
+    """Writes the flow's configuration, weights and an optional summary under `uri`."""
+    tf.io.gfile.makedirs(uri)
+    config = dataclasses.asdict(model.config)
+    with tf.io.gfile.GFile(os.path.join(uri, CONFIG_FILE), "w") as f:
+        json.dump(config, f, indent=2, default=list)
+    tf.train.Checkpoint(flow=model).write(os.path.join(uri, WEIGHTS_DIR, "flow"))
+    if summary is not None:
+        with tf.io.gfile.GFile(os.path.join(uri, SUMMARY_FILE), "w") as f:
+            json.dump(summary, f, indent=2)
+
+
+def load_flow(uri: str) -> FlowModel:
+    """Rebuilds the flow saved by `save_flow` and restores its weights (all must match)."""
+    path = os.path.join(uri, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path}: no trained flow here; point at a train component's model output.")
+    with tf.io.gfile.GFile(path) as f:
+        config = json.load(f)
+    kind, event_dim = config.pop("kind"), config.pop("event_dim")
+    model = build_flow(kind, event_dim, **config)
+    tf.train.Checkpoint(flow=model).read(os.path.join(uri, WEIGHTS_DIR, "flow")).assert_existing_objects_matched()
+    return model
+
+
+def read_summary(uri: str) -> dict:
+    path = os.path.join(uri, SUMMARY_FILE)
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)

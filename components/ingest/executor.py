@@ -1,0 +1,205 @@
+"""Ingest executor logic as plain functions: source -> split tf.Examples + metadata.
+
+`run_ingest` reads a source (`components.ingest.loaders` in memory, or
+`components.ingest.streaming` with Beam), writes ``Split-{train,eval,test}/`` gzipped
+TFRecords of tf.Example with one float feature ``x`` of length D, and
+``dataset_metadata.json``, into a temporary folder that is moved into ``output_uri`` only when
+everything succeeded: bad input raises `DataError` and leaves ``output_uri`` untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+
+from components.config import IngestConfig
+from components.errors import DataError
+from components.ingest import loaders, streaming
+from components.ingest.metadata import FEATURE_KEY, DatasetMetadata, write_metadata
+from components.ingest.runner import pipeline_options
+
+__all__ = ["run_ingest", "SPLITS", "publish_dir", "reraise_data_error"]
+
+SPLITS = loaders.SPLITS
+_CHUNK = 512
+_STATS = "_split_stats.json"
+
+
+def _row_digest(row: np.ndarray) -> int:
+    return int.from_bytes(hashlib.sha256(row.astype("<f4").tobytes()).digest()[:16], "little")
+
+
+def _to_example(row: np.ndarray) -> bytes:
+    import tensorflow as tf
+
+    feature = tf.train.Feature(float_list=tf.train.FloatList(value=row.tolist()))
+    return tf.train.Example(
+        features=tf.train.Features(feature={FEATURE_KEY: feature})).SerializeToString()
+
+
+class _CountAndDigest(beam.CombineFn):
+    """(count, sum of 128-bit row digests): an order-independent summary of a split."""
+
+    def create_accumulator(self) -> Tuple[int, int]:
+        return 0, 0
+
+    def add_input(self, acc, digest):
+        return acc[0] + 1, acc[1] + digest
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        return sum(a[0] for a in accs), sum(a[1] for a in accs)
+
+    def extract_output(self, acc):
+        return acc
+
+
+def fingerprint(stats: Dict[str, Tuple[int, int]], event_dim: int) -> str:
+    """sha256 hex of the split sizes and row digests (independent of row and shard order)."""
+    summary = {s: [stats.get(s, (0, 0))[0], format(stats.get(s, (0, 0))[1] % 2 ** 256, "x")]
+               for s in SPLITS}
+    text = json.dumps({"event_dim": event_dim, "splits": summary}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_splits(rows, out_dir: str) -> None:
+    """rows: PCollection[(split, float32 row)] -> TFRecords per split + a stats file."""
+    parts = rows | "BySplit" >> beam.Partition(lambda kv, n: SPLITS.index(kv[0]), len(SPLITS))
+    for split, part in zip(SPLITS, parts):
+        _ = (part
+             | f"Serialize{split}" >> beam.Map(lambda kv: _to_example(kv[1]))
+             | f"Write{split}" >> beam.io.WriteToTFRecord(
+                 os.path.join(out_dir, f"Split-{split}", "data_tfrecord"),
+                 file_name_suffix=".gz",
+                 compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+    _ = (rows
+         | "Digest" >> beam.Map(lambda kv: (kv[0], _row_digest(kv[1])))
+         | "Summarise" >> beam.CombinePerKey(_CountAndDigest())
+         | "ToJson" >> beam.Map(lambda kv: json.dumps([kv[0], kv[1][0], str(kv[1][1])]))
+         | "WriteStats" >> beam.io.WriteToText(os.path.join(out_dir, _STATS), num_shards=1,
+                                               shard_name_template=""))
+
+
+def _read_stats(out_dir: str) -> Dict[str, Tuple[int, int]]:
+    path = os.path.join(out_dir, _STATS)
+    stats = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                split, count, digest = json.loads(line)
+                stats[split] = (int(count), int(digest))
+    os.remove(path)
+    return stats
+
+
+def _chunks(splits: Dict[str, np.ndarray]) -> Iterable[Tuple[str, np.ndarray]]:
+    for split in SPLITS:
+        x = np.asarray(splits[split], dtype=np.float32)
+        for start in range(0, len(x), _CHUNK):
+            yield split, x[start:start + _CHUNK]
+
+
+_DATA_ERROR_LINE = re.compile(r"DataError: (.+)")
+
+
+def reraise_data_error(err: BaseException) -> None:
+    """Raises the `DataError` behind a Beam failure, if any (Beam wraps worker exceptions)."""
+    seen = set()
+    cause: Optional[BaseException] = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, DataError):
+            raise DataError(cause.source, cause.where, cause.problem, cause.fix) from None
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    match = _DATA_ERROR_LINE.search(str(err))
+    if match:
+        error = DataError("", "", "", "")
+        error.args = (match.group(1).strip().split(" [while running")[0],)
+        raise error from None
+
+
+def publish_dir(tmp_dir: str, output_uri: str) -> None:
+    """Moves every entry of ``tmp_dir`` into ``output_uri`` (created if absent), then removes it."""
+    import tensorflow as tf
+
+    if tf.io.gfile.exists(output_uri) and tf.io.gfile.listdir(output_uri):
+        raise FileExistsError(f"output_uri {output_uri!r} is not empty; pass a new folder")
+    tf.io.gfile.makedirs(output_uri)
+    for name in tf.io.gfile.listdir(tmp_dir):
+        name = name.rstrip("/")
+        tf.io.gfile.rename(os.path.join(tmp_dir, name), os.path.join(output_uri, name))
+    tf.io.gfile.rmtree(tmp_dir)
+
+
+def run_ingest(config: IngestConfig, output_uri: str,
+               beam_pipeline_args: Optional[Sequence[str]] = None) -> DatasetMetadata:
+    """Ingests ``config``'s source into ``output_uri`` (an Examples artifact's folder).
+
+    Args:
+      config: what to read and how to split it.
+      output_uri: folder that receives ``Split-<split>/data_tfrecord-*.gz`` and
+        ``dataset_metadata.json``; must be absent or empty.
+      beam_pipeline_args: Beam arguments (default ``--runner=FnApiRunner``); the same code
+        runs on Dataflow, Flink or Spark given their arguments.
+
+    Returns:
+      The `DatasetMetadata` written beside the splits.
+
+    Raises:
+      DataError: bad input; nothing is written to ``output_uri`` then.
+    """
+    streamed = config.dataset in ("csv", "tfrecord")
+    if streamed:
+        source = (streaming.csv_source if config.dataset == "csv"
+                  else streaming.tfrecord_source)(config)
+        names, discrete, levels, shape, where = (source.feature_names, source.discrete,
+                                                 source.num_levels, source.image_shape,
+                                                 source.source)
+    else:
+        data = loaders.load_in_memory(config)
+        names, discrete, levels, shape, where = (data.feature_names, data.discrete,
+                                                 data.num_levels, data.image_shape, data.source)
+        for split in SPLITS:  # validated before anything is written
+            loaders.check_finite(np.asarray(data.splits[split]), f"{where} ({split} split)",
+                                 names)
+    tmp_dir = os.path.join(os.path.dirname(os.path.abspath(output_uri)) if "://" not in
+                           output_uri else os.path.dirname(output_uri),
+                           f".{os.path.basename(output_uri.rstrip('/'))}.tmp-{uuid.uuid4().hex}")
+    try:
+        try:
+            with beam.Pipeline(options=pipeline_options(beam_pipeline_args)) as pipeline:
+                if streamed:
+                    rows = pipeline | "Read" >> source.read
+                else:
+                    rows = (pipeline | "Chunks" >> beam.Create(list(_chunks(data.splits)))
+                            | "Rows" >> beam.FlatMap(lambda kv: ((kv[0], r) for r in kv[1])))
+                _write_splits(rows, tmp_dir)
+        except DataError:
+            raise
+        except Exception as err:  # Beam wraps the DoFn's DataError
+            reraise_data_error(err)
+            raise
+        stats = _read_stats(tmp_dir)
+        sizes = {s: stats.get(s, (0, 0))[0] for s in SPLITS}
+        empty = [s for s in SPLITS if sizes[s] == 0]
+        if empty:
+            raise DataError(where, f"split {empty[0]!r}", "received no rows",
+                            "ingest more rows or raise the eval/test fraction")
+        metadata = DatasetMetadata(
+            name=config.name or config.dataset, event_dim=len(names), feature_names=names,
+            discrete=bool(discrete), num_levels=levels, image_shape=shape, split_sizes=sizes,
+            fingerprint=fingerprint(stats, len(names)), source=str(where))
+        write_metadata(metadata, tmp_dir)
+        publish_dir(tmp_dir, output_uri)
+        return metadata
+    finally:
+        if os.path.isdir(tmp_dir):
+            shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -1,0 +1,86 @@
+"""`dataset_metadata.json` beside the ingested splits, and small-data readers of the splits."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+
+__all__ = ["DatasetMetadata", "METADATA_FILE", "read_metadata", "write_metadata",
+           "split_files", "load_split"]
+
+METADATA_FILE = "dataset_metadata.json"
+FEATURE_KEY = "x"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetMetadata:
+    """What downstream components need to know about an ingested dataset.
+
+    Attributes:
+      name: dataset name.
+      event_dim: D, the length of feature ``x``.
+      feature_names: D names, one per column of ``x``.
+      discrete: True when ``x`` holds integer levels in ``[0, num_levels)`` (to be dequantised).
+      num_levels: number of levels of discrete data (256 for 8-bit images), else None.
+      image_shape: e.g. ``[28, 28]`` or ``[32, 32, 3]`` (channels last) for images, else None.
+      split_sizes: rows per split, keys ``train``, ``eval``, ``test``.
+      fingerprint: sha256 hex of the ingested rows (order-independent, deterministic).
+      source: the input path or the bundled dataset's name.
+    """
+
+    name: str
+    event_dim: int
+    feature_names: List[str]
+    discrete: bool
+    num_levels: Optional[int]
+    image_shape: Optional[List[int]]
+    split_sizes: Dict[str, int]
+    fingerprint: str
+    source: str
+
+
+def write_metadata(metadata: DatasetMetadata, directory: str) -> str:
+    """Writes ``<directory>/dataset_metadata.json``; returns its path."""
+    path = os.path.join(directory, METADATA_FILE)
+    with open(path, "w") as f:
+        json.dump(dataclasses.asdict(metadata), f, indent=2, sort_keys=True)
+    return path
+
+
+def read_metadata(examples_uri: str) -> DatasetMetadata:
+    """Reads the metadata of an ingested Examples artifact (its URI)."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(os.path.join(examples_uri, METADATA_FILE), "r") as f:
+        return DatasetMetadata(**json.load(f))
+
+
+def split_files(examples_uri: str, split: str) -> List[str]:
+    """The gzipped TFRecord files of one split, sorted."""
+    import tensorflow as tf
+
+    return sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz")))
+
+
+def load_split(examples_uri: str, split: str) -> np.ndarray:
+    """All rows of one split as float32 ``[N, D]`` (for tests and small-data evaluation).
+
+    Row order follows the files and is not the source's order.
+    """
+    import tensorflow as tf
+
+    if split not in ("train", "eval", "test"):
+        raise ValueError(f"`split` must be 'train', 'eval' or 'test', but is {split!r}")
+    d = read_metadata(examples_uri).event_dim
+    files = split_files(examples_uri, split)
+    spec = {FEATURE_KEY: tf.io.FixedLenFeature([d], tf.float32)}
+    rows = [np.zeros((0, d), np.float32)]
+    if files:
+        dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096)
+        for batch in dataset:
+            rows.append(tf.io.parse_example(batch, spec)[FEATURE_KEY].numpy())
+    return np.concatenate(rows, axis=0)

@@ -1,0 +1,38 @@
+"""Beam pipeline options shared by the ingest and transform executors.
+
+The same code runs locally and on a production runner: only the arguments change, e.g.
+``['--runner=DataflowRunner', '--project=...', '--region=...', '--temp_location=gs://...']``,
+``['--runner=FlinkRunner', '--flink_master=host:8081']`` or ``['--runner=SparkRunner', ...]``.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+__all__ = ["DEFAULT_BEAM_ARGS", "beam_args", "pipeline_options", "runner_name"]
+
+# Since Beam 2.68 the default DirectRunner first tries to download the Prism runner, which
+# fails offline: pin the in-process FnApiRunner for local runs.
+DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_num_workers=1")
+
+
+def beam_args(args: Optional[Sequence[str]] = None) -> List[str]:
+    """``args`` as a list, with ``--runner=FnApiRunner`` added when no runner is named."""
+    if args is None:
+        return list(DEFAULT_BEAM_ARGS)
+    args = [str(a) for a in args]
+    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+        args.insert(0, "--runner=FnApiRunner")
+    return args
+
+
+def pipeline_options(args: Optional[Sequence[str]] = None) -> PipelineOptions:
+    """`PipelineOptions` from Beam command-line arguments (see `beam_args`)."""
+    return PipelineOptions(beam_args(args))
+
+
+def runner_name(args: Optional[Sequence[str]] = None) -> str:
+    """The runner the arguments select, e.g. ``"FnApiRunner"`` or ``"DataflowRunner"``."""
+    return str(pipeline_options(args).view_as(StandardOptions).runner)

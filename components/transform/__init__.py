@@ -1,0 +1,14 @@
+"""Preprocessing with tf.Transform: raw ``x`` -> model ``z`` and ``log_det`` per example.
+
+Public API: `run_transform` (executor logic), `benchmark_transform_config`, `dequantize`,
+`load_transform` / `apply_transform` (the graph in TF), and `conversions`; the TFX component
+is `components.transform.component.TransformData`.
+"""
+
+from components.transform import conversions
+from components.transform.executor import (PREPROCESSING_FILE, benchmark_transform_config,
+                                           run_transform)
+from components.transform.tfdata import apply_transform, dequantize, load_transform
+
+__all__ = ["PREPROCESSING_FILE", "apply_transform", "benchmark_transform_config",
+           "conversions", "dequantize", "load_transform", "run_transform"]

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One scheduled tfflows run (called by infra/schedule/crontab under flock).
+#
+# Reads settings from TFFLOWS_ENV_FILE (default /etc/tfflows/env, keep it mode 600), e.g.
+#   TFFLOWS_CONFIG=/etc/tfflows/config.yaml
+#   TFFLOWS_OUTPUT=/var/lib/tfflows
+#   TFFLOWS_TRACKING_URI=http://127.0.0.1:5000
+#   MLFLOW_TRACKING_USERNAME=...        # MLflow basic-auth user of the pipeline
+#   MLFLOW_TRACKING_PASSWORD=...
+# and runs `tfflows run --config ... --output ... [--set tracking.uri=...]`, printing UTC start
+# and end lines around the CLI's own output; exits with the CLI's status.
+set -euo pipefail
+
+TFFLOWS_HOME="${TFFLOWS_HOME:-$(cd "$(dirname "$0")/../.." && pwd)}"
+ENV_FILE="${TFFLOWS_ENV_FILE:-/etc/tfflows/env}"
+if [ -f "$ENV_FILE" ]; then
+    set -a
+    # shellcheck disable=SC1090
+    . "$ENV_FILE"
+    set +a
+fi
+
+TFFLOWS_BIN="${TFFLOWS_BIN:-$TFFLOWS_HOME/.venv/bin/tfflows}"
+args=(run --config "${TFFLOWS_CONFIG:-/etc/tfflows/config.yaml}"
+      --output "${TFFLOWS_OUTPUT:-/var/lib/tfflows}")
+if [ -n "${TFFLOWS_TRACKING_URI:-}" ]; then
+    args+=(--set "tracking.uri=${TFFLOWS_TRACKING_URI}")
+fi
+
+stamp() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+echo "[$(stamp)] tfflows scheduled run start (pid $$): ${args[*]}"
+status=0
+"$TFFLOWS_BIN" "${args[@]}" || status=$?
+echo "[$(stamp)] tfflows scheduled run end: exit status $status"
+exit "$status"

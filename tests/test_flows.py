@@ -1,0 +1,167 @@
+"""Whole flows from `build_flow`: normalisation, sampling against log_prob, TFP views, training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from models import FLOW_KINDS, build_flow
+from tests.flow_testing import perturb
+
+KIND_OPTIONS = {
+    "made": {},
+    "made_mog": {"num_components": 3},
+    "maf": {"num_layers": 3},
+    "maf_mog": {"num_layers": 2, "num_components": 3},
+    "iaf": {"num_layers": 2},
+    "gated_iaf": {"num_layers": 2, "gated": True},
+    "realnvp": {"num_layers": 3},
+    "haf": {"num_layers": 4},
+}
+
+
+def flow(name, dim, seed=0, scale=0.5, **extra):
+    options = dict(KIND_OPTIONS[name])
+    kind = {"maf_mog": "maf", "gated_iaf": "iaf"}.get(name, name)
+    model = build_flow(kind, dim, hidden_units=[8], dtype="float64", **options, **extra)
+    perturb(model, seed=seed, scale=scale)
+    return model
+
+
+def grid(limit=9.0, n=361):
+    axis = np.linspace(-limit, limit, n)
+    xx, yy = np.meshgrid(axis, axis)
+    return np.stack([xx.ravel(), yy.ravel()], 1), (axis[1] - axis[0]) ** 2
+
+
+@pytest.mark.parametrize("name", list(KIND_OPTIONS))
+def test_density_integrates_to_one_in_two_dimensions(name):
+    model = flow(name, 2, scale=0.4)
+    # Perturbed batch norms can make the density wide: size the grid from where its mass lies.
+    reach = np.percentile(np.abs(model.sample(5000, seed=0).numpy()), 99.9)
+    points, cell = grid(limit=2.0 * reach, n=801)
+    total = np.exp(model.log_prob(points).numpy()).sum() * cell
+    assert abs(total - 1.0) < 0.02, total
+
+
+@pytest.mark.parametrize("name", ["made", "maf", "iaf"])
+def test_density_integrates_to_one_in_one_dimension(name):
+    model = flow(name, 1)
+    axis = np.linspace(-15, 15, 6001)[:, None]
+    total = np.exp(model.log_prob(axis).numpy()).sum() * (axis[1, 0] - axis[0, 0])
+    assert abs(total - 1.0) < 1e-3, total
+
+
+@pytest.mark.parametrize("name", list(KIND_OPTIONS))
+def test_samples_follow_log_prob(name):
+    """A 2-D histogram of 20,000 samples against exp(log_prob) integrated over the same bins."""
+    model = flow(name, 2, scale=0.4)
+    samples = model.sample(20000, seed=7).numpy()
+    edges = np.linspace(-4, 4, 17)
+    hist, _, _ = np.histogram2d(samples[:, 0], samples[:, 1], bins=[edges, edges])
+    points, cell = grid(4.0, 321)
+    density = np.exp(model.log_prob(points).numpy()).reshape(321, 321) * cell
+    centres = np.linspace(-4, 4, 321)
+    bins = np.clip(np.searchsorted(edges, centres) - 1, 0, 15)
+    expected = np.zeros((16, 16))
+    np.add.at(expected, (bins[None, :].repeat(321, 0), bins[:, None].repeat(321, 1)), density)
+    total_variation = 0.5 * np.abs(hist / 20000 - expected).sum()
+    assert total_variation < 0.05, total_variation
+
+
+@pytest.mark.parametrize("name", list(KIND_OPTIONS))
+def test_tfp_distribution_and_bijector_agree_with_the_model(name):
+    model = flow(name, 3)
+    x = tf.constant(np.random.default_rng(1).normal(size=(5, 3)))
+    np.testing.assert_allclose(model.distribution.log_prob(x), model.log_prob(x), atol=1e-9)
+    u, _ = model.inverse_and_log_det(x)
+    np.testing.assert_allclose(model.bijector.forward(u), x, atol=1e-9)
+    np.testing.assert_allclose(model.bijector.inverse(tf.identity(x)), u, atol=1e-12)
+
+
+def test_sampling_is_reproducible_with_a_seed():
+    model = flow("maf", 3)
+    a, b, c = model.sample(4, seed=3), model.sample(4, seed=3), model.sample(4, seed=4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert model.sample(2).shape == (2, 3)
+
+
+@pytest.mark.parametrize("kind", FLOW_KINDS)
+def test_fit_lowers_the_negative_log_likelihood(kind):
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(512, 3)) @ np.array([[1.0, 0.8, 0.0], [0.0, 0.5, 0.3], [0.0, 0.0, 0.2]])).astype("float32")
+    model = build_flow(kind, 3, num_layers=2, hidden_units=[16], l2=1e-6)
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-2))
+    before = -float(tf.reduce_mean(model.log_prob(data)))
+    history = model.fit(data, batch_size=64, epochs=6, verbose=0)
+    after = -float(tf.reduce_mean(model.log_prob(data)))
+    assert np.isfinite(history.history["nll"]).all()
+    assert after < before - 0.3, (before, after)
+
+
+def test_l2_penalty_is_part_of_the_loss():
+    data = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+    model = build_flow("maf", 2, num_layers=1, hidden_units=[4], batch_norm=False, l2=0.5)
+    model.compile(optimizer=tf_keras.optimizers.SGD(0.0))
+    logs = model.evaluate(data, batch_size=64, verbose=0, return_dict=True)
+    model.reset_metrics()
+    step = model.train_step(tf.constant(data))
+    np.testing.assert_allclose(float(step["loss"]) - float(step["nll"]), 0.5 * float(model.l2_penalty()), rtol=1e-5)
+    assert logs["loss"] == pytest.approx(logs["nll"])
+
+
+def test_batch_norm_takes_the_training_set_statistics_after_fit():
+    data = (np.random.default_rng(0).normal(size=(300, 2)) * [3.0, 0.5] + [1.0, -2.0]).astype("float32")
+    model = build_flow("realnvp", 2, num_layers=2, hidden_units=[8])
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
+    model.fit(data, batch_size=50, epochs=1, verbose=0)
+    first = model.batch_norm_layers[0]
+    h, _ = model.flow_layers[0].inverse_and_log_det(data)  # the input of the first batch norm
+    np.testing.assert_allclose(first.mean.numpy(), np.mean(h, 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(first.variance.numpy(), np.var(h, 0), rtol=1e-4)
+    running = build_flow("realnvp", 2, num_layers=2, hidden_units=[8], batch_norm_statistics="running")
+    running.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
+    running.fit(data, batch_size=50, epochs=1, verbose=0)
+    h, _ = running.flow_layers[0].inverse_and_log_det(data)
+    assert not np.allclose(running.batch_norm_layers[0].variance.numpy(), np.var(h, 0), rtol=1e-3)
+
+
+def test_conditional_flow():
+    rng = np.random.default_rng(0)
+    context = rng.integers(0, 2, size=(400, 1)).astype("float32")
+    x = (rng.normal(size=(400, 2)) * 0.3 + 3.0 * context).astype("float32")
+    model = build_flow("maf", 2, num_layers=2, hidden_units=[16], context_dim=1)
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-2))
+    model.fit(tf.data.Dataset.from_tensor_slices((x, context)).batch(50), epochs=15, verbose=0)
+    probe = np.array([[3.0, 3.0]], "float32")
+    assert float(model.log_prob(probe, context=[[1.0]])[0]) > float(model.log_prob(probe, context=[[0.0]])[0]) + 3
+    samples = model.sample(200, seed=1, context=tf.ones([200, 1]))
+    assert abs(float(tf.reduce_mean(samples)) - 3.0) < 0.5
+
+
+def test_checkpoint_round_trip_keeps_log_prob():
+    model = flow("haf", 4)
+    x = tf.constant(np.random.default_rng(2).normal(size=(5, 4)))
+    expected = model.log_prob(x).numpy()
+    path = tf.train.Checkpoint(model=model).write("/tmp/tfflows_ckpt_test/ckpt")
+    fresh = build_flow("haf", 4, hidden_units=[8], dtype="float64", **KIND_OPTIONS["haf"])
+    tf.train.Checkpoint(model=fresh).read(path).assert_consumed()
+    np.testing.assert_allclose(fresh.log_prob(x), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(kind="glow", event_dim=2), "`kind` must be one of"),
+    (dict(kind="maf", event_dim=2, widths=[3]), "Unknown flow option"),
+    (dict(kind="realnvp", event_dim=1), "event_dim >= 2"),
+    (dict(kind="realnvp", event_dim=4, num_components=3), "num_components"),
+    (dict(kind="maf", event_dim=10, hidden_units=[4]), "hidden_units"),
+    (dict(kind="maf", event_dim=2, num_layers=0), "num_layers"),
+    (dict(kind="maf", event_dim=2, l2=-1.0), "l2"),
+])
+def test_bad_options_name_the_argument(kwargs, match):
+    kind, dim = kwargs.pop("kind"), kwargs.pop("event_dim")
+    with pytest.raises(ValueError, match=match):
+        build_flow(kind, dim, **kwargs)
