@@ -165,3 +165,31 @@ def test_bad_options_name_the_argument(kwargs, match):
     kind, dim = kwargs.pop("kind"), kwargs.pop("event_dim")
     with pytest.raises(ValueError, match=match):
         build_flow(kind, dim, **kwargs)
+
+
+def test_builder_orders_and_alternates_layers_as_the_papers_do():
+    """MAF/IAF reverse the MADE order every layer; Real NVP alternates halves; HAF alternates the
+    even/odd split every layer and reverses its MADE order every two layers (thesis 6.2.3); batch
+    norm sits after every layer, on the data side of the next one and before the base."""
+    from models.bijectors import AffineCoupling, BatchNormalization, HybridAutoregressive, MaskedAutoregressiveFlow
+
+    maf = build_flow("maf", 4, num_layers=3, hidden_units=[4])
+    mades = [layer.made for layer in maf.flow_layers if isinstance(layer, MaskedAutoregressiveFlow)]
+    for k, made in enumerate(mades):
+        np.testing.assert_array_equal(made.degrees_in, [1, 2, 3, 4] if k % 2 == 0 else [4, 3, 2, 1])
+    assert [type(layer).__name__ for layer in maf.flow_layers] == ["MaskedAutoregressiveFlow", "BatchNormalization"] * 3
+
+    nvp = build_flow("realnvp", 5, num_layers=2, hidden_units=[4], batch_norm=False)
+    first, second = nvp.flow_layers
+    np.testing.assert_array_equal(first.conditioning, [0, 1])
+    np.testing.assert_array_equal(second.conditioning, [2, 3, 4])
+    assert isinstance(first, AffineCoupling)
+
+    haf = build_flow("haf", 6, num_layers=4, hidden_units=[6])
+    hybrids = [layer for layer in haf.flow_layers if isinstance(layer, HybridAutoregressive)]
+    expected_made = [[0, 2, 4], [1, 3, 5], [0, 2, 4], [1, 3, 5]]
+    expected_order = [[1, 2, 3], [1, 2, 3], [3, 2, 1], [3, 2, 1]]
+    for layer, made_idx, order in zip(hybrids, expected_made, expected_order):
+        np.testing.assert_array_equal(layer.made_indices, made_idx)
+        np.testing.assert_array_equal(layer.made.degrees_in, order)
+    assert sum(isinstance(layer, BatchNormalization) for layer in haf.flow_layers) == 4

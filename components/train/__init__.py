@@ -1,0 +1,14 @@
+"""Training: builds a flow for the ingested data, trains it on the transformed train split with
+fresh dequantisation noise per epoch, early stopping, resumable checkpoints, NaN rollback and
+MLflow tracking, and writes the Model artifact (`components.flow_artifact.save_flow`).
+
+Public API: `run_train` (executor logic), `TrainConfig`, `TrackingConfig`,
+`TrainingDivergedError`; the TFX component is `components.train.component.TrainFlow`.
+"""
+
+from components.train.config import TrackingConfig, TrainConfig
+from components.train.executor import (TrainingDivergedError, default_checkpoint_dir,
+                                       make_dataset, run_train)
+
+__all__ = ["TrackingConfig", "TrainConfig", "TrainingDivergedError", "default_checkpoint_dir",
+           "make_dataset", "run_train"]

@@ -1,0 +1,94 @@
+"""Figures of a training run (matplotlib, Agg backend): the loss curve and a samples figure."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["loss_curve", "samples_figure", "logit_to_unit"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def loss_curve(history: List[Dict[str, float]], path: str) -> str:
+    """Train and validation log-likelihood per epoch (model space, nats) written to ``path``."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["train_log_likelihood"] for h in history], "o-", label="train")
+    ax.plot(epochs, [h["val_log_likelihood"] for h in history], "s-", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean log-likelihood (nats, model space)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def logit_to_unit(z: np.ndarray, lam: float) -> np.ndarray:
+    """Inverse of the logit preprocessing in [0, 1]: ``(sigmoid(z) - lam) / (1 - 2 lam)``."""
+    unit = (1.0 / (1.0 + np.exp(-z)) - lam) / (1.0 - 2.0 * lam)
+    return np.clip(unit, 0.0, 1.0)
+
+
+def samples_figure(samples: np.ndarray, path: str, *, image_shape: Optional[Sequence[int]] = None,
+                   logit_lambda: Optional[float] = None, data: Optional[np.ndarray] = None,
+                   log_prob_fn=None) -> str:
+    """Writes a figure of model samples (model space ``z``) to ``path``.
+
+    - images (``image_shape`` given): a grid of samples mapped to [0, 1] through the inverse
+      logit (``logit_lambda``; plain sigmoid when None);
+    - D = 2 with ``log_prob_fn``: a heat map of the model density and the samples on top;
+    - otherwise: a scatter of the first two dimensions of samples (and of ``data``).
+    """
+    plt = _pyplot()
+    samples = np.asarray(samples, np.float64)
+    if image_shape is not None:
+        images = logit_to_unit(samples, logit_lambda or 0.0).reshape([-1] + list(image_shape))
+        n = len(images)
+        cols = int(np.ceil(np.sqrt(n)))
+        rows = int(np.ceil(n / cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(cols, rows), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if i < n:
+                img = images[i]
+                ax.imshow(img if img.ndim == 2 or img.shape[-1] == 3 else img[..., 0],
+                          cmap="gray", vmin=0, vmax=1)
+    elif samples.shape[1] == 2 and log_prob_fn is not None:
+        ref = samples if data is None else np.concatenate([samples, np.asarray(data)], 0)
+        lo, hi = np.percentile(ref, 0.5, axis=0), np.percentile(ref, 99.5, axis=0)
+        pad = 0.2 * (hi - lo)
+        gx, gy = np.meshgrid(np.linspace(lo[0] - pad[0], hi[0] + pad[0], 80),
+                             np.linspace(lo[1] - pad[1], hi[1] + pad[1], 80))
+        grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+        density = np.exp(np.asarray(log_prob_fn(grid), np.float64)).reshape(gx.shape)
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.pcolormesh(gx, gy, density, shading="auto", cmap="viridis")
+        ax.scatter(samples[:, 0], samples[:, 1], s=4, c="white", alpha=0.7, label="samples")
+        ax.set_title("model density and samples (model space)")
+        ax.legend(loc="upper right")
+    else:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        if data is not None:
+            data = np.asarray(data)
+            ax.scatter(data[:, 0], data[:, min(1, data.shape[1] - 1)], s=4, alpha=0.4, label="data")
+        ax.scatter(samples[:, 0], samples[:, min(1, samples.shape[1] - 1)], s=4, alpha=0.6,
+                   label="samples")
+        ax.set_xlabel("z[0]")
+        ax.set_ylabel("z[1]")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
