@@ -113,7 +113,7 @@ def main(argv=None):
             ll = model.log_prob(test).numpy()
             rows.append((name, label, *mean_and_two_se(ll), time.time() - start))
             print(f"  {name:7s} {label:13s} {rows[-1][2]:9.2f} ± {rows[-1][3]:.2f}  ({rows[-1][4]:.0f} s)", flush=True)
-    print(f"\n| dataset | model | test log-likelihood (nats) | train time (s) |\n|---|---|---|---|")
+    print("\n| dataset | model | test log-likelihood (nats) | train time (s) |\n|---|---|---|---|")
     for name, label, mean, se, seconds in rows:
         print(f"| {name} | {label} | {mean:.2f} ± {se:.2f} | {seconds:.0f} |")
 

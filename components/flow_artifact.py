@@ -14,7 +14,7 @@ import os
 
 import tensorflow as tf
 
-from models import FlowConfig, FlowModel, build_flow
+from models import FlowModel, build_flow
 
 __all__ = ["save_flow", "load_flow", "read_summary"]
 

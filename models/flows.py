@@ -64,6 +64,10 @@ class FlowConfig:
       l2: weight of the L2 penalty on all kernels (the papers use 1e-6).
       dtype: "float32" or "float64".
       seed: seed of a "random" order.
+      jit_compile: compile the sequential directions (sampling; IAF's density) with XLA when
+        `sample`/`log_prob` are called eagerly (5-8x faster on CPU, see benchmarks/speed.py).
+        Inside a tf.function (training, exported SavedModels) the plain graph is used, so a
+        SavedModel needs no XLA support from its server.
     """
 
     kind: str = "maf"
@@ -84,6 +88,7 @@ class FlowConfig:
     l2: float = 0.0
     dtype: str = "float32"
     seed: int = 0
+    jit_compile: bool = True
 
     def __post_init__(self):
         if self.kind not in FLOW_KINDS:
@@ -185,10 +190,14 @@ class FlowModel(tf_keras.Model):
         self.event_dim = config.event_dim
         data_side, self.base = _data_side_layers(config)
         self.flow_layers = data_side  # data side first: the order of the density pass
+        self._xla_forward = tf.function(self._forward_layers, jit_compile=True)
+        self._xla_inverse = tf.function(self.inverse_and_log_det, jit_compile=True)
         self._nll_tracker = tf_keras.metrics.Mean(name="nll")
         self._loss_tracker = tf_keras.metrics.Mean(name="loss")
         context = None if config.context_dim is None else tf.zeros([1, config.context_dim], config.dtype)
-        self.log_prob(tf.zeros([1, config.event_dim], config.dtype), context=context)  # creates variables
+        # Creates the variables, eagerly (not inside an XLA trace).
+        u, _ = self.inverse_and_log_det(tf.zeros([1, config.event_dim], config.dtype), context=context)
+        self.base.log_prob(u, context=context)
 
     # ----- density and sampling -----------------------------------------------------------
     def inverse_and_log_det(self, x, context=None, training=False):
@@ -207,10 +216,15 @@ class FlowModel(tf_keras.Model):
         context = tf.reshape(context, [-1, self.config.context_dim])
         return tf.broadcast_to(context, [batch, self.config.context_dim])
 
+    def _use_xla(self) -> bool:
+        return self.config.jit_compile and tf.executing_eagerly()
+
     def log_prob(self, x, context=None, training=False):
         x = tf.convert_to_tensor(x, dtype=self.dtype)
         context = self._context(context, tf.shape(x)[0])
-        u, log_det = self.inverse_and_log_det(x, context, training)
+        sequential = self.config.kind == "iaf" and not training  # IAF's density pass is the loop
+        inverse = self._xla_inverse if sequential and self._use_xla() else self.inverse_and_log_det
+        u, log_det = inverse(x, context, training)
         return self.base.log_prob(u, context=context) + log_det
 
     def call(self, x, context=None, training=False):
@@ -223,10 +237,14 @@ class FlowModel(tf_keras.Model):
         elif isinstance(seed, int):
             seed = tf.constant([seed, 0], tf.int32)
         context = self._context(context, n)
-        x = self.base.sample(n, seed, context=context, dtype=self.dtype)
+        u = self.base.sample(n, seed, context=context, dtype=self.dtype)
+        return (self._xla_forward if self._use_xla() else self._forward_layers)(u, context)
+
+    def _forward_layers(self, u, context=None):
+        """x = b_K(...b_1(u)): every layer's forward, base side first."""
         for layer in reversed(self.flow_layers):
-            x, _ = layer.forward_and_log_det(x, context=context)
-        return x
+            u, _ = layer.forward_and_log_det(u, context=context)
+        return u
 
     @property
     def bijector(self):

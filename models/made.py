@@ -49,11 +49,11 @@ class MaskedDense(tf_keras.layers.Layer):
             name="kernel", shape=(fan_in, self.units), initializer=self.kernel_initializer
         )
         self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
-        self.mask = tf.constant(self.mask_value, dtype=self.dtype)
         super().build(input_shape)
 
     def masked_kernel(self) -> tf.Tensor:
-        return self.kernel * self.mask
+        # The mask becomes a constant of whichever graph (or eager context) calls this.
+        return self.kernel * tf.constant(self.mask_value, dtype=self.kernel.dtype)
 
     def call(self, inputs):
         return self.activation(tf.matmul(inputs, self.masked_kernel()) + self.bias)
@@ -173,8 +173,9 @@ class MADE(tf_keras.layers.Layer):
         perm_tensor = tf.constant(perm)
         batch = tf.shape(noise)[0]
         noise_steps = tf.gather(tf.experimental.numpy.moveaxis(noise, 1, 0), perm)  # [D, batch, ...]
+        # Step k reads one contiguous [H_L, P] block of the output kernel, laid out step-major once.
         out_kernel = tf.reshape(self.output_layer.masked_kernel(), [-1, self.event_dim, self.num_params])
-        out_kernel = tf.gather(out_kernel, perm, axis=1)  # [H_L, D, P]
+        out_kernel = tf.transpose(tf.gather(out_kernel, perm, axis=1), [1, 0, 2])  # [D, H_L, P]
         out_bias = tf.gather(tf.reshape(self.output_layer.bias, [self.event_dim, self.num_params]), perm)
 
         if self.hidden_layers:
@@ -195,7 +196,7 @@ class MADE(tf_keras.layers.Layer):
             h = self.activation(acc)
             for layer in self.hidden_layers[1:]:
                 h = self.activation(layer(h))
-            return tf.einsum("bh,hp->bp", h, out_kernel[:, k]) + out_bias[k]
+            return tf.matmul(h, out_kernel[k]) + out_bias[k]
 
         values = tf.TensorArray(dtype, size=self.event_dim)
         log_det0 = tf.zeros([batch], dtype)

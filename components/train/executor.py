@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
 from typing import Callable, Dict, List, Optional

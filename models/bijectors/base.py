@@ -13,7 +13,6 @@ vector [batch, C]) and `training` (batch norm's minibatch statistics), both opti
 
 from __future__ import annotations
 
-import tensorflow as tf
 import tensorflow_probability as tfp
 
 __all__ = ["FlowBijector"]

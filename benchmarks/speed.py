@@ -1,0 +1,351 @@
+"""Speed of tfflows against TensorFlow Probability's MAF, measured in one run (project issue 8).
+
+    python -m benchmarks.speed            # default: finishes in a few minutes on 2 CPU cores
+    python -m benchmarks.speed --full     # TFP's sequential paths at the full 100 samples / rows
+
+Both sides use the same architecture: `layers` MAF layers, one hidden layer of H relu units, D
+inputs, no batch norm, a standard normal base. TFP's flow is
+`TransformedDistribution(Normal, Chain([MAF(AutoregressiveNetwork(2, [H])), Permute(reverse), ...]))`;
+ours is `build_flow(kind, D, num_layers=layers, hidden_units=[H], batch_norm=False)`.
+
+TFP's sequential direction (MAF sampling, IAF density) re-runs the whole network D times per layer
+(O(D^2 H) per row), ours runs `MADE.autoregressive_loop` (O(D H) per row). At D=784 TFP needs
+about 100 s for 100 samples, so by default its sequential paths are timed on fewer rows and the
+table says how many; per-row figures are then extrapolations, labelled as such.
+
+Every timed function is a `tf.function`, called once to trace and warm up before timing; each
+figure is the median of `reps` timed calls. "xla" rows use `tf.function(jit_compile=True)`; the
+library itself does not enable XLA, so the plain `tf.function` figure is the one to quote.
+
+FLOP counts are matmul FLOPs only: one MADE with one hidden layer costs 2·B·(D·H + H·2D) forward;
+a training step is counted as 3x forward. The peak is the median rate of a 2048x2048 fp32
+`tf.matmul` measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras
+
+from models import build_flow
+from models.made import MaskedDense
+
+tfb, tfd = tfp.bijectors, tfp.distributions
+
+DEFAULT_SHAPES = ((43, 512), (784, 1024))
+
+
+# ----- timing helpers ---------------------------------------------------------------------------
+def median_time(fn, reps: int, warmup: int = 1) -> float:
+    """Median wall time (s) of `fn()` over `reps` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        _block(fn())
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        _block(fn())
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _block(result):
+    """Forces the result to host so asynchronous work is counted."""
+    for t in tf.nest.flatten(result):
+        if isinstance(t, (tf.Tensor, tf.Variable)):
+            t.numpy()
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
+    a = tf.random.normal([n, n])
+    b = tf.random.normal([n, n])
+    f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    return 2 * n**3 / median_time(f, reps) / 1e9
+
+
+def made_forward_flops(batch: int, d: int, h: int, layers: int) -> float:
+    """Matmul FLOPs of `layers` one-hidden-layer Gaussian MADEs on `batch` rows."""
+    return 2.0 * batch * (d * h + h * 2 * d) * layers
+
+
+# ----- the two implementations -----------------------------------------------------------------
+def build_ours(kind: str, d: int, h: int, layers: int):
+    return build_flow(kind, d, num_layers=layers, hidden_units=[h], batch_norm=False)
+
+
+class TFPFlow(tf.Module):
+    """TFP's MAF: `layers` MAF bijectors with reversals between, over a standard normal."""
+
+    def __init__(self, d: int, h: int, layers: int, seed: int = 0):
+        super().__init__(name="tfp_maf")
+        self.nets = []
+        bijectors = []
+        for k in range(layers):
+            net = tfb.AutoregressiveNetwork(params=2, hidden_units=[h], activation="relu", event_shape=[d])
+            net.build((None, d))
+            self.nets.append(net)
+            bijectors.append(tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=net))
+            if k < layers - 1:
+                bijectors.append(tfb.Permute(permutation=np.arange(d)[::-1].copy()))
+        # Chain applies its list last-to-first in the forward (sampling) direction.
+        self.maf = tfb.Chain(bijectors[::-1])
+        self.base = tfd.Sample(tfd.Normal(0.0, 1.0), sample_shape=[d])
+        self.maf_dist = tfd.TransformedDistribution(self.base, self.maf)
+        self.iaf_dist = tfd.TransformedDistribution(self.base, tfb.Invert(self.maf))
+
+    @property
+    def variables_to_train(self):
+        return [v for net in self.nets for v in net.trainable_variables]
+
+
+# ----- the measurements ------------------------------------------------------------------------
+def sample_fn(model, n: int, jit: bool = False):
+    return tf.function(lambda: model.sample(n, seed=1), jit_compile=jit)
+
+
+def tfp_sample_fn(flow: TFPFlow, n: int):
+    return tf.function(lambda: flow.maf_dist.sample(n, seed=1))
+
+
+def train_step_fn(log_prob, variables, jit: bool = False):
+    optimizer = tf_keras.optimizers.Adam(1e-4)
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(log_prob(x))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    return tf.function(step, jit_compile=jit)
+
+
+def export_and_load(log_prob, owner, d: int, directory: str):
+    """Saves a tf.Module with `log_prob` over [None, d] float32 (owner: what holds the variables)."""
+    module = tf.Module()
+    module.owner = owner
+    module.log_prob = tf.function(log_prob, input_signature=[tf.TensorSpec([None, d], tf.float32)])
+    tf.saved_model.save(module, directory)
+    return tf.saved_model.load(directory)  # keep the loaded object alive: it owns the variables
+
+
+class Table:
+    def __init__(self, title: str, unit: str, columns=("ours", "TFP")):
+        self.title, self.unit, self.columns, self.rows = title, unit, columns, []
+
+    def add(self, label: str, ours: float | None, tfp_value: float | None, note: str = ""):
+        self.rows.append((label, ours, tfp_value, note))
+
+    def render(self) -> str:
+        fmt = lambda v: "-" if v is None else (f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}")
+        lines = [f"== {self.title} ({self.unit}) ==",
+                 f"{'case':<42}{self.columns[0]:>12}{self.columns[1]:>12}{'ratio':>10}  note"]
+        for label, ours, other, note in self.rows:
+            ratio = "-" if ours is None or other is None or other == 0 else f"{ours / other:.3g}x"
+            lines.append(f"{label:<42}{fmt(ours):>12}{fmt(other):>12}{ratio:>10}  {note}".rstrip())
+        return "\n".join(lines)
+
+
+def _maybe_xla(make, *args):
+    """Time of the XLA-compiled variant, or None when XLA refuses the graph."""
+    try:
+        return make(*args)
+    except Exception as error:  # noqa: BLE001 - XLA failures are reported, not fatal
+        print(f"  (xla failed: {type(error).__name__}: {str(error).splitlines()[0][:100]})")
+        return None
+
+
+def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, tfp_rows: dict | None = None,
+        train_batch: int = 100, eval_batch: int | None = None, reps: int = 3, train_steps: int = 5,
+        kinds=("maf", "realnvp", "haf"), xla: bool = True, print_fn=print) -> dict[str, Table]:
+    """Measures everything and returns the tables (also printed as they complete).
+
+    tfp_rows maps D to the number of samples / rows used for TFP's sequential paths at that D
+    (default: n_samples).
+    """
+    tfp_rows = tfp_rows or {}
+    peak = matmul_peak_gflops(reps=reps)
+    print_fn(f"fp32 matmul peak (2048x2048 tf.matmul): {peak:.1f} GFLOP/s")
+    tables = {
+        "sample": Table(f"MAF sampling, {n_samples} samples", "seconds per call; lower is better"),
+        "iaf": Table("IAF log_prob (sequential direction)", "rows/s; higher is better"),
+        "train": Table(f"Training, batch {train_batch}, Adam", "examples/s; higher is better"),
+        "gflops": Table("MAF training achieved matmul rate", f"GFLOP/s; % of {peak:.0f} peak in note"),
+        "log_prob": Table("log_prob (density direction)", "rows/s; higher is better"),
+        "saved": Table("Exported SavedModel log_prob", "rows/s; higher is better"),
+    }
+    rng = np.random.default_rng(0)
+    for d, h in shapes:
+        tag = f"D={d},H={h}"
+        n_tfp = int(tfp_rows.get(d, n_samples))
+        ours = build_ours("maf", d, h, layers)
+        ours_iaf = build_ours("iaf", d, h, layers)
+        theirs = TFPFlow(d, h, layers)
+
+        # Sampling (MAF forward) and IAF density: the sequential direction.
+        t_ours = median_time(sample_fn(ours, n_samples), reps)
+        t_ours_xla = _maybe_xla(lambda: median_time(sample_fn(ours, n_samples, jit=True), reps)) if xla else None
+        t_tfp = median_time(tfp_sample_fn(theirs, n_tfp), 1 if n_tfp < n_samples else reps)
+        t_tfp_scaled = t_tfp * n_samples / n_tfp
+        note = "" if n_tfp == n_samples else f"TFP timed on {n_tfp} samples, x{n_samples / n_tfp:g} (extrapolated)"
+        tables["sample"].add(f"{tag} tf.function", t_ours, t_tfp_scaled, note)
+        if t_ours_xla is not None:
+            tables["sample"].add(f"{tag} ours XLA (default when eager) vs TFP", t_ours_xla, t_tfp_scaled)
+
+        x_seq = tf.constant(rng.standard_normal((n_samples, d)), tf.float32)
+        x_seq_tfp = x_seq[:n_tfp]
+        iaf_ours = tf.function(ours_iaf.log_prob)
+        iaf_ours_xla = tf.function(ours_iaf.log_prob, jit_compile=True)
+        iaf_tfp = tf.function(theirs.iaf_dist.log_prob)
+        r_ours = n_samples / median_time(lambda: iaf_ours(x_seq), reps)
+        r_ours_xla = _maybe_xla(lambda: n_samples / median_time(lambda: iaf_ours_xla(x_seq), reps)) if xla else None
+        r_tfp = n_tfp / median_time(lambda: iaf_tfp(x_seq_tfp), 1 if n_tfp < n_samples else reps)
+        note = f"batch {n_samples}" + ("" if n_tfp == n_samples else f"; TFP batch {n_tfp}")
+        tables["iaf"].add(f"{tag} tf.function", r_ours, r_tfp, note)
+        if r_ours_xla is not None:
+            tables["iaf"].add(f"{tag} ours XLA (default when eager) vs TFP", r_ours_xla, r_tfp, note)
+
+        # Training.
+        x_train = tf.constant(rng.standard_normal((train_batch, d)), tf.float32)
+        flops_step = 3 * made_forward_flops(train_batch, d, h, layers)
+
+        def examples_per_s(step):
+            return train_batch / median_time(lambda: step(x_train), train_steps, warmup=2)
+
+        tfp_train = examples_per_s(train_step_fn(theirs.maf_dist.log_prob, theirs.variables_to_train))
+        tfp_train_xla = _maybe_xla(lambda: examples_per_s(
+            train_step_fn(theirs.maf_dist.log_prob, theirs.variables_to_train, jit=True))) if xla else None
+        for kind in kinds:
+            model = ours if kind == "maf" else build_ours(kind, d, h, layers)
+            rate = examples_per_s(train_step_fn(model.log_prob, model.trainable_variables))
+            tables["train"].add(f"{tag} {kind}", rate, tfp_train)
+            if xla:
+                rate_xla = _maybe_xla(lambda: examples_per_s(
+                    train_step_fn(model.log_prob, model.trainable_variables, jit=True)))
+                tables["train"].add(f"{tag} {kind} xla (TFP xla)", rate_xla, tfp_train_xla)
+            if kind == "maf":
+                g_ours, g_tfp = flops_step * rate / train_batch / 1e9, flops_step * tfp_train / train_batch / 1e9
+                tables["gflops"].add(f"{tag} maf", g_ours, g_tfp,
+                                     f"ours {100 * g_ours / peak:.0f}%, TFP {100 * g_tfp / peak:.0f}% of peak")
+
+        # Density direction.
+        batches = (train_batch, eval_batch or (10000 if d < 200 else 1000))
+        for batch in batches:
+            x = tf.constant(rng.standard_normal((batch, d)), tf.float32)
+            for kind in kinds:
+                model = ours if kind == "maf" else build_ours(kind, d, h, layers)
+                f = tf.function(model.log_prob)
+                rate = batch / median_time(lambda: f(x), reps)
+                other = None
+                if kind == "maf":
+                    g = tf.function(theirs.maf_dist.log_prob)
+                    other = batch / median_time(lambda: g(x), reps)
+                tables["log_prob"].add(f"{tag} {kind} batch {batch}", rate, other, "" if other else "no TFP twin")
+
+        # Exported SavedModel.
+        with tempfile.TemporaryDirectory() as tmp:
+            loaded_ours = export_and_load(ours.log_prob, ours, d, os.path.join(tmp, "ours"))
+            loaded_tfp = export_and_load(theirs.maf_dist.log_prob, theirs.nets, d, os.path.join(tmp, "tfp"))
+            for batch in (1, 1000):
+                x = tf.constant(rng.standard_normal((batch, d)), tf.float32)
+                reps_here = reps * 10 if batch == 1 else reps
+                r1 = batch / median_time(lambda: loaded_ours.log_prob(x), reps_here)
+                r2 = batch / median_time(lambda: loaded_tfp.log_prob(x), reps_here)
+                tables["saved"].add(f"{tag} maf batch {batch}", r1, r2)
+        print_fn(f"-- done {tag}")
+    return tables
+
+
+def machine_line() -> str:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"machine: {cores} cores, {model}, TF {tf.__version__}, TFP {tfp.__version__}, "
+            f"Python {platform.python_version()}")
+
+
+# ----- profile: masked products vs the rest (issue 8, part 2) -------------------------------------
+@contextlib.contextmanager
+def unmasked_kernels():
+    """Within: MaskedDense uses its raw kernel (a plain Dense of the same shape). Timing only."""
+    original = MaskedDense.masked_kernel
+
+    @tf.autograph.experimental.do_not_convert
+    def raw_kernel(self):
+        return self.kernel
+
+    MaskedDense.masked_kernel = raw_kernel
+    try:
+        yield
+    finally:
+        MaskedDense.masked_kernel = original
+
+
+def profile(shapes=DEFAULT_SHAPES, layers: int = 5, batch: int = 100, steps: int = 5, n_samples: int = 100,
+            reps: int = 3, print_fn=print) -> Table:
+    """Train-step time with masks vs plain kernels, with/without batch norm; sampling, plain vs XLA."""
+    table = Table("Profile: MAF train step and sampling", "ms per call; lower is better",
+                  columns=("A", "B"))
+    rng = np.random.default_rng(1)
+    for d, h in shapes:
+        tag = f"D={d},H={h}"
+        x = tf.constant(rng.standard_normal((batch, d)), tf.float32)
+
+        def step_ms(batch_norm: bool, masked: bool, jit: bool = False):
+            model = build_flow("maf", d, num_layers=layers, hidden_units=[h], batch_norm=batch_norm)
+            log_prob = lambda v: model.log_prob(v, training=True)
+            with (contextlib.nullcontext() if masked else unmasked_kernels()):
+                step = train_step_fn(log_prob, model.trainable_variables, jit=jit)
+                return 1e3 * median_time(lambda: step(x), steps, warmup=2)
+
+        masked, plain = step_ms(False, True), step_ms(False, False)
+        table.add(f"{tag} train A=masked B=unmasked", masked, plain, "B: same step, raw kernels (plain Dense)")
+        table.add(f"{tag} train+BN A=masked B=unmasked", step_ms(True, True), step_ms(True, False))
+        flops = 3 * made_forward_flops(batch, d, h, layers)
+        table.add(f"{tag} train B=matmuls alone at peak", None, 1e3 * flops / 1e9 / matmul_peak_gflops(reps=2),
+                  "3x forward matmul FLOPs / 2048^2 matmul rate")
+        model = build_flow("maf", d, num_layers=layers, hidden_units=[h], batch_norm=False)
+        plain = 1e3 * median_time(sample_fn(model, n_samples), reps)
+        default = 1e3 * median_time(lambda: model.sample(n_samples, seed=1), reps)
+        table.add(f"{tag} sample {n_samples} A=plain graph B=default", plain, default,
+                  "B: eager model.sample, the library's XLA-compiled loop")
+        print_fn(f"-- profiled {tag}")
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="time TFP's sequential paths on all 100 rows")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--no-xla", action="store_true")
+    parser.add_argument("--no-profile", action="store_true")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    tfp_rows = {} if args.full else {784: 10}
+    tables = run(tfp_rows=tfp_rows, reps=args.reps, xla=not args.no_xla)
+    print()
+    for table in tables.values():
+        print(table.render(), end="\n\n")
+    if not args.no_profile:
+        print(profile(reps=args.reps).render(), end="\n\n")
+    print(machine_line())
+    print(f"total wall time {time.perf_counter() - start:.0f} s; timings are medians of {args.reps} calls "
+          f"(training: 5 steps) after warm-up; other processes share these cores, so expect noise")
+
+
+if __name__ == "__main__":
+    main()
