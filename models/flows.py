@@ -62,6 +62,9 @@ class FlowConfig:
       forget_bias: gated IAF only: initial bias of the gate.
       context_dim: size of a conditioning vector (conditional flows), or None.
       l2: weight of the L2 penalty on all kernels (the papers use 1e-6).
+      max_log_scale: B, a smooth bound |alpha| < B on every affine log-scale (MAF, IAF, HAF,
+        Real NVP): alpha = B·tanh(a/B). Keeps log-densities finite far from the data (anomaly
+        scores of outliers are very low instead of NaN); None: unbounded, as in the papers.
       dtype: "float32" or "float64".
       seed: seed of a "random" order.
       jit_compile: compile the sequential directions (sampling; IAF's density) with XLA when
@@ -86,6 +89,7 @@ class FlowConfig:
     forget_bias: float = 1.0
     context_dim: int | None = None
     l2: float = 0.0
+    max_log_scale: float | None = 3.0
     dtype: str = "float32"
     seed: int = 0
     jit_compile: bool = True
@@ -108,6 +112,8 @@ class FlowConfig:
             raise ValueError(
                 f"`batch_norm_statistics` must be 'train_set' or 'running', but is {self.batch_norm_statistics!r}."
             )
+        if self.max_log_scale is not None and not self.max_log_scale > 0:
+            raise ValueError(f"`max_log_scale` must be > 0 or None, but is {self.max_log_scale}.")
         if self.l2 < 0:
             raise ValueError(f"`l2` must be >= 0, but is {self.l2}.")
         if self.dtype not in ("float32", "float64"):
@@ -134,6 +140,7 @@ def _data_side_layers(config: FlowConfig) -> tuple[list[FlowBijector], object]:
     """Bijectors from the data side to the base side, and the base density."""
     d, kind = config.event_dim, config.kind
     common = dict(activation=config.activation, context_dim=config.context_dim)
+    bound = config.max_log_scale
     layers: list[FlowBijector] = []
     count = 1 if kind in ("made", "made_mog") else config.num_layers
     if kind == "made_mog":
@@ -144,20 +151,20 @@ def _data_side_layers(config: FlowConfig) -> tuple[list[FlowBijector], object]:
                         name=f"made_{k}", dtype=config.dtype, **common)
             if kind == "iaf":
                 layer = (GatedInverseAutoregressiveFlow(made, config.forget_bias, name=f"iaf_{k}") if config.gated
-                         else InverseAutoregressiveFlow(made, name=f"iaf_{k}"))
+                         else InverseAutoregressiveFlow(made, bound, name=f"iaf_{k}"))
             else:
-                layer = MaskedAutoregressiveFlow(made, name=f"maf_{k}")
+                layer = MaskedAutoregressiveFlow(made, bound, name=f"maf_{k}")
         elif kind == "realnvp":
             cond, trans = split_indices(d, "halves", flip=k % 2 == 1)
-            layer = AffineCoupling(d, config.hidden_units, cond, trans, config.context_dim, name=f"coupling_{k}",
-                                   dtype=config.dtype)
+            layer = AffineCoupling(d, config.hidden_units, cond, trans, config.context_dim, bound,
+                                   name=f"coupling_{k}", dtype=config.dtype)
         else:  # haf: parity split alternates every layer, MADE order every two layers
             made_idx, coupling_idx = split_indices(d, "parity", flip=k % 2 == 1)
             layer = HybridAutoregressive(
                 d, made_idx, coupling_idx, config.hidden_units,
                 config.coupling_hidden_units or config.hidden_units,
-                made_order="natural" if (k // 2) % 2 == 0 else "reversed", name=f"haf_{k}",
-                dtype=config.dtype, **common)
+                made_order="natural" if (k // 2) % 2 == 0 else "reversed", max_log_scale=bound,
+                name=f"haf_{k}", dtype=config.dtype, **common)
         layers.append(layer)
         if config.batch_norm:
             layers.append(BatchNormalization(d, config.batch_norm_epsilon, config.batch_norm_momentum,

@@ -37,7 +37,7 @@ def test_profile_and_machine_line():
 def test_same_weights_same_log_prob_as_tfp():
     """One MAF layer with our MADE's masked weights copied into TFP's AutoregressiveNetwork."""
     d, h = 4, 8
-    ours = build_flow("maf", d, num_layers=1, hidden_units=[h], batch_norm=False)
+    ours = build_flow("maf", d, num_layers=1, hidden_units=[h], batch_norm=False, max_log_scale=None)
     made = ours.flow_layers[0].made
     theirs = speed.TFPFlow(d, h, layers=1)
     hidden, output = made.hidden_layers[0], made.output_layer

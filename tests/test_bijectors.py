@@ -38,14 +38,14 @@ def _made(dim, order="natural", context=False, hidden=(7,)):
     return MADE(dim, list(hidden), order=order, context_dim=CONTEXT_DIM if context else None, dtype=DT)
 
 
-def make_maf(dim, context=False, order="natural", hidden=(7,)):
+def make_maf(dim, context=False, order="natural", hidden=(7,), bound=1.5):
     made = _made(dim, order, context, hidden)
-    return MaskedAutoregressiveFlow(made), _triangular(made.degrees_in)
+    return MaskedAutoregressiveFlow(made, max_log_scale=bound), _triangular(made.degrees_in)
 
 
 def make_iaf(dim, context=False, order="reversed"):
     made = _made(dim, order, context)
-    return InverseAutoregressiveFlow(made), _triangular(made.degrees_in)
+    return InverseAutoregressiveFlow(made, max_log_scale=1.5), _triangular(made.degrees_in)
 
 
 def make_gated_iaf(dim, context=False):
@@ -62,14 +62,16 @@ def _coupling_pattern(dim, cond, trans):
 
 def make_coupling(dim, context=False, flip=False):
     cond, trans = split_indices(dim, "halves", flip)
-    layer = AffineCoupling(dim, [6], cond, trans, CONTEXT_DIM if context else None, dtype=DT)
+    layer = AffineCoupling(dim, [6], cond, trans, CONTEXT_DIM if context else None,
+                           max_log_scale=None if flip else 1.5, dtype=DT)
     return layer, _coupling_pattern(dim, cond, trans)
 
 
 def make_haf(dim, context=False, flip=False, order="natural"):
     made_idx, coupling_idx = split_indices(dim, "parity", flip)
     layer = HybridAutoregressive(dim, made_idx, coupling_idx, [7], [6], made_order=order,
-                                 context_dim=CONTEXT_DIM if context else None, dtype=DT)
+                                 context_dim=CONTEXT_DIM if context else None,
+                                 max_log_scale=None if flip else 1.5, dtype=DT)
     allowed = _coupling_pattern(dim, made_idx, coupling_idx)
     degrees = layer.made.degrees_in
     for a, i in enumerate(made_idx):
@@ -90,8 +92,8 @@ def make_permutation(dim, context=False):
 
 CASES = {
     "maf": (make_maf, [1, 2, 3, 5]),
-    "maf_two_hidden": (lambda d, context=False: make_maf(d, context, "random", hidden=(7, 9)), [3, 5]),
-    "maf_no_hidden": (lambda d, context=False: make_maf(d, context, hidden=()), [2, 4]),
+    "maf_two_hidden": (lambda d, context=False: make_maf(d, context, "random", hidden=(7, 9), bound=None), [3, 5]),
+    "maf_no_hidden": (lambda d, context=False: make_maf(d, context, hidden=(), bound=None), [2, 4]),
     "iaf": (make_iaf, [1, 3, 5]),
     "gated_iaf": (make_gated_iaf, [2, 5]),
     "coupling": (make_coupling, [2, 3, 5]),
@@ -190,7 +192,7 @@ def test_conditional_layers(name):
 def test_maf_and_iaf_with_the_same_made_are_inverses():
     """MAF paper, appendix A: MAF's u -> x and IAF's x -> u (same MADE) undo each other."""
     made = _made(5, "random")
-    maf, iaf = MaskedAutoregressiveFlow(made), InverseAutoregressiveFlow(made)
+    maf, iaf = MaskedAutoregressiveFlow(made, 2.0), InverseAutoregressiveFlow(made, 2.0)
     x = tf.constant(np.random.default_rng(3).normal(size=(8, 5)))
     made(x)
     perturb(made, seed=4)

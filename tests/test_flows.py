@@ -205,3 +205,19 @@ def test_xla_fast_paths_equal_the_plain_graph(name):
     seed = tf.constant([4, 0])
     plain_samples = tf.function(lambda: model.sample(6, seed=seed))()
     np.testing.assert_allclose(model.sample(6, seed=seed), plain_samples, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["maf", "realnvp", "haf", "iaf"])
+def test_outliers_get_finite_very_low_log_densities(kind):
+    """Anomaly scoring: rows far from the data must score far below it, never NaN or -inf."""
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(600, 2)) * [1.0, 0.3]).astype("float32")
+    model = build_flow(kind, 2, num_layers=5, hidden_units=[32])
+    model.compile(optimizer=tf_keras.optimizers.Adam(3e-3))
+    model.fit(data, batch_size=100, epochs=8, verbose=0)
+    far = np.array([[3.0, -3.0], [-10.0, 10.0], [100.0, -100.0], [1e4, 1e4]], "float32")
+    scores = model.log_prob(far).numpy()
+    assert np.all(np.isfinite(scores)), scores
+    assert np.max(scores[1:]) < np.min(model.log_prob(data).numpy()), "outliers must score below every row"
+    perturb(model, seed=1, scale=2.0)  # large weights: the regime where unbounded scales overflow
+    assert np.all(np.isfinite(model.log_prob(far).numpy()))

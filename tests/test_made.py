@@ -69,17 +69,18 @@ def naive_loop(made, step_fn, noise, context=None):
     return y, log_det
 
 
-@pytest.mark.parametrize("hidden,order,context", [
-    ([9], "natural", False), ([9], "random", True), ([9, 7], "reversed", False), ([], "random", True)])
-def test_fast_loop_equals_naive_loop(hidden, order, context):
+@pytest.mark.parametrize("hidden,order,context,bound", [
+    ([9], "natural", False, None), ([9], "random", True, 1.5), ([9, 7], "reversed", False, None),
+    ([], "random", True, 2.0)])
+def test_fast_loop_equals_naive_loop(hidden, order, context, bound):
     made = MADE(6, hidden, order=order, context_dim=3 if context else None, dtype="float64")
     rng = np.random.default_rng(2)
     u = tf.constant(rng.normal(size=(5, 6)))
     ctx = tf.constant(rng.normal(size=(5, 3))) if context else None
     made(u, context=ctx)
     perturb(made, seed=3)
-    fast = made.autoregressive_loop(affine_step, u, context=ctx)
-    slow = naive_loop(made, affine_step, u, context=ctx)
+    fast = made.autoregressive_loop(affine_step(bound), u, context=ctx)
+    slow = naive_loop(made, affine_step(bound), u, context=ctx)
     np.testing.assert_allclose(fast[0], slow[0], atol=1e-12)
     np.testing.assert_allclose(fast[1], slow[1], atol=1e-12)
 

@@ -105,6 +105,14 @@ class TrainConfig:
         if self.mixed_precision:
             raise ValueError("`mixed_precision` must be False, but is True: flows' log-determinants "
                              "lose too much in float16; train in float32.")
+        from models.flows import FLOW_KINDS, FlowConfig
+
+        if self.kind not in FLOW_KINDS:
+            raise ValueError(f"`kind` must be one of {FLOW_KINDS}, but is {self.kind!r}")
+        unknown = set(self.flow_options) - {f.name for f in dataclasses.fields(FlowConfig)}
+        if unknown:
+            raise ValueError(f"`flow_options` has unknown option(s) {sorted(unknown)}; valid ones are the fields "
+                             "of models.FlowConfig")
         clash = {"kind", "event_dim"} & set(self.flow_options)
         if clash:
             raise ValueError(f"`flow_options` must not hold {sorted(clash)}: the kind is `kind` and "

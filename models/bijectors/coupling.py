@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from models.bijectors.base import FlowBijector
+from models.bijectors.base import FlowBijector, bound_log_scale
 
 __all__ = ["ConditionerNet", "AffineCoupling", "split_indices"]
 
@@ -69,7 +69,8 @@ class AffineCoupling(FlowBijector):
     ```
 
     Both directions are one parallel pass. As in the MAF paper's Real NVP, the scale network s has
-    tanh hidden units and the shift network t has relu hidden units.
+    tanh hidden units and the shift network t has relu hidden units. s is bounded by
+    `max_log_scale` (B·tanh(·/B)) unless it is None.
     """
 
     def __init__(
@@ -79,10 +80,12 @@ class AffineCoupling(FlowBijector):
         conditioning: np.ndarray,
         transformed: np.ndarray,
         context_dim: int | None = None,
+        max_log_scale: float | None = None,
         name: str = "coupling",
         dtype="float32",
     ):
         parameters = dict(locals())
+        self.max_log_scale = max_log_scale
         self.conditioning = np.asarray(conditioning)
         self.transformed = np.asarray(transformed)
         self._merge = np.argsort(np.concatenate([self.conditioning, self.transformed]))
@@ -93,7 +96,7 @@ class AffineCoupling(FlowBijector):
         super().__init__(event_dim, parameters, name)
 
     def scale_and_shift(self, x_a, context=None):
-        return self.scale_net(x_a, context), self.shift_net(x_a, context)
+        return bound_log_scale(self.scale_net(x_a, context), self.max_log_scale), self.shift_net(x_a, context)
 
     def _merged(self, part_a, part_b):
         return tf.gather(tf.concat([part_a, part_b], axis=-1), self._merge, axis=-1)

@@ -7,9 +7,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from models.bijectors.base import FlowBijector
+from models.bijectors.base import FlowBijector, bound_log_scale
 from models.bijectors.coupling import ConditionerNet
-from models.bijectors.maf import affine_step
+from models.bijectors.maf import affine_step, shift_and_log_scale
 from models.made import MADE
 
 __all__ = ["HybridAutoregressive"]
@@ -33,6 +33,8 @@ class HybridAutoregressive(FlowBijector):
     log|det dx/du| = sum_i alpha_i + sum_j s_j          (eq. 6.5)
     ```
 
+    alpha and s are bounded by `max_log_scale` (B·tanh(·/B)) unless it is None.
+
     The Jacobian dx/du is lower triangular in the order (a in MADE order, then b): the a-block is
     triangular, the b-block diagonal and b depends on all of a (thesis fig. 6.2). The flow builder
     alternates which positions (even/odd) form a every layer and reverses the MADE order every two
@@ -49,10 +51,12 @@ class HybridAutoregressive(FlowBijector):
         made_order="natural",
         activation="relu",
         context_dim: int | None = None,
+        max_log_scale: float | None = None,
         name: str = "haf",
         dtype="float32",
     ):
         parameters = dict(locals())
+        self.max_log_scale = max_log_scale
         self.made_indices = np.asarray(made_indices)
         self.coupling_indices = np.asarray(coupling_indices)
         self._merge = np.argsort(np.concatenate([self.made_indices, self.coupling_indices]))
@@ -71,17 +75,19 @@ class HybridAutoregressive(FlowBijector):
     def _merged(self, part_a, part_b):
         return tf.gather(tf.concat([part_a, part_b], axis=-1), self._merge, axis=-1)
 
+    def _scale_and_shift(self, x_a, context):
+        return bound_log_scale(self.scale_net(x_a, context), self.max_log_scale), self.shift_net(x_a, context)
+
     def inverse_and_log_det(self, x, context=None, training=False):
         x_a, x_b = self._split(x)
-        params = self.made(x_a, context=context)
-        shift, log_scale = params[..., 0], params[..., 1]
-        s, t = self.scale_net(x_a, context), self.shift_net(x_a, context)
+        shift, log_scale = shift_and_log_scale(self.made(x_a, context=context), self.max_log_scale)
+        s, t = self._scale_and_shift(x_a, context)
         u_a = (x_a - shift) * tf.exp(-log_scale)
         u_b = (x_b - t) * tf.exp(-s)
         return self._merged(u_a, u_b), -tf.reduce_sum(log_scale, axis=-1) - tf.reduce_sum(s, axis=-1)
 
     def forward_and_log_det(self, u, context=None, training=False):
         u_a, u_b = self._split(u)
-        x_a, log_det_a = self.made.autoregressive_loop(affine_step, u_a, context=context)
-        s, t = self.scale_net(x_a, context), self.shift_net(x_a, context)
+        x_a, log_det_a = self.made.autoregressive_loop(affine_step(self.max_log_scale), u_a, context=context)
+        s, t = self._scale_and_shift(x_a, context)
         return self._merged(x_a, u_b * tf.exp(s) + t), log_det_a + tf.reduce_sum(s, axis=-1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from models.bijectors.base import FlowBijector
-from models.bijectors.maf import affine_step
+from models.bijectors.maf import affine_step, shift_and_log_scale
 from models.made import MADE
 
 __all__ = ["InverseAutoregressiveFlow", "GatedInverseAutoregressiveFlow"]
@@ -16,7 +16,7 @@ class InverseAutoregressiveFlow(FlowBijector):
 
     #### Mathematical details
 
-    With (mu_i, alpha_i) = MADE(u)_i depending on u_<i only:
+    With (mu_i, alpha_i) = MADE(u)_i depending on u_<i only (alpha bounded as in MAF):
 
     ```none
     forward  (u -> x, one parallel pass):  x_i = (u_i - mu_i(u_<i)) * exp(-alpha_i(u_<i))
@@ -29,20 +29,20 @@ class InverseAutoregressiveFlow(FlowBijector):
     inverses of each other (MAF paper, appendix A): this layer's forward is MAF's inverse.
     """
 
-    def __init__(self, made: MADE, name: str = "iaf"):
+    def __init__(self, made: MADE, max_log_scale: float | None = None, name: str = "iaf"):
         parameters = dict(locals())
+        self.max_log_scale = max_log_scale
         if made.num_params != 2:
             raise ValueError(f"IAF needs a Gaussian MADE (num_params=2), but num_params is {made.num_params}.")
         self.made = made
         super().__init__(made.event_dim, parameters, name)
 
     def forward_and_log_det(self, u, context=None, training=False):
-        params = self.made(u, context=context)
-        shift, log_scale = params[..., 0], params[..., 1]
+        shift, log_scale = shift_and_log_scale(self.made(u, context=context), self.max_log_scale)
         return (u - shift) * tf.exp(-log_scale), -tf.reduce_sum(log_scale, axis=-1)
 
     def inverse_and_log_det(self, x, context=None, training=False):
-        return self.made.autoregressive_loop(affine_step, x, context=context)
+        return self.made.autoregressive_loop(affine_step(self.max_log_scale), x, context=context)
 
 
 class GatedInverseAutoregressiveFlow(FlowBijector):

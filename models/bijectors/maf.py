@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from models.bijectors.base import FlowBijector
+from models.bijectors.base import FlowBijector, bound_log_scale
 from models.made import MADE
 
-__all__ = ["MaskedAutoregressiveFlow", "affine_step"]
+__all__ = ["MaskedAutoregressiveFlow", "affine_step", "shift_and_log_scale"]
 
 
-def affine_step(params, u_i):
-    """One sequential step x_i = u_i·exp(alpha_i) + mu_i; returns (x_i, alpha_i)."""
-    shift, log_scale = params[:, 0], params[:, 1]
-    return u_i * tf.exp(log_scale) + shift, log_scale
+def shift_and_log_scale(params, max_log_scale):
+    """(mu, alpha) from a Gaussian MADE's outputs [..., 2], alpha bounded by `max_log_scale`."""
+    return params[..., 0], bound_log_scale(params[..., 1], max_log_scale)
+
+
+def affine_step(max_log_scale):
+    """The sequential step x_i = u_i·exp(alpha_i) + mu_i, returning (x_i, alpha_i)."""
+
+    def step(params, u_i):
+        shift, log_scale = shift_and_log_scale(params, max_log_scale)
+        return u_i * tf.exp(log_scale) + shift, log_scale
+
+    return step
 
 
 class MaskedAutoregressiveFlow(FlowBijector):
@@ -21,7 +30,8 @@ class MaskedAutoregressiveFlow(FlowBijector):
 
     #### Mathematical details
 
-    With (mu_i, alpha_i) = MADE(x)_i, which depend on x_<i only (in the MADE's order):
+    With (mu_i, a_i) = MADE(x)_i, which depend on x_<i only (in the MADE's order), and
+    alpha_i = B·tanh(a_i / B) (B = `max_log_scale`; alpha_i = a_i when B is None, as in the paper):
 
     ```none
     forward  (u -> x, sequential, D steps):  x_i = u_i * exp(alpha_i(x_<i)) + mu_i(x_<i)
@@ -41,17 +51,17 @@ class MaskedAutoregressiveFlow(FlowBijector):
     ```
     """
 
-    def __init__(self, made: MADE, name: str = "maf"):
+    def __init__(self, made: MADE, max_log_scale: float | None = None, name: str = "maf"):
         parameters = dict(locals())
+        self.max_log_scale = max_log_scale
         if made.num_params != 2:
             raise ValueError(f"MAF needs a Gaussian MADE (num_params=2), but num_params is {made.num_params}.")
         self.made = made
         super().__init__(made.event_dim, parameters, name)
 
     def inverse_and_log_det(self, x, context=None, training=False):
-        params = self.made(x, context=context)
-        shift, log_scale = params[..., 0], params[..., 1]
+        shift, log_scale = shift_and_log_scale(self.made(x, context=context), self.max_log_scale)
         return (x - shift) * tf.exp(-log_scale), -tf.reduce_sum(log_scale, axis=-1)
 
     def forward_and_log_det(self, u, context=None, training=False):
-        return self.made.autoregressive_loop(affine_step, u, context=context)
+        return self.made.autoregressive_loop(affine_step(self.max_log_scale), u, context=context)

@@ -1,0 +1,56 @@
+"""Thin TFX wrapper of `run_evaluate`: a Python function component.
+
+Inputs: ``examples`` (Examples), ``transform_graph`` (TransformGraph), ``model`` (Model),
+optional ``baseline_model`` (Model, e.g. from a latest-blessed-model resolver). Outputs:
+``evaluation`` (ModelEvaluation, holding ``evaluation.json``) and ``blessing``
+(ModelBlessing with the ``BLESSED``/``NOT_BLESSED`` file and custom property ``blessed`` 1/0,
+as the stock Evaluator writes it). Parameters: ``config`` (`EvaluateConfig` as JSON) and
+``baseline_push_base`` (when set and no baseline artifact is given, the baseline is the model
+currently pushed under that push base).
+"""
+
+
+import dataclasses
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types.standard_artifacts import (Examples, Model, ModelBlessing, ModelEvaluation,
+                                          TransformGraph)
+
+__all__ = ["EvaluateFlow"]
+
+
+@component
+def EvaluateFlow(  # noqa: N802 (TFX style)
+        examples: InputArtifact[Examples],
+        transform_graph: InputArtifact[TransformGraph],
+        model: InputArtifact[Model],
+        evaluation: OutputArtifact[ModelEvaluation],
+        blessing: OutputArtifact[ModelBlessing],
+        baseline_model: InputArtifact[Model] = None,
+        config: Parameter[str] = "{}",
+        baseline_push_base: Parameter[str] = "") -> None:
+    """Scores the model on the test split and blesses it (or not) against the baseline."""
+    from components.evaluate.config import EvaluateConfig
+    from components.evaluate.executor import run_evaluate
+
+    from components.flow_artifact import read_summary
+
+    eval_config = EvaluateConfig.from_json(config)
+    if eval_config.tracking_uri and eval_config.run_id is None:  # log beside the training metrics
+        eval_config = dataclasses.replace(eval_config, run_id=read_summary(model.uri).get("mlflow_run_id"))
+    baseline_uri = baseline_model.uri if baseline_model is not None else None
+    if baseline_uri is None and baseline_push_base:
+        from components.push.executor import current_pushed_model
+
+        baseline_uri = current_pushed_model(baseline_push_base)
+    result = run_evaluate(examples.uri, transform_graph.uri, model.uri,
+                          eval_config, evaluation.uri,
+                          baseline_model_uri=baseline_uri, blessing_uri=blessing.uri)
+    blessing.set_int_custom_property("blessed", 1 if result["blessed"] else 0)
+    blessing.set_string_custom_property("current_model", model.uri)
+    if baseline_uri:
+        blessing.set_string_custom_property("baseline_model", baseline_uri)
+    blessing.set_string_custom_property("reason", result["reason"][:1000])
+    ll = result["metrics"].get("data_log_likelihood")
+    if ll is not None:
+        evaluation.set_float_custom_property("data_log_likelihood", float(ll))

@@ -1,0 +1,20 @@
+"""Push of a blessed flow: versioned SavedModel for TF Serving + MLflow registry version.
+
+Public API: `run_push`, `export_saved_model`, `PushConfig`; the TFX component is
+`components.push.component.PushFlow`. (Imports are lazy: the pyfunc wrapper must not pull in
+the project when a serving process unpickles it.)
+"""
+
+from components.push.config import PushConfig
+
+__all__ = ["PushConfig", "export_saved_model", "run_push"]
+
+
+def __getattr__(name):
+    if name == "export_saved_model":
+        from components.push.export import export_saved_model
+        return export_saved_model
+    if name == "run_push":
+        from components.push.executor import run_push
+        return run_push
+    raise AttributeError(name)

@@ -1,0 +1,143 @@
+"""Export of a trained flow with its preprocessing as one SavedModel for TF Serving.
+
+The exported `tf.Module` holds the tf.Transform layer (raw ``x`` -> ``z``, ``log_det``) and
+the flow, and has three signatures (all float32 unless said otherwise):
+
+- ``serving_default`` and ``log_prob``: input ``x`` [None, D] in RAW feature space; output
+  ``log_prob`` [None] = ``log p_z(z) + log_det`` (nats, data space; batch norm in eval mode).
+  For discrete data ``x`` is a dequantised point in ``[0, L)^D``.
+- ``sample``: inputs ``num_samples`` (int32 scalar) and ``seed`` (int32 [2], stateless: the
+  same seed gives the same samples); output ``samples`` [num_samples, D] in RAW feature space,
+  the preprocessing inverted:
+
+  logit: ``x = L (sigmoid(z) - lam) / (1 - 2 lam)``; standardisation: ``x = z std + mean``;
+  identity: ``x = z``.
+
+The standardisation constants are analyzer outputs inside the transform graph; they are read
+back by probing the graph (`preprocessing_constants`): ``z(x) = (x - mean) / std`` is affine,
+so two probes give them, the second one centred on the first estimate for float32 accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["SIGNATURES", "FlowServingModule", "export_saved_model", "preprocessing_constants"]
+
+SIGNATURES = ("serving_default", "log_prob", "sample")
+
+
+def _read_preprocessing(transform_graph_uri: str) -> dict:
+    from components.transform import PREPROCESSING_FILE
+
+    with tf.io.gfile.GFile(os.path.join(transform_graph_uri, PREPROCESSING_FILE)) as f:
+        return json.load(f)
+
+
+def preprocessing_constants(transform_graph_uri: str) -> dict:
+    """The preprocessing and the constants of its inverse.
+
+    Returns ``{"method", "event_dim", "num_levels", "logit_lambda", "mean", "std"}``; mean and
+    std (float64 lists) only for ``"standardize"``.
+    """
+    from components.transform import load_transform
+
+    prep = _read_preprocessing(transform_graph_uri)
+    out = {k: prep.get(k) for k in ("method", "event_dim", "num_levels", "logit_lambda")}
+    if prep["method"] == "standardize":
+        transform = load_transform(transform_graph_uri)
+        d = prep["event_dim"]
+        mean, std = np.zeros(d), np.ones(d)
+        for _ in range(2):  # z = (x - mean)/std: probe at mean and mean + std of the estimate
+            lo, hi = mean, mean + std
+            z = transform(tf.constant(np.stack([lo, hi]), tf.float32))[0].numpy().astype(
+                np.float64)
+            new_std = (hi - lo) / (z[1] - z[0])
+            mean, std = lo - z[0] * new_std, new_std
+        out["mean"], out["std"] = mean.tolist(), std.tolist()
+    return out
+
+
+class FlowServingModule(tf.Module):
+    """Transform graph + flow, with `log_prob` and `sample` as serving functions."""
+
+    def __init__(self, flow, transform_graph_uri: str, constants: dict):
+        super().__init__(name="flow_serving")
+        import tensorflow_transform as tft
+
+        self.flow = flow
+        self.tft_layer = tft.TFTransformOutput(transform_graph_uri).transform_features_layer()
+        self.event_dim = int(constants["event_dim"])
+        self.method = constants["method"]
+        if self.method == "logit":
+            self.num_levels = float(constants["num_levels"])
+            self.lam = float(constants["logit_lambda"])
+        elif self.method == "standardize":
+            self.mean = tf.constant(constants["mean"], tf.float64)
+            self.std = tf.constant(constants["std"], tf.float64)
+        d = self.event_dim
+        self.log_prob = tf.function(
+            self._log_prob, input_signature=[tf.TensorSpec([None, d], tf.float32, name="x")])
+        self.sample = tf.function(self._sample, input_signature=[
+            tf.TensorSpec([], tf.int32, name="num_samples"),
+            tf.TensorSpec([2], tf.int32, name="seed")])
+        # Saved too (not a signature): ``module.inverse_preprocessing(z)`` after loading.
+        self.inverse_preprocessing = tf.function(
+            self._inverse_preprocessing,
+            input_signature=[tf.TensorSpec([None, d], tf.float32, name="z")])
+
+    def _log_prob(self, x):
+        out = self.tft_layer({"x": x})
+        lp = self.flow.log_prob(out["z"], training=False) + out["log_det"]
+        return {"log_prob": tf.identity(lp, name="log_prob")}
+
+    def _inverse_preprocessing(self, z):
+        """Raw ``x`` from model-space ``z`` (float32 in and out, float64 inside)."""
+        z64 = tf.cast(z, tf.float64)
+        if self.method == "logit":
+            x = self.num_levels * (tf.sigmoid(z64) - self.lam) / (1.0 - 2.0 * self.lam)
+        elif self.method == "standardize":
+            x = z64 * self.std + self.mean
+        else:
+            x = z64
+        return tf.cast(x, tf.float32)
+
+    def _sample(self, num_samples, seed):
+        z = self.flow.sample(num_samples, seed=seed)
+        return {"samples": tf.identity(self.inverse_preprocessing(z), name="samples")}
+
+
+def export_saved_model(model_uri: str, transform_graph_uri: str, metadata,
+                       export_dir: str) -> str:
+    """Writes the SavedModel of a trained flow with its preprocessing to ``export_dir``.
+
+    Args:
+      model_uri: trained flow (`components.flow_artifact.save_flow`).
+      transform_graph_uri: TransformGraph artifact the flow was trained on.
+      metadata: the dataset's `DatasetMetadata` (its event_dim is checked against the flow's).
+      export_dir: the folder written (absent or empty).
+
+    Returns:
+      ``export_dir``.
+    """
+    from components.flow_artifact import load_flow
+
+    flow = load_flow(model_uri)
+    constants = preprocessing_constants(transform_graph_uri)
+    d = int(constants["event_dim"])
+    if metadata is not None and int(metadata.event_dim) != d or flow.event_dim != d:
+        raise ValueError(f"event_dim mismatch: flow {flow.event_dim}, transform {d}, "
+                         f"metadata {getattr(metadata, 'event_dim', None)}")
+    module = FlowServingModule(flow, transform_graph_uri, constants)
+    signatures = {"serving_default": module.log_prob.get_concrete_function(),
+                  "log_prob": module.log_prob.get_concrete_function(),
+                  "sample": module.sample.get_concrete_function()}
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
+    with tf.io.gfile.GFile(os.path.join(export_dir, "assets.extra", "tfflows.json"), "w") as f:
+        json.dump({"preprocessing": constants, "flow_kind": flow.config.kind}, f, indent=2)
+    return export_dir

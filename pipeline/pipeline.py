@@ -1,0 +1,78 @@
+"""`create_pipeline`: the tfflows TFX pipeline, independent of where it runs.
+
+ingest -> transform -> train -> evaluate (against the currently pushed model) -> push (+ MLflow
+registry). Runners (`pipeline/runner.py`) only choose paths and call this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+
+import models  # noqa: F401  (imports TFP with tf-keras before any component does)
+from tfx.orchestration import pipeline as tfx_pipeline
+
+from components.evaluate.component import EvaluateFlow
+from components.ingest.component import IngestExamples
+from components.push.component import PushFlow
+from components.train.component import TrainFlow
+from components.transform.component import TransformData
+from pipeline.config import RunConfig
+
+__all__ = ["create_pipeline", "resolved_sections"]
+
+
+def resolved_sections(config: RunConfig, tracking_uri: str):
+    """Tracking, evaluate and push sections with the run-level defaults filled in.
+
+    One MLflow store for the run (`tracking_uri`); evaluation metrics go to the training run; the
+    push folder defaults to the run's output; with tracking on, pushed models are registered
+    under `push.registered_model_name` (default: the pipeline name).
+    """
+    output = os.path.abspath(config.output)
+    tracking = dataclasses.replace(config.tracking, uri=tracking_uri)
+    active = tracking.active
+    artifacts = config.tracking.artifact_location or (
+        f"file://{os.path.join(output, 'mlartifacts')}" if tracking_uri.startswith("sqlite:") else None)
+    tracking = dataclasses.replace(tracking, artifact_location=artifacts)
+    evaluate = dataclasses.replace(config.evaluate, tracking_uri=tracking_uri if active else None,
+                                   experiment_name=tracking.experiment)
+    push = dataclasses.replace(
+        config.push,
+        push_base=config.push.push_base or output,
+        tracking_uri=(config.push.tracking_uri or tracking_uri) if active else None,
+        registered_model_name=(config.push.registered_model_name or config.pipeline_name) if active else None,
+        experiment_name=tracking.experiment,
+        artifact_location=config.push.artifact_location or artifacts)
+    return tracking, evaluate, push
+
+
+def _checkpoint_dir(config: RunConfig) -> str:
+    """Stable across re-runs of the same training (so a killed run resumes), distinct otherwise."""
+    key = "|".join(c.to_json() for c in (config.ingest, config.transform, config.train))
+    return os.path.join(os.path.abspath(config.output), "checkpoints", hashlib.sha256(key.encode()).hexdigest()[:16])
+
+
+def create_pipeline(config: RunConfig, pipeline_root: str, tracking_uri: str, metadata_connection_config=None,
+                    local: bool = True):
+    """The five-component pipeline. `local=False` (cluster specs) leaves checkpoints to the trainer."""
+    tracking, evaluate, push = resolved_sections(config, tracking_uri)
+    ingest = IngestExamples(config.ingest)
+    transform = TransformData(ingest.outputs["examples"], config.transform)
+    train = TrainFlow(ingest.outputs["examples"], transform.outputs["transform_graph"], config.train, tracking,
+                      checkpoint_dir=_checkpoint_dir(config) if local else None)
+    evaluator = EvaluateFlow(examples=ingest.outputs["examples"], transform_graph=transform.outputs["transform_graph"],
+                             model=train.outputs["model"], config=evaluate.to_json(),
+                             baseline_push_base=push.push_base)
+    pusher = PushFlow(model=train.outputs["model"], transform_graph=transform.outputs["transform_graph"],
+                      examples=ingest.outputs["examples"], model_blessing=evaluator.outputs["blessing"],
+                      config=push.to_json())
+    return tfx_pipeline.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[ingest, transform, train, evaluator, pusher],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_pipeline_args),
+    )

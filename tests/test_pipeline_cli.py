@@ -1,0 +1,106 @@
+"""The run configuration and the `tfflows` CLI, run as a user would (subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline.config import ConfigError, RunConfig, load_run_config
+
+TFFLOWS = [sys.executable, "-m", "pipeline.cli"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--set", "ingest.num_samples=400", "--set", "train.num_layers=2", "--set", "train.hidden_units=[16]",
+        "--set", "train.learning_rate=0.003", "--set", "train.batch_size=50"]
+
+
+def cli(*args, timeout=600):
+    return subprocess.run([*TFFLOWS, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_defaults_file_and_set_precedence(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  epochs: 7\n  hidden_units: [32, 32]\ningest:\n  dataset: digits\n")
+    config = load_run_config(str(path), {"train": {"epochs": 9}}, ["train.learning_rate=0.01", "output=/tmp/x"])
+    assert isinstance(config, RunConfig)
+    assert config.train.epochs == 9 and config.train.hidden_units == (32, 32)
+    assert config.train.learning_rate == 0.01 and config.output == "/tmp/x"
+    assert config.ingest.dataset == "digits"
+
+
+@pytest.mark.parametrize("assignment,match", [
+    ("train.epoch=3", "unknown field 'train.epoch'; valid fields of train: kind, num_layers"),
+    ("trainer.epochs=3", "unknown field 'trainer'"),
+    ("train.epochs=-1", "invalid train: `epochs` must be an int >= 1"),
+    ("train.kind=glow", "kind"),
+    ("noequals", "expected section.field=value"),
+])
+def test_bad_settings_are_refused_with_the_valid_fields(assignment, match):
+    with pytest.raises(ConfigError, match=match):
+        load_run_config(None, None, [assignment])
+
+
+def test_cli_rejects_bad_flags_and_configs(tmp_path):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("train: [unclosed\n")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("train:\n  epochz: 3\n")
+    for args, expected in [
+        (["run", "--config", str(bad_yaml)], "not valid YAML"),
+        (["run", "--config", str(unknown)], "unknown field 'train.epochz'"),
+        (["run", "--config", str(tmp_path / "missing.yaml")], "cannot read the config file"),
+        (["run", "--set", "train.epochs=zero"], "epochs"),
+        (["run", "--data", str(tmp_path / "x.weird")], "cannot tell the format"),
+        (["sample", "--model", str(tmp_path), "-n", "3", "--out", str(tmp_path / "s.npy")], "no SavedModel here"),
+    ]:
+        result = cli(*args)
+        assert result.returncode != 0, args
+        last = result.stderr.strip().splitlines()[-1]
+        assert expected in last, (args, result.stderr[-2000:])
+    assert cli("run", "--epochs", "x").returncode == 2  # argparse
+
+
+@pytest.mark.slow
+def test_compile_for_kubeflow_writes_a_pipeline_spec(tmp_path):
+    out = tmp_path / "spec.json"
+    result = cli("compile", "--target", "kubeflow", "--out", str(out), "--image", "example/tfflows:1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    spec = json.loads(out.read_text())
+    text = json.dumps(spec)
+    for name in ("IngestExamples", "TransformData", "TrainFlow", "EvaluateFlow", "PushFlow"):
+        assert name in text, name
+    assert "example/tfflows:1" in text
+
+
+@pytest.mark.slow
+def test_run_evaluate_sample_end_to_end(tmp_path):
+    """The whole pipeline from the CLI, twice, then the pushed model used as a user would."""
+    output = tmp_path / "out"
+    result = cli("run", "--dataset", "moons", "--model", "maf", "--epochs", "2", "--output", str(output), *TINY)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "test log-likelihood:" in result.stdout and "MLflow run:" in result.stdout
+    version_dir = output / "serving" / "1"
+    assert (version_dir / "saved_model.pb").exists(), result.stdout
+
+    data = np.random.default_rng(0).normal(size=(20, 2)).astype("float32")
+    np.save(tmp_path / "rows.npy", data)
+    scored = cli("evaluate", "--model", str(output / "serving"), "--data", str(tmp_path / "rows.npy"),
+                 "--scores", str(tmp_path / "scores.npy"))
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert "log-likelihood:" in scored.stdout
+    assert np.load(tmp_path / "scores.npy").shape == (20,)
+
+    sampled = cli("sample", "--model", str(version_dir), "-n", "5", "--seed", "3", "--out", str(tmp_path / "s.npy"))
+    assert sampled.returncode == 0, sampled.stderr[-3000:]
+    again = cli("sample", "--model", str(version_dir), "-n", "5", "--seed", "3", "--out", str(tmp_path / "t.npy"))
+    assert again.returncode == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), np.load(tmp_path / "t.npy"))
+
+    bad = np.array([[1.0, np.nan]], "float32")
+    np.save(tmp_path / "bad.npy", bad)
+    refused = cli("evaluate", "--model", str(version_dir), "--data", str(tmp_path / "bad.npy"))
+    assert refused.returncode == 2 and "row 0, column 1" in refused.stderr

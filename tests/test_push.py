@@ -1,0 +1,299 @@
+"""Push component: SavedModel signatures, fresh-process load, atomic versions, registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import types
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from components.config import IngestConfig, TransformConfig
+from components.evaluate import EvaluateConfig, run_evaluate
+from components.flow_artifact import save_flow
+from components.ingest import load_split, run_ingest
+from components.push import PushConfig, export_saved_model, run_push
+from components.push.executor import list_versions, publish_version
+from components.push.export import FlowServingModule
+from components.transform import load_transform, run_transform
+from components.transform.preprocessing import logit_transform
+from models import build_flow
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _train(ex, tg, uri, epochs, seed=0):
+    tf_keras.utils.set_random_seed(seed)
+    z = load_transform(tg)(tf.constant(load_split(ex, "train")))[0].numpy()
+    model = build_flow("maf", z.shape[1], num_layers=2, hidden_units=[16])
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-2))
+    if epochs:
+        model.fit(z, batch_size=100, epochs=epochs, verbose=0)
+    save_flow(model, uri)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("push")
+    ex, tg = str(root / "examples"), str(root / "transform")
+    run_ingest(IngestConfig("moons", num_samples=300, seed=4), ex)
+    run_transform(ex, TransformConfig(), tg)
+    model = _train(ex, tg, str(root / "model"), epochs=10)
+    blessing = str(root / "blessing")
+    evaluation = run_evaluate(ex, tg, model, EvaluateConfig(), blessing)
+    assert evaluation["blessed"]
+    export_dir = export_saved_model(model, tg, None, str(root / "export"))
+    x = load_split(ex, "test")[:20]
+    return {"examples": ex, "transform": tg, "model": model, "blessing": blessing,
+            "evaluation": evaluation, "export": export_dir, "x": x, "root": root}
+
+
+def _expected_log_prob(data, x):
+    from components.flow_artifact import load_flow
+
+    z, log_det = load_transform(data["transform"])(tf.constant(x))
+    return (load_flow(data["model"]).log_prob(z).numpy() + log_det.numpy())
+
+
+def test_saved_model_cli_lists_signatures(data):
+    out = subprocess.run([str(VENV_BIN / "saved_model_cli"), "show", "--all", "--dir",
+                          data["export"]], capture_output=True, text=True, check=True).stdout
+    blocks = {}
+    for chunk in out.split("signature_def['")[1:]:
+        blocks[chunk.split("'")[0]] = chunk
+    assert {"serving_default", "log_prob", "sample"} <= set(blocks)
+    for name in ("serving_default", "log_prob"):
+        b = blocks[name]
+        assert "inputs['x'] tensor_info:" in b and "dtype: DT_FLOAT" in b
+        assert "shape: (-1, 2)" in b
+        assert "outputs['log_prob'] tensor_info:" in b and "shape: (-1)" in b
+    b = blocks["sample"]
+    assert "inputs['num_samples'] tensor_info:" in b and "inputs['seed'] tensor_info:" in b
+    assert "DT_INT32" in b and "shape: (2)" in b and "shape: ()" in b
+    assert "outputs['samples'] tensor_info:" in b and "shape: (-1, 2)" in b
+
+
+def test_fresh_process_reproduces_log_prob_and_samples(data, tmp_path):
+    x = data["x"]
+    module = tf.saved_model.load(data["export"])
+    samples = module.signatures["sample"](num_samples=tf.constant(7),
+                                          seed=tf.constant([3, 4]))["samples"].numpy()
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "m = tf.saved_model.load(sys.argv[1])\n"
+        "x = np.load(sys.argv[2])\n"
+        "lp = m.signatures['serving_default'](x=tf.constant(x))['log_prob'].numpy()\n"
+        "s = m.signatures['sample'](num_samples=tf.constant(7, tf.int32),"
+        " seed=tf.constant([3, 4], tf.int32))['samples'].numpy()\n"
+        "np.save(sys.argv[3], lp); np.save(sys.argv[4], s)\n"
+        "print(sorted(sys.modules.keys() & {'components', 'models'}))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", script, data["export"], str(tmp_path / "x.npy"),
+                           str(tmp_path / "lp.npy"), str(tmp_path / "s.npy")],
+                          capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"  # nothing from this project imported
+    np.testing.assert_allclose(np.load(tmp_path / "lp.npy"), _expected_log_prob(data, x),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), samples, rtol=1e-6, atol=1e-6)
+
+
+def test_sample_seeded_raw_space_and_inverse(data):
+    module = tf.saved_model.load(data["export"])
+    sample = module.signatures["sample"]
+    a = sample(num_samples=tf.constant(50), seed=tf.constant([1, 2]))["samples"].numpy()
+    b = sample(num_samples=tf.constant(50), seed=tf.constant([1, 2]))["samples"].numpy()
+    c = sample(num_samples=tf.constant(50), seed=tf.constant([1, 3]))["samples"].numpy()
+    assert a.shape == (50, 2) and np.array_equal(a, b) and not np.array_equal(a, c)
+    lp = module.signatures["log_prob"](x=tf.constant(a))["log_prob"].numpy()
+    assert np.all(np.isfinite(lp))
+    # Raw space: moons live around [-1, 2] x [-0.5, 1.5], not standardised z around 0 ± 1.
+    train = load_split(data["examples"], "train")
+    assert abs(a.mean(0) - train.mean(0)).max() < 0.5
+    # x -> z (tf.Transform graph) -> x (the module's inverse), standardisation.
+    x = data["x"]
+    z = load_transform(data["transform"])(tf.constant(x))[0]
+    back = module.inverse_preprocessing(z).numpy()
+    np.testing.assert_allclose(back, x, rtol=1e-5, atol=1e-5)
+
+
+def test_logit_inverse_round_trip():
+    levels, lam = 17, 1e-6
+    x = np.random.RandomState(0).uniform(0, levels, size=(50, 64)).astype(np.float32)
+    z, _ = logit_transform(tf.constant(x), levels, lam)
+    stub = types.SimpleNamespace(method="logit", num_levels=float(levels), lam=lam)
+    back = FlowServingModule._inverse_preprocessing(stub, z).numpy()
+    np.testing.assert_allclose(back, x, rtol=1e-4, atol=1e-4)
+
+
+def test_push_versions_and_not_blessed_leaves_versions(data, tmp_path):
+    config = PushConfig(push_base=str(tmp_path / "out"))
+    first = run_push(data["model"], data["transform"], data["examples"], data["blessing"], config)
+    second = run_push(data["model"], data["transform"], data["examples"], data["blessing"],
+                      config)
+    assert (first["pushed"], first["version"], second["version"]) == (True, 1, 2)
+    serving = tmp_path / "out" / "serving"
+    assert (serving / "1" / "saved_model.pb").exists()
+    before = {p: p.stat().st_mtime_ns for p in serving.rglob("*")}
+    not_blessed = tmp_path / "nb"
+    not_blessed.mkdir()
+    (not_blessed / "NOT_BLESSED").write_text("")
+    result = run_push(data["model"], data["transform"], data["examples"], str(not_blessed),
+                      config)
+    assert not result["pushed"] and result["version"] is None
+    assert {p: p.stat().st_mtime_ns for p in serving.rglob("*")} == before
+    assert sorted(os.listdir(serving)) == ["1", "2"]
+    refused = run_push(data["model"], data["transform"], data["examples"], None, config,
+                       evaluation={"blessed": False})
+    assert not refused["pushed"] and sorted(os.listdir(serving)) == ["1", "2"]
+
+
+def test_concurrent_claims_get_distinct_versions(tmp_path):
+    serving = tmp_path / "serving"
+    serving.mkdir()
+    (serving / "3").mkdir()
+    (serving / "3" / "saved_model.pb").write_text("old")
+    results, barrier = [], threading.Barrier(8)
+
+    def claim(i):
+        tmp = serving / f".tmp-{i}"
+        tmp.mkdir()
+        (tmp / "saved_model.pb").write_text(str(i))
+        barrier.wait()
+        results.append((i, publish_version(str(tmp), str(serving))))
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    versions = sorted(v for _, v in results)
+    assert versions == list(range(4, 12))
+    assert sorted(os.listdir(serving), key=int) == [str(v) for v in range(3, 12)]
+    assert (serving / "3" / "saved_model.pb").read_text() == "old"
+    for i, v in results:
+        assert (serving / str(v) / "saved_model.pb").read_text() == str(i)
+
+
+def test_two_concurrent_pushes(data, tmp_path):
+    config = PushConfig(push_base=str(tmp_path / "out"))
+    results = []
+
+    def push():
+        results.append(run_push(data["model"], data["transform"], data["examples"],
+                                data["blessing"], config))
+
+    threads = [threading.Thread(target=push) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r["version"] for r in results) == [1, 2]
+    serving = tmp_path / "out" / "serving"
+    assert sorted(os.listdir(serving)) == ["1", "2"]  # no temp folder left behind
+    assert list_versions(str(serving)) == [1, 2]
+
+
+def _registry_config(tmp_path, name="moons_flow"):
+    return PushConfig(push_base=str(tmp_path / "out"), registered_model_name=name,
+                      tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                      artifact_location=str(tmp_path / "mlartifacts"))
+
+
+def test_registry_version_and_champion_alias_moves(data, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    config = _registry_config(tmp_path)
+    first = run_push(data["model"], data["transform"], data["examples"], data["blessing"], config)
+    client = MlflowClient(tracking_uri=config.tracking_uri)
+    mv = client.get_model_version_by_alias("moons_flow", "champion")
+    assert str(mv.version) == first["registered"]["version"] == "1"
+    assert float(mv.tags["metric.data_log_likelihood"]) == pytest.approx(
+        data["evaluation"]["metrics"]["data_log_likelihood"])
+    assert mv.tags["serving_version"] == "1"
+    second = run_push(data["model"], data["transform"], data["examples"], data["blessing"],
+                      config)
+    assert str(client.get_model_version_by_alias("moons_flow", "champion").version) == "2"
+    assert second["registered"]["version"] == "2"
+    # The registered pyfunc loads (alias URI) and matches the in-process log_prob.
+    import mlflow
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    try:
+        loaded = mlflow.pyfunc.load_model("models:/moons_flow@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    x = data["x"][:5]
+    np.testing.assert_allclose(loaded.predict(x), _expected_log_prob(data, x),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loaded.predict({"x": x}), _expected_log_prob(data, x),
+                               rtol=1e-5, atol=1e-5)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url, payload):
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_rest_formats(data, tmp_path):
+    config = _registry_config(tmp_path, name="served_flow")
+    run_push(data["model"], data["transform"], data["examples"], data["blessing"], config)
+    port = _free_port()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=config.tracking_uri,
+               PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([str(VENV_BIN / "mlflow"), "models", "serve", "-m",
+                             "models:/served_flow@champion", "--env-manager", "local",
+                             "-p", str(port), "-h", "127.0.0.1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=str(tmp_path), start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/ping", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.time() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(2)
+        x = data["x"][:5]
+        expected = _expected_log_prob(data, x)
+        exported = tf.saved_model.load(data["export"]).signatures["log_prob"](
+            x=tf.constant(x))["log_prob"].numpy()
+        np.testing.assert_allclose(exported, expected, rtol=1e-5, atol=1e-5)
+        rows = _post(url + "/invocations", {"instances": x.tolist()})["predictions"]
+        np.testing.assert_allclose(rows, expected, rtol=1e-5, atol=1e-5)
+        columnar = _post(url + "/invocations", {"inputs": {"x": x.tolist()}})["predictions"]
+        np.testing.assert_allclose(columnar, expected, rtol=1e-5, atol=1e-5)
+        samples = _post(url + "/invocations",
+                        {"inputs": {"num_samples": [4], "seed": [1, 2]}})["predictions"]
+        assert np.asarray(samples).shape == (4, 2)
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+        log.close()
