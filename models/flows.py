@@ -206,6 +206,9 @@ class FlowModel(tf_keras.Model):
         u, _ = self.inverse_and_log_det(tf.zeros([1, config.event_dim], config.dtype), context=context)
         self.base.log_prob(u, context=context)
 
+    def get_config(self):
+        return dataclasses.asdict(self.config)
+
     # ----- density and sampling -----------------------------------------------------------
     def inverse_and_log_det(self, x, context=None, training=False):
         """(u, log|det du/dx|) through every layer, data side first."""

@@ -59,6 +59,8 @@ def cmd_run(args) -> int:
     from pipeline.runner import run_local
 
     config = _load_config(args, _run_overrides(args))
+    print(f"tfflows run: {config.ingest.dataset} -> {config.train.kind} flow; ingest, transform, train, "
+          f"evaluate, push into {os.path.abspath(config.output)}", flush=True)
     result = run_local(config)
     print(result.report())
     return 0 if result.ok else 3
@@ -143,8 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_progress() -> None:
+    """Components log progress (epochs, steps, examples/s, rollbacks) to the `tfflows` loggers."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("tfflows")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _show_progress()
     from components.errors import DataError
     from pipeline.config import ConfigError
 

@@ -53,7 +53,7 @@ class RunConfig:
       ingest, transform, train, tracking, evaluate, push: the components' sections.
 
     The embedded default (no file, no flags) is a quick run: two moons, a MAF of 5 layers with 64
-    hidden units, at most 40 epochs with learning rate 1e-3 and patience 8. The papers' recipe
+    hidden units, at most 200 epochs with learning rate 1e-3 and patience 20. The papers' recipe
     (`TrainConfig`'s own defaults: 512 units, lr 1e-4, patience 30, 100 epochs) is what a config
     file gets by setting those fields.
     """
@@ -65,7 +65,7 @@ class RunConfig:
     ingest: IngestConfig = field(default_factory=lambda: IngestConfig(dataset="moons"))
     transform: TransformConfig = field(default_factory=TransformConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        hidden_units=(64,), epochs=40, learning_rate=1e-3, patience=8, log_every_steps=50))
+        hidden_units=(64,), epochs=200, learning_rate=1e-3, patience=20, log_every_steps=50))
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     push: PushConfig = field(default_factory=PushConfig)
