@@ -13,7 +13,18 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
-__all__ = ["IngestConfig", "TransformConfig"]
+__all__ = ["JsonConfig", "IngestConfig", "TransformConfig"]
+
+
+class JsonConfig:
+    """JSON round trip of a config dataclass (how TFX wrappers pass configs as execution properties)."""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls(**json.loads(text))
 
 # Names the ingest component understands for `IngestConfig.dataset`.
 BUNDLED_DATASETS = ("moons", "digits", "mnist")
@@ -26,7 +37,7 @@ def _tuple_or_none(value: Any) -> Optional[tuple]:
 
 
 @dataclass(frozen=True)
-class IngestConfig:
+class IngestConfig(JsonConfig):
     """What to ingest and how to split it (component `components/ingest`).
 
     Attributes:
@@ -114,18 +125,10 @@ class IngestConfig:
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ValueError(f"`{field}` must be a non-negative int or None, but is {value!r}")
 
-    def to_json(self) -> str:
-        """Serialises the config (used as a TFX execution property)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "IngestConfig":
-        """Inverse of `to_json`."""
-        return cls(**json.loads(text))
 
 
 @dataclass(frozen=True)
-class TransformConfig:
+class TransformConfig(JsonConfig):
     """How raw features ``x`` become model features ``z`` (component `components/transform`).
 
     Attributes:
@@ -161,11 +164,3 @@ class TransformConfig:
                 "`analyze_splits` must be a non-empty subset of ('train', 'eval', 'test'), "
                 f"but is {self.analyze_splits!r}")
 
-    def to_json(self) -> str:
-        """Serialises the config (used as a TFX execution property)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TransformConfig":
-        """Inverse of `to_json`."""
-        return cls(**json.loads(text))

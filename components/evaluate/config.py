@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
+
+from components.config import JsonConfig
 from typing import Optional
 
 __all__ = ["EvaluateConfig"]
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(JsonConfig):
     """How a trained flow is scored on the test split and when it is blessed.
 
     Attributes:
@@ -49,11 +49,3 @@ class EvaluateConfig:
         """``-tolerance``: the improvement over the baseline required for a blessing."""
         return -self.tolerance
 
-    def to_json(self) -> str:
-        """Serialises the config (used as a TFX execution property)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "EvaluateConfig":
-        """Inverse of `to_json`."""
-        return cls(**json.loads(text))

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
+
+from components.config import JsonConfig
 from typing import Optional
 
 __all__ = ["PushConfig"]
 
 
 @dataclass(frozen=True)
-class PushConfig:
+class PushConfig(JsonConfig):
     """Where a blessed flow is pushed and how it is registered.
 
     Attributes:
@@ -47,11 +47,3 @@ class PushConfig:
             raise ValueError("`tracking_uri` must be set when `registered_model_name` is "
                              f"{self.registered_model_name!r}")
 
-    def to_json(self) -> str:
-        """Serialises the config (used as a TFX execution property)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "PushConfig":
-        """Inverse of `to_json`."""
-        return cls(**json.loads(text))

@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
+
+from components.config import JsonConfig
 
 __all__ = ["TrainConfig", "TrackingConfig", "LR_SCHEDULES"]
 
@@ -15,7 +16,7 @@ LR_SCHEDULES = ("constant", "cosine", "exponential")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """How the flow is built and trained (component `components/train`).
 
     Attributes:
@@ -142,18 +143,10 @@ class TrainConfig:
             return self.learning_rate * self.lr_decay_rate ** t
         return self.learning_rate
 
-    def to_json(self) -> str:
-        """Serialises the config (used as a TFX execution property)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
-        """Inverse of `to_json`."""
-        return cls(**json.loads(text))
 
 
 @dataclass(frozen=True)
-class TrackingConfig:
+class TrackingConfig(JsonConfig):
     """Where and whether the training is recorded in MLflow.
 
     Attributes:
@@ -180,11 +173,3 @@ class TrackingConfig:
     def active(self) -> bool:
         return bool(self.enabled and self.uri)
 
-    def to_json(self) -> str:
-        """Serialises the config (used as a TFX execution property)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrackingConfig":
-        """Inverse of `to_json`."""
-        return cls(**json.loads(text))
