@@ -12,6 +12,9 @@ U4(z) = -log(exp(-((z2 - w1) / 0.4)² / 2) + exp(-((z2 - w1 + w3) / 0.35)² / 2)
 ```
 
 (The thesis' text extraction drops the square inside w2; the original paper has it.)
+Only U1 is normalisable: U2-U4 do not depend on z1 outside a bounded band, so their mass along z1
+is infinite; the papers (and plots) use them on [-4, 4]². Reverse KL to them has no minimum, only
+the fits after a fixed number of steps are comparable.
 """
 
 from __future__ import annotations

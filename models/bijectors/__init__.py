@@ -7,6 +7,7 @@ from models.bijectors.hybrid import HybridAutoregressive
 from models.bijectors.iaf import GatedInverseAutoregressiveFlow, InverseAutoregressiveFlow
 from models.bijectors.maf import MaskedAutoregressiveFlow
 from models.bijectors.permute import Permutation
+from models.bijectors.planar import PlanarFlow
 
 __all__ = [
     "FlowBijector",
@@ -19,4 +20,5 @@ __all__ = [
     "InverseAutoregressiveFlow",
     "MaskedAutoregressiveFlow",
     "Permutation",
+    "PlanarFlow",
 ]

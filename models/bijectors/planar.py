@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -30,6 +32,9 @@ class PlanarFlow(FlowBijector):
     only, but gives the exact implicit-function gradient d alpha/d(wᵀx) = 1 / (1 + c·h'), so the
     inverse is differentiable (w.r.t. x and the parameters) like a closed-form one.
 
+    Initialisation: random w, u (scale `init_scale`) with wᵀu set so that u_hat ⊥ w, i.e. each layer
+    starts as a volume-preserving shear close to the identity.
+
     Only tanh is supported: the invertibility constraint needs h' in (0, 1] and a bounded h.
 
     #### References
@@ -46,9 +51,14 @@ class PlanarFlow(FlowBijector):
         self.bisection_steps = int(bisection_steps)
         rng = np.random.default_rng(seed)
         dtype = tf.as_dtype(dtype)
+        w, u = rng.normal(0.0, init_scale, [event_dim]), rng.normal(0.0, init_scale, [event_dim])
+        # Start with wᵀu = softplus^-1(1), so m(wᵀu) = 0 and u_hat ⊥ w: a volume-preserving shear
+        # (log-det 0). A plain random start has wᵀu_hat ≈ m(0) = -0.31, which contracts every layer
+        # and collapses a deep stack (K = 32) at initialisation.
+        u = u + (math.log(math.e - 1.0) - w @ u) * w / (w @ w)
         with tf.name_scope(name):
-            self.w = tf.Variable(rng.normal(0.0, init_scale, [event_dim]), dtype=dtype, name="w")
-            self.u = tf.Variable(rng.normal(0.0, init_scale, [event_dim]), dtype=dtype, name="u")
+            self.w = tf.Variable(w, dtype=dtype, name="w")
+            self.u = tf.Variable(u, dtype=dtype, name="u")
             self.b = tf.Variable(0.0, dtype=dtype, name="b")
         super().__init__(event_dim, parameters, name)
 
