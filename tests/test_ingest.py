@@ -206,6 +206,8 @@ def test_mnist_default_path_and_real_idx():
     assert loaders.default_mnist_dir() == (
         __import__("pathlib").Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
         / "mnist").resolve()
+    if not loaders.default_mnist_dir().is_dir():  # CI and the project's machines have it
+        pytest.skip(f"{loaders.default_mnist_dir()} is absent: the checkout has no shared/ beside it")
     data = loaders.load_in_memory(IngestConfig("mnist", max_examples=300))
     assert data.num_levels == 256 and data.discrete and data.image_shape == [28, 28]
     assert sum(len(v) for v in data.splits.values()) == 300

@@ -1,0 +1,431 @@
+"""Density-estimation quality of every flow of the MAF paper and the HAF thesis, on one dataset.
+
+Trains the papers' configurations with the papers' recipe and scores the test split:
+
+  - Gaussian: full-covariance maximum-likelihood Gaussian of the (model-space) train split,
+    closed form, no training.
+  - MADE (1 x H), MADE MoG (C = 10), MAF (5), MAF (10), MAF MoG (5), Real NVP (5), Real NVP (10).
+  - HAF (5) at about 50 % and 70 % of the MAF width (thesis table 6.1: H_HAF = 0.5 H and 0.7 H,
+    e.g. 1x550 / 1x700 against MAF's 1x1024 on MNIST).
+
+Recipe (defaults; MAF paper section 4 and appendix, thesis chapter 7): Adam with learning rate
+1e-4 (MADE and MADE MoG 1e-3), L2 1e-6 on all kernels, batch 100, batch norm between layers
+and before the base (MAF, Real NVP, HAF) with full-train-set statistics at evaluation, early
+stopping on the validation log-likelihood with patience 30, best epoch's weights kept.
+``--max-epochs`` and ``--max-minutes`` (per model, checked after each epoch) bound the run for
+a CPU.
+
+Data: any dataset of the ingest component (``components.ingest.loaders.load_in_memory``:
+moons, digits, mnist, npy, power, gas, hepmass, miniboone, bsds300, ...) transformed as the
+transform component does (discrete data: fresh uniform dequantisation every epoch, then
+``z = logit(lam + (1 - 2 lam) x / L)``; continuous data: standardisation, with the paper's
+statistics for the benchmarks). Log-likelihoods are reported in the model space (logit space for
+images, standardised space for tabular data), as the papers do, plus bits/dim for discrete data
+(MAF paper appendix E.2, eq. 17). Error bars: 2 standard errors over the test examples.
+
+Synthetic ``gmm``: a Gaussian mixture (``--gmm-dim``, ``--gmm-components``) generated here with
+an exact log-density. Its differential entropy H = -E log p(x) is estimated by Monte Carlo with
+``--entropy-samples`` fresh draws, and each model's KL gap
+
+    KL(p || q) ~= test NLL - H = -mean_test log q(x) - H      (data space, nats)
+
+is reported (the test NLL includes the standardisation's log-determinant). The "true density"
+row scores the generating mixture itself (its gap is 0 up to Monte Carlo error).
+
+Run:
+  python -m benchmarks.quality --dataset moons --max-minutes 1 --hidden 64
+  python -m benchmarks.quality --dataset gmm --gmm-dim 5 --models gaussian maf5 haf5_50
+  python -m benchmarks.quality --dataset mnist --max-minutes 3 --hidden 256 \
+      --models gaussian made maf5 realnvp5 haf5_50 haf5_70 --out mnist.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["MODELS", "PUBLISHED", "main", "make_gmm", "prepare_data", "gaussian_log_prob", "train_model"]
+
+# key -> (label, build_flow options with H the MAF width, learning rate, width factor)
+MODELS: Dict[str, dict] = {
+    "gaussian": dict(label="Gaussian"),
+    "made": dict(label="MADE", kind="made", lr=1e-3),
+    "made_mog": dict(label="MADE MoG", kind="made_mog", num_components=10, lr=1e-3),
+    "realnvp5": dict(label="Real NVP (5)", kind="realnvp", num_layers=5),
+    "realnvp10": dict(label="Real NVP (10)", kind="realnvp", num_layers=10),
+    "maf5": dict(label="MAF (5)", kind="maf", num_layers=5),
+    "maf10": dict(label="MAF (10)", kind="maf", num_layers=10),
+    "maf_mog5": dict(label="MAF MoG (5)", kind="maf", num_layers=5, num_components=10),
+    "haf5_50": dict(label="HAF (5) 50%", kind="haf", num_layers=5, width=0.5),
+    "haf5_70": dict(label="HAF (5) 70%", kind="haf", num_layers=5, width=0.7),
+}
+ALL_MODELS = list(MODELS)
+
+_T1 = {  # MAF paper Table 1 (tabular), test log-likelihood in nats
+    "Gaussian": ("-7.74 ± 0.02", "-3.58 ± 0.75", "-27.93 ± 0.02", "-37.24 ± 1.07", "96.67 ± 0.25"),
+    "MADE": ("-3.08 ± 0.03", "3.56 ± 0.04", "-20.98 ± 0.02", "-15.59 ± 0.50", "148.85 ± 0.28"),
+    "MADE MoG": ("0.40 ± 0.01", "8.47 ± 0.02", "-15.15 ± 0.02", "-12.27 ± 0.47", "153.71 ± 0.28"),
+    "Real NVP (5)": ("-0.02 ± 0.01", "4.78 ± 1.80", "-19.62 ± 0.02", "-13.55 ± 0.49", "152.97 ± 0.28"),
+    "Real NVP (10)": ("0.17 ± 0.01", "8.33 ± 0.14", "-18.71 ± 0.02", "-13.84 ± 0.52", "153.28 ± 1.78"),
+    "MAF (5)": ("0.14 ± 0.01", "9.07 ± 0.02", "-17.70 ± 0.02", "-11.75 ± 0.44", "155.69 ± 0.28"),
+    "MAF (10)": ("0.24 ± 0.01", "10.08 ± 0.02", "-17.73 ± 0.02", "-12.24 ± 0.45", "154.93 ± 0.28"),
+    "MAF MoG (5)": ("0.30 ± 0.01", "9.59 ± 0.02", "-17.39 ± 0.02", "-11.68 ± 0.44", "156.36 ± 0.28"),
+}
+PUBLISHED: Dict[str, Dict[str, str]] = {
+    name: {label: row[i] for label, row in _T1.items()}
+    for i, name in enumerate(("power", "gas", "hepmass", "miniboone", "bsds300"))
+}
+# HEPMASS: thesis table 7.5 (1x512 MADE/MAF/Real NVP; HAF 1x256 and 1x350).
+PUBLISHED["hepmass"].update({"HAF (5) 50%": "-19.18 ± 0.04 (thesis)", "HAF (5) 70%": "-19.64 ± 0.05 (thesis)"})
+# MNIST, logit space: MAF paper Table 2; HAF rows and thesis re-runs: thesis table 7.4 (1x1024, HAF 1x550 / 1x700).
+PUBLISHED["mnist"] = {
+    "Gaussian": "-1366.9 ± 1.4",
+    "MADE": "-1380.8 ± 4.8 (thesis -1379.97)",
+    "MADE MoG": "-1038.5 ± 1.8",
+    "Real NVP (5)": "-1323.2 ± 6.6 (thesis -1310.13)",
+    "Real NVP (10)": "-1370.7 ± 10.1",
+    "MAF (5)": "-1300.5 ± 1.7 (thesis -1296.09)",
+    "MAF (10)": "-1313.1 ± 2.0",
+    "MAF MoG (5)": "-1100.3 ± 1.6",
+    "HAF (5) 50%": "-1292.91 ± 2.57 (thesis)",
+    "HAF (5) 70%": "-1297.64 ± 4.14 (thesis)",
+}
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class Prepared:
+    """One dataset ready for training: raw splits and the raw -> model-space transform."""
+
+    name: str
+    splits: Dict[str, np.ndarray]  # raw x (integer levels for discrete data)
+    discrete: bool
+    num_levels: Optional[int]
+    method: str  # "logit", "standardize" or "identity"
+    lam: Optional[float] = None
+    mean: Optional[np.ndarray] = None
+    std: Optional[np.ndarray] = None
+    true_log_prob: Optional[object] = None  # gmm only: x -> exact log p(x)
+    entropy: Optional[float] = None
+    entropy_2se: Optional[float] = None
+    note: str = ""
+
+    @property
+    def event_dim(self) -> int:
+        return int(self.splits["train"].shape[1])
+
+    def to_model_space(self, x: np.ndarray, rng: Optional[np.random.Generator] = None):
+        """(z, log|det dz/dx|) of raw rows; discrete rows are dequantised with `rng` first."""
+        x = np.asarray(x, np.float64)
+        if self.discrete:
+            x = x + rng.uniform(size=x.shape)
+        if self.method == "logit":
+            from components.transform.preprocessing import logit_transform
+
+            z, log_det = logit_transform(x, self.num_levels, self.lam)
+            return z.numpy(), log_det.numpy().astype(np.float64)
+        if self.method == "standardize":
+            z = (x - self.mean) / self.std
+            return z.astype(np.float32), np.full(len(x), -np.log(self.std).sum())
+        return x.astype(np.float32), np.zeros(len(x))
+
+
+def make_gmm(dim: int = 2, components: int = 8, seed: int = 0):
+    """A random Gaussian mixture: (sample(n, rng), log_prob(x)) with exact log-density."""
+    from scipy.special import logsumexp
+
+    rng = np.random.default_rng(seed)
+    weights = rng.dirichlet(np.full(components, 5.0)) if components > 1 else np.ones(1)
+    means = rng.normal(scale=3.0 if components > 1 else 1.0, size=(components, dim))
+    chols = []
+    for _ in range(components):
+        a = rng.normal(scale=0.6, size=(dim, dim))
+        chols.append(np.linalg.cholesky(a @ a.T + 0.1 * np.eye(dim)))
+    chols = np.stack(chols)
+
+    def sample(n, sample_rng):
+        k = sample_rng.choice(components, size=n, p=weights)
+        eps = sample_rng.normal(size=(n, dim))
+        return means[k] + np.einsum("nij,nj->ni", chols[k], eps)
+
+    def log_prob(x):
+        x = np.asarray(x, np.float64)
+        terms = []
+        for k in range(components):
+            diff = np.linalg.solve(chols[k], (x - means[k]).T).T  # L^-1 (x - mu)
+            log_det = np.log(np.diag(chols[k])).sum()
+            terms.append(np.log(weights[k]) - 0.5 * (diff**2).sum(1) - log_det - 0.5 * dim * math.log(2 * math.pi))
+        return logsumexp(np.stack(terms, 1), axis=1)
+
+    return sample, log_prob
+
+
+def prepare_data(args) -> Prepared:
+    """Loads (ingest component) or generates (gmm) the splits and fixes the transform."""
+    from components.transform.conversions import mean_and_two_se
+
+    if args.dataset == "gmm":
+        sample, log_prob = make_gmm(args.gmm_dim, args.gmm_components, args.seed)
+        rng = np.random.default_rng(args.seed + 1)
+        splits = {"train": sample(args.gmm_train, rng), "eval": sample(args.gmm_train // 5, rng),
+                  "test": sample(args.gmm_test, rng)}
+        h, h_se = mean_and_two_se(-log_prob(sample(args.entropy_samples, np.random.default_rng(args.seed + 2))))
+        train = splits["train"]
+        return Prepared("gmm", splits, False, None, "standardize", mean=train.mean(0), std=train.std(0),
+                        true_log_prob=log_prob, entropy=h, entropy_2se=h_se,
+                        note=f"{args.gmm_dim}-D mixture of {args.gmm_components} Gaussians")
+    from components.config import IngestConfig
+    from components.ingest.loaders import load_in_memory
+    from components.transform.executor import benchmark_transform_config
+
+    options = dict(dataset=args.dataset, path=args.path, seed=args.seed)
+    if args.dataset == "moons":
+        options["num_samples"] = args.moons_samples
+    if args.max_examples:
+        options["max_examples"] = args.max_examples
+    if args.eval_count is not None:
+        options["eval_count"] = args.eval_count
+    if args.test_count is not None:
+        options["test_count"] = args.test_count
+    data = load_in_memory(IngestConfig(**options))
+    splits = {k: np.asarray(v, np.float64) for k, v in data.splits.items()}
+    try:
+        tconfig = benchmark_transform_config(args.dataset)
+        method, analyze, lam = tconfig.method, tconfig.analyze_splits, tconfig.logit_lambda
+    except ValueError:
+        method, analyze, lam = ("logit" if data.discrete else "standardize"), ("train",), None
+    if method == "logit" and lam is None:
+        lam = 0.05 if args.dataset == "cifar10" else 1e-6
+    prepared = Prepared(args.dataset, splits, bool(data.discrete), data.num_levels, method, lam=lam,
+                        note=data.source)
+    if method == "standardize":
+        rows = np.concatenate([splits[s] for s in analyze])
+        prepared.mean, prepared.std = rows.mean(0), rows.std(0)
+    return prepared
+
+
+# --------------------------------------------------------------------------- models
+
+
+def gaussian_log_prob(train_z: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Log-density of `z` under the full-covariance maximum-likelihood Gaussian of `train_z`."""
+    train_z, z = np.asarray(train_z, np.float64), np.asarray(z, np.float64)
+    mean = train_z.mean(0)
+    cov = np.cov(train_z, rowvar=False, bias=True).reshape(train_z.shape[1], -1)
+    cov = cov + 1e-9 * np.trace(cov) / len(cov) * np.eye(len(cov))
+    chol = np.linalg.cholesky(cov)
+    diff = np.linalg.solve(chol, (z - mean).T).T
+    return -0.5 * (diff**2).sum(1) - np.log(np.diag(chol)).sum() - 0.5 * z.shape[1] * math.log(2 * math.pi)
+
+
+def _log_prob(model, z: np.ndarray, batch: int = 2000) -> np.ndarray:
+    return np.concatenate([model.log_prob(z[i:i + batch]).numpy() for i in range(0, len(z), batch)]).astype(np.float64)
+
+
+def flow_options(spec: dict, hidden: int, args) -> dict:
+    """build_flow keywords of one MODELS entry at MAF width `hidden`."""
+    width = max(1, int(round(spec.get("width", 1.0) * hidden)))
+    options = dict(num_layers=spec.get("num_layers", 1), hidden_units=[width] * args.hidden_layers, l2=args.l2,
+                   seed=args.seed)
+    if "num_components" in spec:
+        options["num_components"] = spec["num_components"]
+    if args.no_batch_norm:
+        options["batch_norm"] = False
+    return options
+
+
+def train_model(spec: dict, data: Prepared, args, log=print) -> dict:
+    """Trains one flow with early stopping under the epoch/time budget; returns the fitted model and stats."""
+    import tensorflow as tf
+    import tf_keras
+
+    from models import build_flow
+
+    tf.keras.utils.set_random_seed(args.seed)
+    model = build_flow(spec["kind"], data.event_dim, **flow_options(spec, args.hidden, args))
+    lr = args.lr if args.lr is not None else spec.get("lr", 1e-4) * (args.lr_scale or 1.0)
+    model.compile(optimizer=tf_keras.optimizers.Adam(lr))
+    rng = np.random.default_rng(args.seed + 10)
+    eval_z, _ = data.to_model_space(data.splits["eval"], np.random.default_rng(args.seed + 20))
+    fixed_train_z, _ = data.to_model_space(data.splits["train"], np.random.default_rng(args.seed + 30))
+    best, best_weights, best_epoch, waited, epoch, stopped = -np.inf, model.get_weights(), 0, 0, 0, "max_epochs"
+    start = time.time()
+    while epoch < args.max_epochs:
+        epoch += 1
+        train_z = data.to_model_space(data.splits["train"], rng)[0] if data.discrete else fixed_train_z
+        # Keras fit without FlowModel.fit's statistics pass; the statistics are set just below.
+        tf_keras.Model.fit(model, train_z, batch_size=args.batch_size, epochs=1, shuffle=True, verbose=0)
+        if model.batch_norm_layers:
+            model.set_batch_norm_statistics(train_z, batch_size=5000)
+        val_ll = float(np.mean(_log_prob(model, eval_z)))
+        if np.isfinite(val_ll) and val_ll > best:
+            best, best_weights, best_epoch, waited = val_ll, model.get_weights(), epoch, 0
+        else:
+            waited += 1
+        elapsed = time.time() - start
+        if args.verbose:
+            log(f"    epoch {epoch:4d}  val LL {val_ll:10.3f}  best {best:10.3f} (epoch {best_epoch})  {elapsed:6.0f} s")
+        if waited >= args.patience:
+            stopped = "early_stopping"
+            break
+        if args.max_minutes and elapsed > 60 * args.max_minutes:
+            stopped = "time_budget"
+            break
+    model.set_weights(best_weights)
+    if model.batch_norm_layers:
+        model.set_batch_norm_statistics(fixed_train_z, batch_size=5000)
+    params = int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))
+    return dict(model=model, seconds=time.time() - start, epochs=epoch, best_epoch=best_epoch, stopped=stopped,
+                params=params, learning_rate=lr, val_ll=best,
+                hidden_units=flow_options(spec, args.hidden, args)["hidden_units"])
+
+
+# --------------------------------------------------------------------------- scoring and table
+
+
+def score(model_ll: np.ndarray, z: np.ndarray, log_det: np.ndarray, data: Prepared) -> dict:
+    """Test metrics of per-example model-space log-likelihoods."""
+    from components.transform.conversions import bits_per_dim, bits_per_dim_from_logit, mean_and_two_se
+
+    out = {}
+    out["test_ll"], out["test_ll_2se"] = mean_and_two_se(model_ll)
+    if data.discrete:
+        bpd = (bits_per_dim_from_logit(model_ll, z, data.num_levels, data.lam) if data.method == "logit"
+               else bits_per_dim(model_ll + log_det, z.shape[1]))
+        out["bits_per_dim"], out["bits_per_dim_2se"] = mean_and_two_se(bpd)
+    if data.entropy is not None:
+        out["test_nll_data"], se = mean_and_two_se(-(model_ll + log_det))
+        out["kl_gap"] = out["test_nll_data"] - data.entropy
+        out["kl_gap_2se"] = float(math.hypot(se, data.entropy_2se))
+    return out
+
+
+def _fmt(value, se=None, digits=2):
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "nan" if value is not None else ""
+    return f"{value:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+
+
+def format_table(result: dict) -> str:
+    rows = result["rows"]
+    discrete = any("bits_per_dim" in r for r in rows)
+    gap = result.get("entropy") is not None
+    head = ["model", "L×H", "test LL (nats)"]
+    head += ["bits/dim"] if discrete else []
+    head += ["KL gap (nats)"] if gap else []
+    head += ["params", "train s", "epochs (best)", "stop", "published"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"], r.get("architecture", ""), _fmt(r["test_ll"], r["test_ll_2se"])]
+        if discrete:
+            cells.append(_fmt(r.get("bits_per_dim"), r.get("bits_per_dim_2se"), 3))
+        if gap:
+            cells.append(_fmt(r.get("kl_gap"), r.get("kl_gap_2se"), 3))
+        cells += [str(r.get("params", "")), _fmt(r.get("train_seconds"), digits=0),
+                  f"{r['epochs']} ({r['best_epoch']})" if r.get("epochs") else "", r.get("stopped", ""),
+                  r.get("published") or ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0],
+                                     epilog="Models: " + ", ".join(f"{k} ({v['label']})" for k, v in MODELS.items()))
+    parser.add_argument("--dataset", required=True, help="an ingest dataset name (moons, digits, mnist, power, gas, "
+                        "hepmass, miniboone, bsds300, npy, ...) or 'gmm' (synthetic, exact entropy)")
+    parser.add_argument("--path", help="data file or folder (IngestConfig.path)")
+    parser.add_argument("--models", nargs="+", default=ALL_MODELS, choices=ALL_MODELS)
+    parser.add_argument("--max-epochs", type=int, default=1000, help="maximum epochs per model (default 1000)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="training time budget per model, checked after each epoch (default: none)")
+    parser.add_argument("--hidden", type=int, default=512, help="MAF/MADE/Real NVP width H (HAF: 0.5H, 0.7H)")
+    parser.add_argument("--hidden-layers", type=int, default=1, help="hidden layers per network (papers: 1 or 2)")
+    parser.add_argument("--patience", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--l2", type=float, default=1e-6)
+    parser.add_argument("--lr", type=float, default=None, help="override every model's learning rate")
+    parser.add_argument("--lr-scale", type=float, default=None, help="multiply the recipe's learning rates")
+    parser.add_argument("--no-batch-norm", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-examples", type=int, default=None, help="keep the first N source rows")
+    parser.add_argument("--eval-count", type=int, default=None)
+    parser.add_argument("--test-count", type=int, default=None)
+    parser.add_argument("--moons-samples", type=int, default=4000)
+    parser.add_argument("--gmm-dim", type=int, default=2)
+    parser.add_argument("--gmm-components", type=int, default=8)
+    parser.add_argument("--gmm-train", type=int, default=10000)
+    parser.add_argument("--gmm-test", type=int, default=10000)
+    parser.add_argument("--entropy-samples", type=int, default=500000)
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--verbose", action="store_true", help="print every epoch")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
+    """Runs the benchmark; prints and returns the results (dict, as written to --out)."""
+    args = parse_args(argv)
+    data = prepare_data(args)
+    if data.event_dim < 2:
+        args.models = [m for m in args.models if MODELS[m].get("kind") not in ("realnvp", "haf")]
+    sizes = {k: len(v) for k, v in data.splits.items()}
+    log(f"dataset {data.name}: D = {data.event_dim}, splits {sizes}, transform {data.method}"
+        + (f" (lambda {data.lam})" if data.lam is not None else "") + (f"; {data.note}" if data.note else ""))
+    if data.entropy is not None:
+        log(f"entropy H = {data.entropy:.4f} ± {data.entropy_2se:.4f} nats ({args.entropy_samples} Monte Carlo samples)")
+    test_z, test_log_det = data.to_model_space(data.splits["test"], np.random.default_rng(args.seed + 40))
+    published = PUBLISHED.get(data.name, {})
+    rows: List[dict] = []
+    if data.true_log_prob is not None:
+        true_ll = data.true_log_prob(data.splits["test"]) - test_log_det  # model space, like the others
+        rows.append(dict(model="true density", key="true", architecture="", params=0,
+                         **score(true_ll, test_z, test_log_det, data)))
+    for key in args.models:
+        spec = MODELS[key]
+        log(f"  training {spec['label']} ...")
+        if key == "gaussian":
+            start = time.time()
+            train_z, _ = data.to_model_space(data.splits["train"], np.random.default_rng(args.seed + 30))
+            ll = gaussian_log_prob(train_z, test_z)
+            d = data.event_dim
+            row = dict(model=spec["label"], key=key, architecture="MLE", params=d + d * (d + 1) // 2,
+                       train_seconds=time.time() - start, epochs=0, best_epoch=0, stopped="closed form")
+        else:
+            fit = train_model(spec, data, args, log=log)
+            ll = _log_prob(fit.pop("model"), test_z)
+            layers = spec.get("num_layers", 1)
+            row = dict(model=spec["label"], key=key,
+                       architecture=f"{layers}×" + "-".join(str(h) for h in fit["hidden_units"]),
+                       params=fit["params"], train_seconds=fit["seconds"], epochs=fit["epochs"],
+                       best_epoch=fit["best_epoch"], stopped=fit["stopped"], learning_rate=fit["learning_rate"],
+                       val_ll=fit["val_ll"])
+        row.update(score(ll, test_z, test_log_det, data))
+        row["published"] = published.get(spec["label"])
+        rows.append(row)
+        log(f"    {row['model']}: test LL {_fmt(row['test_ll'], row['test_ll_2se'])}"
+            + (f", KL gap {_fmt(row['kl_gap'], row['kl_gap_2se'], 3)}" if "kl_gap" in row else "")
+            + (f", {_fmt(row['bits_per_dim'], row['bits_per_dim_2se'], 3)} bits/dim" if "bits_per_dim" in row else "")
+            + (f", {row['train_seconds']:.0f} s, {row['epochs']} epochs" if row.get("epochs") else ""))
+    result = dict(dataset=data.name, event_dim=data.event_dim, split_sizes=sizes, transform=data.method,
+                  logit_lambda=data.lam, discrete=data.discrete, num_levels=data.num_levels,
+                  entropy=data.entropy, entropy_2se=data.entropy_2se, source=data.note,
+                  options={k: v for k, v in vars(args).items()}, rows=rows)
+    table = format_table(result)
+    log("\n" + table)
+    result["table"] = table
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2, default=float)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
