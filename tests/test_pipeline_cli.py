@@ -104,3 +104,26 @@ def test_run_evaluate_sample_end_to_end(tmp_path):
     np.save(tmp_path / "bad.npy", bad)
     refused = cli("evaluate", "--model", str(version_dir), "--data", str(tmp_path / "bad.npy"))
     assert refused.returncode == 2 and "row 0, column 1" in refused.stderr
+
+
+@pytest.mark.slow
+def test_pipeline_logs_to_a_real_mlflow_server_over_http(tmp_path):
+    """`tfflows run` against a real `mlflow server` on loopback, read back through its REST API."""
+    import re
+
+    from tests import mlflow_server
+
+    with mlflow_server.MlflowServer(workdir=tmp_path / "server") as server:
+        result = cli("run", "--dataset", "moons", "--epochs", "2", "--output", str(tmp_path / "out"), *TINY,
+                     "--set", f"tracking.uri={server.url}")
+        assert result.returncode == 0, result.stderr[-4000:] + server.log_tail()
+        run_id = re.search(r"MLflow run: (\w+)", result.stdout).group(1)
+        status, body = mlflow_server.http_get(f"{server.url}/api/2.0/mlflow/runs/get?run_id={run_id}")
+        assert status == 200, body[:500]
+        data = json.loads(body)["run"]["data"]
+        params = {p["key"]: p["value"] for p in data["params"]}
+        assert params["train.kind"] == "maf" and params["data.name"] == "moons"
+        assert {"val_log_likelihood", "train_log_likelihood", "test_data_log_likelihood"} <= {m["key"] for m in data["metrics"]}
+        status, body = mlflow_server.http_get(
+            f"{server.url}/api/2.0/mlflow/registered-models/alias?name=tfflows&alias=champion")
+        assert status == 200 and json.loads(body)["model_version"]["version"] == "1", body[:500]
