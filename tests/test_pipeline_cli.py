@@ -65,9 +65,10 @@ def test_cli_rejects_bad_flags_and_configs(tmp_path):
 
 
 @pytest.mark.slow
-def test_compile_for_kubeflow_writes_a_pipeline_spec(tmp_path):
+@pytest.mark.parametrize("target", ["kubeflow", "vertex"])
+def test_compile_writes_a_cluster_pipeline_spec(tmp_path, target):
     out = tmp_path / "spec.json"
-    result = cli("compile", "--target", "kubeflow", "--out", str(out), "--image", "example/tfflows:1")
+    result = cli("compile", "--target", target, "--out", str(out), "--image", "example/tfflows:1")
     assert result.returncode == 0, result.stderr[-3000:]
     spec = json.loads(out.read_text())
     text = json.dumps(spec)
@@ -127,3 +128,28 @@ def test_pipeline_logs_to_a_real_mlflow_server_over_http(tmp_path):
         status, body = mlflow_server.http_get(
             f"{server.url}/api/2.0/mlflow/registered-models/alias?name=tfflows&alias=champion")
         assert status == 200 and json.loads(body)["model_version"]["version"] == "1", body[:500]
+
+
+@pytest.mark.slow
+def test_ui_serves_the_runs_tracking_store(tmp_path):
+    import time
+    import urllib.request
+
+    from tests.mlflow_server import free_port
+
+    port = free_port()
+    process = subprocess.Popen([*TFFLOWS, "ui", "--output", str(tmp_path / "out"), "--port", str(port)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, status = time.time() + 180, None
+        while time.time() < deadline and status != 200:
+            assert process.poll() is None, process.stdout.read().decode()[-3000:]
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status
+            except OSError:
+                time.sleep(2)
+        assert status == 200
+        assert (tmp_path / "out" / "mlflow.db").exists()
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
