@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional
 
 from tfx import types
@@ -9,6 +10,7 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from components.ingest import read_metadata
 from components.train.config import TrackingConfig, TrainConfig
 from components.train.executor import run_train
 
@@ -17,9 +19,10 @@ __all__ = ["TrainFlow", "TrainFlowComponent", "TrainFlowSpec", "Executor"]
 
 class TrainFlowSpec(ComponentSpec):
     """Parameters: ``train_config`` and ``tracking_config`` (JSON of `TrainConfig` and
-    `TrackingConfig`), optional ``checkpoint_dir`` (default: ``checkpoints`` beside the model
-    artifact's folder, stable across executions). Inputs ``examples``, ``transform_graph``;
-    output ``model``."""
+    `TrackingConfig`), optional ``checkpoint_dir``: a base folder; each training checkpoints into
+    ``<checkpoint_dir>/<data fingerprint>``, so a re-run on the same data resumes and a run on
+    changed data starts afresh (default: ``checkpoints`` beside the model artifact's folder).
+    Inputs ``examples``, ``transform_graph``; output ``model``."""
 
     PARAMETERS = {"train_config": ExecutionParameter(type=str),
                   "tracking_config": ExecutionParameter(type=str),
@@ -38,10 +41,12 @@ class Executor(base_executor.BaseExecutor):
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         graph = artifact_utils.get_single_instance(input_dict["transform_graph"])
         model = artifact_utils.get_single_instance(output_dict["model"])
+        base = exec_properties.get("checkpoint_dir")
+        checkpoint_dir = os.path.join(base, read_metadata(examples.uri).fingerprint[:16]) if base else None
         summary = run_train(examples.uri, graph.uri, model.uri,
                             TrainConfig.from_json(exec_properties["train_config"]),
                             TrackingConfig.from_json(exec_properties["tracking_config"]),
-                            checkpoint_dir=exec_properties.get("checkpoint_dir") or None)
+                            checkpoint_dir=checkpoint_dir)
         model.set_string_custom_property("status", summary["status"])
         model.set_float_custom_property("best_val_log_likelihood",
                                         summary["best_val_log_likelihood"])
