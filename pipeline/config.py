@@ -114,9 +114,20 @@ def _merge(base: dict, update: dict, cls, where: str) -> dict:
     return merged
 
 
+def _coerce(hint, value):
+    """YAML 1.1 reads `1e-4` as a string: turn such values into floats where a float is expected."""
+    if isinstance(value, str) and (hint is float or float in typing.get_args(hint)):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _build(cls, values: dict, where: str):
     nested = _nested_types(cls)
-    kwargs = {k: (_build(nested[k], v, f"{where}.{k}" if where else k) if k in nested else v)
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: (_build(nested[k], v, f"{where}.{k}" if where else k) if k in nested else _coerce(hints.get(k), v))
               for k, v in values.items()}
     for name, value in kwargs.items():  # YAML gives lists where the dataclasses hold tuples
         if isinstance(value, list) and name == "beam_pipeline_args":

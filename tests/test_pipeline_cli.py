@@ -25,7 +25,7 @@ def cli(*args, timeout=600):
 def test_defaults_file_and_set_precedence(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("train:\n  epochs: 7\n  hidden_units: [32, 32]\ningest:\n  dataset: digits\n")
-    config = load_run_config(str(path), {"train": {"epochs": 9}}, ["train.learning_rate=0.01", "output=/tmp/x"])
+    config = load_run_config(str(path), {"train": {"epochs": 9}}, ["train.learning_rate=1e-2", "output=/tmp/x"])
     assert isinstance(config, RunConfig)
     assert config.train.epochs == 9 and config.train.hidden_units == (32, 32)
     assert config.train.learning_rate == 0.01 and config.output == "/tmp/x"
