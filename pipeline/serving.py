@@ -21,9 +21,8 @@ def resolve_model_dir(path: str) -> str:
     """A version folder as given, or the newest integer version inside a serving/ folder."""
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         return path
-    versions = [int(n) for n in os.listdir(path)] if os.path.isdir(path) and all(
-        n.isdigit() or n.startswith(".") for n in os.listdir(path)) else []
-    versions = [v for v in versions if os.path.exists(os.path.join(path, str(v), "saved_model.pb"))]
+    names = os.listdir(path) if os.path.isdir(path) else []  # skips in-flight `.tmp-*` pushes
+    versions = [int(n) for n in names if n.isdigit() and os.path.exists(os.path.join(path, n, "saved_model.pb"))]
     if not versions:
         raise FileNotFoundError(f"{path}: no SavedModel here; pass serving/<version> or the serving/ folder of a run")
     return os.path.join(path, str(max(versions)))
@@ -37,11 +36,12 @@ def _load(path: str):
 
 
 def _metadata(model_dir: str) -> dict:
-    path = os.path.join(model_dir, "assets.extra", "dataset_metadata.json")
+    """The dataset metadata the push component stores beside the SavedModel."""
+    path = os.path.join(model_dir, "assets.extra", "tfflows.json")
     if not os.path.exists(path):
         return {}
     with open(path) as f:
-        return json.load(f)
+        return json.load(f).get("dataset") or {}
 
 
 def read_rows(path: str, dim: int | None = None) -> np.ndarray:
@@ -108,10 +108,10 @@ def sample_saved_model(model: str, n: int, seed: int, out: str) -> str:
     samples = loaded.signatures["sample"](num_samples=tf.constant(n, tf.int32),
                                           seed=tf.constant([seed, 0], tf.int32))["samples"].numpy()
     if out.endswith(".png"):
-        shape = _metadata(model_dir).get("image_shape")
-        if not shape:
+        meta = _metadata(model_dir)
+        if not meta.get("image_shape"):
             raise DataError(out, "format", "an image grid needs image data", "write .npy or .csv instead")
-        _image_grid(samples, shape, _metadata(model_dir).get("num_levels") or 256, out)
+        _image_grid(samples, meta["image_shape"], meta.get("num_levels") or 256, out)
     elif out.endswith(".csv"):
         np.savetxt(out, samples, delimiter=",")
     else:

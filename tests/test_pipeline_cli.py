@@ -153,3 +153,21 @@ def test_ui_serves_the_runs_tracking_store(tmp_path):
     finally:
         os.killpg(process.pid, 15)
         process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_image_data_end_to_end_bits_per_dim_and_sample_grid(tmp_path):
+    """Discrete image data (digits): evaluate reports bits/dim, sample draws an image grid."""
+    output = tmp_path / "out"
+    result = cli("run", "--dataset", "digits", "--epochs", "1", "--output", str(output), "--set",
+                 "ingest.max_examples=400", "--set", "train.num_layers=1", "--set", "train.hidden_units=[64]")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "bits/dim:" in result.stdout
+    rows = np.random.default_rng(0).integers(0, 17, size=(10, 64)).astype("float32") + 0.5
+    np.save(tmp_path / "digits.npy", rows)
+    scored = cli("evaluate", "--model", str(output / "serving"), "--data", str(tmp_path / "digits.npy"))
+    assert scored.returncode == 0 and "bits/dim:" in scored.stdout, scored.stderr[-3000:]
+    grid = cli("sample", "--model", str(output / "serving"), "-n", "16", "--out", str(tmp_path / "grid.png"))
+    assert grid.returncode == 0 and (tmp_path / "grid.png").stat().st_size > 1000, grid.stderr[-3000:]
+    os.makedirs(output / "serving" / ".tmp-inflight")  # a push in progress must not confuse readers
+    assert cli("sample", "--model", str(output / "serving"), "-n", "2", "--out", str(tmp_path / "s.npy")).returncode == 0

@@ -20,6 +20,7 @@ so two probes give them, the second one centred on the first estimate for float3
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -139,5 +140,6 @@ def export_saved_model(model_uri: str, transform_graph_uri: str, metadata,
     tf.saved_model.save(module, export_dir, signatures=signatures)
     tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
     with tf.io.gfile.GFile(os.path.join(export_dir, "assets.extra", "tfflows.json"), "w") as f:
-        json.dump({"preprocessing": constants, "flow_kind": flow.config.kind}, f, indent=2)
+        json.dump({"preprocessing": constants, "flow_kind": flow.config.kind,
+                   "dataset": dataclasses.asdict(metadata) if metadata is not None else None}, f, indent=2)
     return export_dir
