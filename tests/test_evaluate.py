@@ -8,28 +8,13 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 
 from components.config import IngestConfig, TransformConfig
 from components.evaluate import EvaluateConfig, read_blessing, run_evaluate
 from components.flow_artifact import load_flow, save_flow
 from components.ingest import load_split, read_metadata, run_ingest
 from components.transform import load_transform, run_transform
-from models import build_flow
-
-
-def _train(examples_uri, transform_uri, uri, epochs, seed=0, discrete_levels=None):
-    tf_keras.utils.set_random_seed(seed)
-    x = load_split(examples_uri, "train")
-    if discrete_levels:
-        x = x + np.random.RandomState(seed).uniform(size=x.shape).astype(np.float32)
-    z = load_transform(transform_uri)(tf.constant(x))[0].numpy()
-    model = build_flow("maf", z.shape[1], num_layers=2, hidden_units=[max(16, z.shape[1])])
-    model.compile(optimizer=tf_keras.optimizers.Adam(1e-2))
-    if epochs:
-        model.fit(z, batch_size=100, epochs=epochs, verbose=0)
-    save_flow(model, uri, {"epochs": epochs})
-    return uri
+from tests.artifact_testing import train_flow_artifact
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +23,8 @@ def moons(tmp_path_factory):
     ex, tg = str(root / "examples"), str(root / "transform")
     run_ingest(IngestConfig("moons", num_samples=400, seed=1), ex)
     run_transform(ex, TransformConfig(), tg)
-    good = _train(ex, tg, str(root / "good"), epochs=20)
-    untrained = _train(ex, tg, str(root / "untrained"), epochs=0)
+    good = train_flow_artifact(ex, tg, str(root / "good"), epochs=20)
+    untrained = train_flow_artifact(ex, tg, str(root / "untrained"), epochs=0)
     nan_model = load_flow(untrained)
     var = nan_model.trainable_variables[0]
     var.assign(tf.fill(var.shape, float("nan")))
@@ -119,7 +104,7 @@ def test_discrete_digits_bits_per_dim_reproducible(tmp_path):
     run_ingest(IngestConfig("digits", max_examples=300, seed=2), ex)
     run_transform(ex, TransformConfig(), tg)
     meta = read_metadata(ex)
-    model = _train(ex, tg, str(tmp_path / "model"), epochs=2, discrete_levels=meta.num_levels)
+    model = train_flow_artifact(ex, tg, str(tmp_path / "model"), epochs=2, discrete_levels=meta.num_levels)
     a = run_evaluate(ex, tg, model, EvaluateConfig(dequantization_seed=5), str(tmp_path / "a"))
     b = run_evaluate(ex, tg, model, EvaluateConfig(dequantization_seed=5), str(tmp_path / "b"))
     c = run_evaluate(ex, tg, model, EvaluateConfig(dequantization_seed=6), str(tmp_path / "c"))

@@ -16,31 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 
 from components.config import IngestConfig, TransformConfig
 from components.evaluate import EvaluateConfig, run_evaluate
-from components.flow_artifact import save_flow
 from components.ingest import load_split, run_ingest
 from components.push import PushConfig, export_saved_model, run_push
 from components.push.executor import list_versions, publish_version
 from components.push.export import FlowServingModule
 from components.transform import load_transform, run_transform
 from components.transform.preprocessing import logit_transform
-from models import build_flow
+from tests.artifact_testing import train_flow_artifact
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def _train(ex, tg, uri, epochs, seed=0):
-    tf_keras.utils.set_random_seed(seed)
-    z = load_transform(tg)(tf.constant(load_split(ex, "train")))[0].numpy()
-    model = build_flow("maf", z.shape[1], num_layers=2, hidden_units=[16])
-    model.compile(optimizer=tf_keras.optimizers.Adam(1e-2))
-    if epochs:
-        model.fit(z, batch_size=100, epochs=epochs, verbose=0)
-    save_flow(model, uri)
-    return uri
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +36,7 @@ def data(tmp_path_factory):
     ex, tg = str(root / "examples"), str(root / "transform")
     run_ingest(IngestConfig("moons", num_samples=300, seed=4), ex)
     run_transform(ex, TransformConfig(), tg)
-    model = _train(ex, tg, str(root / "model"), epochs=10)
+    model = train_flow_artifact(ex, tg, str(root / "model"), epochs=10)
     blessing = str(root / "blessing")
     evaluation = run_evaluate(ex, tg, model, EvaluateConfig(), blessing)
     assert evaluation["blessed"]
