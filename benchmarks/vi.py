@@ -26,11 +26,11 @@ import tf_keras
 
 from models import build_flow, targets
 from models.vae import IAFVAE
-from models.vi import build_planar_flow, fit_unnormalized, importance_diagnostics
+from models.vi import fit_unnormalized, importance_diagnostics
 
 FLOWS = {
-    "planar K=16": lambda: build_planar_flow(2, 16, seed=0),
-    "planar K=32": lambda: build_planar_flow(2, 32, seed=0),
+    "planar K=16": lambda: build_flow("planar", 2, num_layers=16),
+    "planar K=32": lambda: build_flow("planar", 2, num_layers=32),
     "IAF (4x64)": lambda: build_flow("iaf", 2, num_layers=4, hidden_units=[64], batch_norm=False),
     "Real NVP (8x64)": lambda: build_flow("realnvp", 2, num_layers=8, hidden_units=[64], batch_norm=False),
 }

@@ -1,8 +1,9 @@
 """The trained-model artifact: how a flow is written by train and read by evaluate and push.
 
 Layout of the artifact folder:
-  flow_config.json   the `models.FlowConfig` fields (enough to rebuild the architecture)
-  weights/           a tf.train.Checkpoint of the flow (`weights/flow-1.*`)
+  flow_config.json   the `models.FlowConfig` fields (enough to rebuild the architecture), or
+  vae_config.json    for a VAE (objective "vae"): the `models.vae.IAFVAE` arguments
+  weights/           a tf.train.Checkpoint of the model (`weights/flow-1.*`)
   summary.json       what the trainer reports (epochs, best validation log-likelihood, ...)
 """
 
@@ -19,15 +20,19 @@ from models import FlowModel, build_flow
 __all__ = ["save_flow", "load_flow", "read_summary"]
 
 CONFIG_FILE = "flow_config.json"
+VAE_CONFIG_FILE = "vae_config.json"
 WEIGHTS_DIR = "weights"
 SUMMARY_FILE = "summary.json"
 
 
-def save_flow(model: FlowModel, uri: str, summary: dict | None = None) -> None:
-    """Writes the flow's configuration, weights and an optional summary under `uri`."""
+def save_flow(model, uri: str, summary: dict | None = None) -> None:
+    """Writes the model's (a flow's or a VAE's) configuration, weights and an optional summary under `uri`."""
+    from models.vae import IAFVAE
+
     tf.io.gfile.makedirs(uri)
-    config = dataclasses.asdict(model.config)
-    with tf.io.gfile.GFile(os.path.join(uri, CONFIG_FILE), "w") as f:
+    is_vae = isinstance(model, IAFVAE)
+    config = model.get_config() if is_vae else dataclasses.asdict(model.config)
+    with tf.io.gfile.GFile(os.path.join(uri, VAE_CONFIG_FILE if is_vae else CONFIG_FILE), "w") as f:
         json.dump(config, f, indent=2, default=list)
     tf.train.Checkpoint(flow=model).write(os.path.join(uri, WEIGHTS_DIR, "flow"))
     if summary is not None:
@@ -36,14 +41,21 @@ def save_flow(model: FlowModel, uri: str, summary: dict | None = None) -> None:
 
 
 def load_flow(uri: str) -> FlowModel:
-    """Rebuilds the flow saved by `save_flow` and restores its weights (all must match)."""
+    """Rebuilds the flow (or VAE) saved by `save_flow` and restores its weights (all must match)."""
     path = os.path.join(uri, CONFIG_FILE)
-    if not tf.io.gfile.exists(path):
+    vae_path = os.path.join(uri, VAE_CONFIG_FILE)
+    if tf.io.gfile.exists(vae_path):
+        from models.vae import IAFVAE
+
+        with tf.io.gfile.GFile(vae_path) as f:
+            model = IAFVAE(**json.load(f))
+    elif not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path}: no trained flow here; point at a train component's model output.")
-    with tf.io.gfile.GFile(path) as f:
-        config = json.load(f)
-    kind, event_dim = config.pop("kind"), config.pop("event_dim")
-    model = build_flow(kind, event_dim, **config)
+    else:
+        with tf.io.gfile.GFile(path) as f:
+            config = json.load(f)
+        kind, event_dim = config.pop("kind"), config.pop("event_dim")
+        model = build_flow(kind, event_dim, **config)
     status = tf.train.Checkpoint(flow=model).read(os.path.join(uri, WEIGHTS_DIR, "flow"))
     status.assert_existing_objects_matched().expect_partial()  # the optimiser's slots are not needed
     return model

@@ -26,13 +26,14 @@ from models.bijectors import (
     HybridAutoregressive,
     InverseAutoregressiveFlow,
     MaskedAutoregressiveFlow,
+    PlanarFlow,
     split_indices,
 )
 from models.made import MADE
 
-__all__ = ["FLOW_KINDS", "FlowConfig", "FlowModel", "build_flow"]
+__all__ = ["FLOW_KINDS", "FlowConfig", "FlowModel", "build_flow", "kernel_l2"]
 
-FLOW_KINDS = ("made", "made_mog", "maf", "iaf", "realnvp", "haf")
+FLOW_KINDS = ("made", "made_mog", "maf", "iaf", "realnvp", "haf", "planar")
 
 
 @dataclasses.dataclass
@@ -41,15 +42,18 @@ class FlowConfig:
 
     Attributes:
       kind: one of FLOW_KINDS: "made" (one Gaussian MADE), "made_mog" (MADE with a mixture of
-        Gaussians per conditional), "maf", "iaf", "realnvp", "haf".
+        Gaussians per conditional), "maf", "iaf", "realnvp", "haf", "planar" (Rezende & Mohamed's
+        planar flow: sampling in closed form, density by root finding; made for reverse-KL fits).
       event_dim: D, the data dimension.
-      num_layers: K, the number of MAF / IAF / coupling / HAF layers (ignored by made, made_mog).
-      hidden_units: widths of the hidden layers of each MADE or conditioner network, e.g. [512].
+      num_layers: K, the number of MAF / IAF / coupling / HAF / planar layers (ignored by made,
+        made_mog).
+      hidden_units: widths of the hidden layers of each MADE or conditioner network, e.g. [512]
+        (ignored by planar).
       coupling_hidden_units: HAF only: widths of the coupling half's networks (default: hidden_units).
       activation: hidden activation of MADEs ("relu" in the papers). Coupling networks use tanh
         (scale) and relu (shift), as the MAF paper's Real NVP.
       batch_norm: insert the MAF paper's batch-norm bijector between layers and before the base
-        (default: on for maf, iaf, realnvp and haf; off for made and made_mog).
+        (default: on for maf, iaf, realnvp and haf; off for made, made_mog and planar).
       batch_norm_momentum: momentum of batch norm's running averages.
       batch_norm_epsilon: epsilon of batch norm (1e-5 in the papers).
       batch_norm_statistics: what batch norm uses at evaluation: "train_set" (mean and variance of
@@ -65,8 +69,9 @@ class FlowConfig:
       max_log_scale: B, a smooth bound |alpha| < B on every affine log-scale (MAF, IAF, HAF,
         Real NVP): alpha = B·tanh(a/B). Keeps log-densities finite far from the data (anomaly
         scores of outliers are very low instead of NaN); None: unbounded, as in the papers.
+      planar_init_scale: planar only: scale of the random initial w and u of each layer.
       dtype: "float32" or "float64".
-      seed: seed of a "random" order.
+      seed: seed of a "random" order and of the planar layers' initial weights.
       jit_compile: compile the sequential directions (sampling; IAF's density) with XLA when
         `sample`/`log_prob` are called eagerly (5-8x faster on CPU, see benchmarks/speed.py).
         Inside a tf.function (training, exported SavedModels) the plain graph is used, so a
@@ -90,6 +95,7 @@ class FlowConfig:
     context_dim: int | None = None
     l2: float = 0.0
     max_log_scale: float | None = 3.0
+    planar_init_scale: float = 0.1
     dtype: str = "float32"
     seed: int = 0
     jit_compile: bool = True
@@ -119,13 +125,19 @@ class FlowConfig:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"`dtype` must be 'float32' or 'float64', but is {self.dtype!r}.")
         if self.batch_norm is None:
-            self.batch_norm = self.kind not in ("made", "made_mog")
+            self.batch_norm = self.kind not in ("made", "made_mog", "planar")
         if self.num_components is None:
             self.num_components = 10 if self.kind == "made_mog" else 1
         if self.num_components < 1:
             raise ValueError(f"`num_components` must be >= 1, but is {self.num_components}.")
         if self.num_components > 1 and self.kind not in ("made_mog", "maf"):
             raise ValueError(f"`num_components` > 1 is supported by 'made_mog' and 'maf', not {self.kind!r}.")
+
+
+def kernel_l2(variables):
+    """sum of squares of every kernel (weight matrix) among `variables`: the papers' L2 penalty."""
+    kernels = [v for v in variables if "kernel" in v.name]
+    return tf.add_n([tf.reduce_sum(tf.square(v)) for v in kernels]) if kernels else tf.constant(0.0)
 
 
 def _made_order(config: FlowConfig, flip: bool):
@@ -154,6 +166,9 @@ def _data_side_layers(config: FlowConfig) -> tuple[list[FlowBijector], object]:
                          else InverseAutoregressiveFlow(made, bound, name=f"iaf_{k}"))
             else:
                 layer = MaskedAutoregressiveFlow(made, bound, name=f"maf_{k}")
+        elif kind == "planar":
+            layer = PlanarFlow(d, config.planar_init_scale, seed=config.seed + k, dtype=config.dtype,
+                               name=f"planar_{k}")
         elif kind == "realnvp":
             cond, trans = split_indices(d, "halves", flip=k % 2 == 1)
             layer = AffineCoupling(d, config.hidden_units, cond, trans, config.context_dim, bound,
@@ -270,8 +285,7 @@ class FlowModel(tf_keras.Model):
 
     # ----- training -------------------------------------------------------------------------
     def l2_penalty(self):
-        kernels = [v for v in self.trainable_variables if "kernel" in v.name]
-        return tf.add_n([tf.reduce_sum(tf.square(v)) for v in kernels]) if kernels else tf.constant(0.0)
+        return kernel_l2(self.trainable_variables)
 
     @staticmethod
     def _unpack(data):

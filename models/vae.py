@@ -53,7 +53,8 @@ class IAFVAE(tf_keras.Model):
       seed: seed of the noise generator (and of weight initialisation).
 
     Methods: `elbo(x)` [batch], `importance_log_likelihood(x, k)` [batch], `posterior(x, k)`,
-    `log_weights(x, k)` [k, batch]; `fit` trains on the negative ELBO (`train_step`).
+    `log_weights(x, k)` [k, batch], `sample(n, seed)` (x ~ p(x | z), z ~ p(z)); `fit` trains on
+    the negative ELBO (`train_step`).
     """
 
     def __init__(self, data_dim: int, latent_dim: int = 32, hidden_units: Sequence[int] = (300, 300),
@@ -61,6 +62,10 @@ class IAFVAE(tf_keras.Model):
                  forget_bias: float = 1.5, likelihood: str = "bernoulli", dynamic_binarization: bool = False,
                  seed: int = 0, dtype="float32", **kwargs):
         super().__init__(name=kwargs.pop("name", "iaf_vae"), dtype=dtype, **kwargs)
+        self._config = dict(data_dim=int(data_dim), latent_dim=int(latent_dim), hidden_units=[int(h) for h in hidden_units],
+                            num_iaf_steps=int(num_iaf_steps), iaf_hidden_units=[int(h) for h in iaf_hidden_units],
+                            context_dim=int(context_dim), forget_bias=float(forget_bias), likelihood=likelihood,
+                            dynamic_binarization=bool(dynamic_binarization), seed=int(seed or 0), dtype=str(dtype))
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"`likelihood` must be one of {LIKELIHOODS}, but is {likelihood!r}.")
         if int(num_iaf_steps) < 0:
@@ -96,6 +101,10 @@ class IAFVAE(tf_keras.Model):
         self._loss_tracker = tf_keras.metrics.Mean(name="loss")
         self._elbo_tracker = tf_keras.metrics.Mean(name="elbo")
         self.elbo(tf.zeros([1, self.data_dim], dtype), seed=0)  # creates the variables eagerly
+
+    def get_config(self):
+        """The constructor's arguments: ``IAFVAE(**vae.get_config())`` rebuilds the architecture."""
+        return dict(self._config)
 
     # ----- posterior ----------------------------------------------------------------------
     def encode(self, x):
@@ -145,6 +154,27 @@ class IAFVAE(tf_keras.Model):
             else:  # logistic density
                 ll = -r - log_scale - 2.0 * tf.math.softplus(-r)
         return tf.reshape(tf.reduce_sum(ll, axis=-1), lead)
+
+    def sample(self, n, seed=None):
+        """n draws x ~ p(x | z), z ~ N(0, I) [n, D]: Bernoulli draws, or mean + scale · noise."""
+        if seed is not None:
+            seed = (tf.constant([int(seed), 0], tf.int32) if isinstance(seed, (int, np.integer))
+                    else tf.cast(seed, tf.int32))
+        z_seed, x_seed = (None, None) if seed is None else (seed, seed + tf.constant([0, 1]))
+        z = self._normal([n, self.latent_dim], z_seed)
+        out = self.decoder(z)
+        if self.likelihood == "bernoulli":
+            uniform = self._uniform(tf.shape(out), x_seed)
+            return tf.cast(uniform < tf.sigmoid(out), self.dtype)
+        mean, log_scale = out[:, : self.data_dim], tf.maximum(out[:, self.data_dim:], -7.0)
+        u = tf.clip_by_value(self._uniform(tf.shape(mean), x_seed), 1e-6, 1.0 - 1e-6)
+        noise = (tf.math.ndtri(u) if self.likelihood == "gaussian" else tf.math.log(u) - tf.math.log1p(-u))
+        return mean + tf.exp(log_scale) * noise
+
+    def _uniform(self, shape, seed):
+        if seed is None:
+            return self._rng.uniform(shape, dtype=self.dtype)
+        return tf.random.stateless_uniform(shape, seed, dtype=self.dtype)
 
     def log_prior(self, z):
         return -tf.reduce_sum(0.5 * tf.square(z) + _HALF_LOG_2PI, axis=-1)

@@ -25,12 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from models.base_densities import StandardNormal
-from models.bijectors.planar import PlanarFlow
-
 __all__ = [
-    "PlanarFlowModel",
-    "build_planar_flow",
     "sample_and_log_prob",
     "fit_unnormalized",
     "effective_sample_size",
@@ -46,55 +41,11 @@ def _seed(seed):
     return tf.cast(seed, tf.int32)
 
 
-class PlanarFlowModel(tf_keras.Model):
-    """K planar layers on a standard Gaussian base (Rezende & Mohamed 2015, section 4).
-
-    Same layout as `FlowModel`: `flow_layers` data side first, `base`, `log_prob(x)` (through the
-    planar layers' root-finding inverses), `sample(n, seed)`, `inverse_and_log_det(x)`.
-    Build it with `build_planar_flow`.
-    """
-
-    def __init__(self, event_dim: int, num_layers: int, init_scale: float = 0.1, dtype="float32", seed: int = 0,
-                 **kwargs):
-        super().__init__(name=kwargs.pop("name", "planar_flow"), dtype=dtype, **kwargs)
-        if int(num_layers) < 1:
-            raise ValueError(f"`num_layers` must be >= 1, but is {num_layers}.")
-        self.event_dim = int(event_dim)
-        self.num_layers = int(num_layers)
-        self.base = StandardNormal(self.event_dim)
-        # Index 0 is the data side, as in FlowModel.
-        self.flow_layers = [PlanarFlow(self.event_dim, init_scale, seed=seed + k, dtype=dtype, name=f"planar_{k}")
-                            for k in reversed(range(self.num_layers))]
-
-    def inverse_and_log_det(self, x, context=None, training=False):
-        log_det = tf.zeros_like(x[..., 0])
-        for layer in self.flow_layers:
-            x, ld = layer.inverse_and_log_det(x)
-            log_det += ld
-        return x, log_det
-
-    def log_prob(self, x, context=None, training=False):
-        u, log_det = self.inverse_and_log_det(tf.convert_to_tensor(x, dtype=self.dtype))
-        return self.base.log_prob(u) + log_det
-
-    def call(self, x, context=None, training=False):
-        return self.log_prob(x)
-
-    def sample(self, n, seed=None, context=None):
-        return sample_and_log_prob(self, n, seed)[0]
-
-
-def build_planar_flow(event_dim: int, num_layers: int, init_scale: float = 0.1, dtype="float32",
-                      seed: int = 0) -> PlanarFlowModel:
-    """A planar flow of `num_layers` (K) layers in `event_dim` dimensions."""
-    return PlanarFlowModel(event_dim, num_layers, init_scale=init_scale, dtype=dtype, seed=seed)
-
-
 def sample_and_log_prob(flow, n: int, seed=None, context=None):
     """(x [n, D], log q(x) [n]) in one pass: base sample u, then every layer's forward_and_log_det.
 
-    Works with `FlowModel` (build_flow) and `PlanarFlowModel`: anything with `base`, `flow_layers`
-    (data side first) and `dtype`. log q(x) = log p_base(u) - sum_k log|det dx_k/dx_{k-1}|.
+    Works with any `FlowModel` (`build_flow`; "planar", "iaf" and "realnvp" sample in one parallel
+    pass): anything with `base`, `flow_layers` (data side first) and `dtype`. log q(x) = log p_base(u) - sum_k log|det dx_k/dx_{k-1}|.
     Batch-norm layers (on by default in build_flow for iaf/realnvp) act with their stored
     statistics here; for reverse-KL fitting build flows with `batch_norm=False`.
     """

@@ -1,7 +1,7 @@
 """The `tfflows` command line.
 
-  tfflows run      [--config FILE.yaml] [--data PATH | --dataset NAME] [--model KIND] [--epochs N]
-                   [--output DIR] [--set section.field=value ...]
+  tfflows run      [--config FILE.yaml] [--data PATH | --dataset NAME | --target U1..U4|module:fn]
+                   [--model KIND] [--epochs N] [--output DIR] [--set section.field=value ...]
   tfflows evaluate --model DIR --data PATH [--scores FILE]
   tfflows sample   --model DIR -n N [--seed S] --out FILE(.npy|.csv|.png)
   tfflows ui       [--config FILE.yaml] [--output DIR] [--port 5000]
@@ -40,6 +40,10 @@ def _run_overrides(args) -> dict:
         if args.data:
             ingest["path"] = args.data
         ingest["dataset"] = args.dataset or _dataset_for(args.data)
+    if args.target:  # variational inference: reverse KL to the target, a 32-layer planar flow by default
+        overrides.setdefault("train", {}).update(objective="reverse_kl", target=args.target)
+        if not args.model:
+            overrides["train"].update(kind="planar", num_layers=32)
     if args.model:
         overrides.setdefault("train", {})["kind"] = args.model
     if args.epochs is not None:
@@ -59,8 +63,16 @@ def cmd_run(args) -> int:
     from pipeline.runner import run_local
 
     config = _load_config(args, _run_overrides(args))
-    print(f"tfflows run: {config.ingest.dataset} -> {config.train.kind} flow; ingest, transform, train, "
-          f"evaluate, push into {os.path.abspath(config.output)}", flush=True)
+    if config.train.objective == "vae":
+        posterior = f"IAF posterior ({config.train.num_layers} steps)" if config.train.num_layers else "diagonal posterior"
+        print(f"tfflows run: {config.ingest.dataset} -> VAE with {posterior}; ingest, train, evaluate, push into "
+              f"{os.path.abspath(config.output)}", flush=True)
+    elif config.train.objective == "reverse_kl":
+        print(f"tfflows run: target {config.train.target} -> {config.train.kind} flow by reverse KL; train, "
+              f"evaluate, push into {os.path.abspath(config.output)}", flush=True)
+    else:
+        print(f"tfflows run: {config.ingest.dataset} -> {config.train.kind} flow; ingest, transform, train, "
+              f"evaluate, push into {os.path.abspath(config.output)}", flush=True)
     result = run_local(config)
     print(result.report())
     return 0 if result.ok else 3
@@ -109,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML file with any RunConfig fields (see pipeline/config.py)")
     run.add_argument("--data", help="a data file or folder (format from its name unless --dataset says)")
     run.add_argument("--dataset", help="dataset name: moons, digits, mnist, csv, npy, ... (see README)")
-    run.add_argument("--model", help="flow kind: made, made_mog, maf, iaf, realnvp, haf")
+    run.add_argument("--target", help="fit a flow to this unnormalised density by reverse KL instead of to "
+                     "data: U1, U2, U3, U4 or package.module:function (then --set train.target_dim=D)")
+    run.add_argument("--model", help="flow kind: made, made_mog, maf, iaf, realnvp, haf, planar")
     run.add_argument("--epochs", type=int, help="maximum training epochs")
     run.add_argument("--output", help="output folder (artifacts, metadata, serving/, mlflow.db)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any field, e.g. train.epochs=5")

@@ -1,7 +1,10 @@
 """`create_pipeline`: the tfflows TFX pipeline, independent of where it runs.
 
 ingest -> transform -> train -> evaluate (against the currently pushed model) -> push (+ MLflow
-registry). Runners (`pipeline/runner.py`) only choose paths and call this.
+registry). With `train.objective: reverse_kl` the flow is fitted to a target density, not to
+data: train -> evaluate -> push, no ingest or transform; `train.objective: vae` trains a VAE on
+the ingested data: ingest -> train -> evaluate -> push, no transform. Runners (`pipeline/runner.py`) only
+choose paths and call this.
 """
 
 from __future__ import annotations
@@ -48,30 +51,41 @@ def resolved_sections(config: RunConfig, tracking_uri: str):
     return tracking, evaluate, push
 
 
+def _sections(config: RunConfig) -> tuple:
+    """Names of the sections the training depends on: which of ingest and transform run."""
+    return {"max_likelihood": ("ingest", "transform", "train"), "vae": ("ingest", "train"),
+            "reverse_kl": ("train",)}[config.train.objective]
+
+
 def _checkpoint_dir(config: RunConfig) -> str:
     """Stable across re-runs of the same training (so a killed run resumes), distinct otherwise."""
-    key = "|".join(c.to_json() for c in (config.ingest, config.transform, config.train))
+    key = "|".join(getattr(config, name).to_json() for name in _sections(config))
     return os.path.join(os.path.abspath(config.output), "checkpoints", hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
 def create_pipeline(config: RunConfig, pipeline_root: str, tracking_uri: str, metadata_connection_config=None,
                     local: bool = True):
-    """The five-component pipeline. `local=False` (cluster specs) leaves checkpoints to the trainer."""
+    """The pipeline (five components; four for a VAE, three for reverse KL). `local=False` (cluster specs) leaves
+    checkpoints to the trainer."""
     tracking, evaluate, push = resolved_sections(config, tracking_uri)
-    ingest = IngestExamples(config.ingest)
-    transform = TransformData(ingest.outputs["examples"], config.transform)
-    train = TrainFlow(ingest.outputs["examples"], transform.outputs["transform_graph"], config.train, tracking,
+    data_components, data = [], {}
+    if "ingest" in _sections(config):
+        ingest = IngestExamples(config.ingest)
+        data_components, data = [ingest], {"examples": ingest.outputs["examples"]}
+    if "transform" in _sections(config):
+        transform = TransformData(ingest.outputs["examples"], config.transform)
+        data_components.append(transform)
+        data["transform_graph"] = transform.outputs["transform_graph"]
+    train = TrainFlow(data.get("examples"), data.get("transform_graph"), config.train, tracking,
                       checkpoint_dir=_checkpoint_dir(config) if local else None)
-    evaluator = EvaluateFlow(examples=ingest.outputs["examples"], transform_graph=transform.outputs["transform_graph"],
-                             model=train.outputs["model"], config=evaluate.to_json(),
-                             baseline_push_base=push.push_base)
-    pusher = PushFlow(model=train.outputs["model"], transform_graph=transform.outputs["transform_graph"],
-                      examples=ingest.outputs["examples"], model_blessing=evaluator.outputs["blessing"],
-                      config=push.to_json())
+    evaluator = EvaluateFlow(model=train.outputs["model"], config=evaluate.to_json(),
+                             baseline_push_base=push.push_base, **data)
+    pusher = PushFlow(model=train.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+                      config=push.to_json(), **data)
     return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
-        components=[ingest, transform, train, evaluator, pusher],
+        components=data_components + [train, evaluator, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(config.beam_pipeline_args),

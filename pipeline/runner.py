@@ -31,7 +31,18 @@ class RunResult:
     def report(self) -> str:
         metrics = self.evaluation.get("metrics") or {}
         lines = []
-        if metrics:
+        if metrics and self.evaluation.get("objective") == "reverse_kl":
+            if metrics.get("elbo") is not None:
+                lines.append(f"target {self.evaluation.get('target')}: ELBO {metrics['elbo']:.4f} ± "
+                             f"{metrics['elbo_2se']:.4f} nats, ESS/n {metrics['ess']:.3f}, log Z ≈ "
+                             f"{metrics['log_z']:.4f}, KL(q||p) ≈ {metrics['kl']:.4f} nats "
+                             f"({self.evaluation.get('num_examples')} samples)")
+        elif metrics and self.evaluation.get("objective") == "vae":
+            if metrics.get("log_likelihood") is not None:
+                lines.append(f"test log-likelihood: {metrics['log_likelihood']:.4f} ± {metrics['log_likelihood_2se']:.4f} "
+                             f"nats (importance-sampled, K={metrics['importance_samples']}); ELBO "
+                             f"{metrics['elbo']:.4f} ± {metrics['elbo_2se']:.4f}")
+        elif metrics and metrics.get("data_log_likelihood") is not None:
             lines.append(f"test log-likelihood: {metrics['data_log_likelihood']:.4f} ± "
                          f"{metrics['data_log_likelihood_2se']:.4f} nats (data space, mean ± 2 s.e.); "
                          f"model space {metrics['model_log_likelihood']:.4f} ± "

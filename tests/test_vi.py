@@ -12,7 +12,7 @@ import tf_keras
 from models import build_flow, targets
 from models.bijectors.planar import PlanarFlow
 from models.vae import IAFVAE
-from models.vi import (build_planar_flow, effective_sample_size, fit_unnormalized, importance_diagnostics,
+from models.vi import (effective_sample_size, fit_unnormalized, importance_diagnostics,
                        sample_and_log_prob)
 from tests.flow_testing import jacobian_and_log_det, perturb, slogdet
 
@@ -92,7 +92,7 @@ def test_planar_parameter_gradient_of_inverse_matches_finite_differences():
 
 
 def test_planar_flow_model_density_matches_one_pass_density():
-    flow = build_planar_flow(2, 4, init_scale=1.0, dtype=DT, seed=3)
+    flow = build_flow("planar", 2, num_layers=4, planar_init_scale=1.0, dtype=DT, seed=3)
     x, log_q = sample_and_log_prob(flow, 64, seed=5)
     np.testing.assert_allclose(flow.log_prob(x), log_q, atol=1e-9)  # root-finding direction
 
@@ -119,7 +119,7 @@ def test_effective_sample_size():
 
 
 def test_reverse_kl_on_u1_lowers_kl_and_raises_ess():
-    flow = build_planar_flow(2, 8, seed=0)
+    flow = build_flow("planar", 2, num_layers=8, seed=0)
     before = importance_diagnostics(targets.U1, flow, n=4000, seed=7)
     history = fit_unnormalized(targets.U1, flow, steps=300, batch=128, lr=1e-2, seed=0, log_every=100)
     after = importance_diagnostics(targets.U1, flow, n=4000, seed=7)

@@ -1,7 +1,7 @@
 """Thin TFX wrapper of `run_evaluate`: a Python function component.
 
-Inputs: ``examples`` (Examples), ``transform_graph`` (TransformGraph), ``model`` (Model),
-optional ``baseline_model`` (Model, e.g. from a latest-blessed-model resolver). Outputs:
+Inputs: ``model`` (Model), ``examples`` (Examples) and ``transform_graph`` (TransformGraph)
+(both absent for a flow fitted to a target by reverse KL), optional ``baseline_model`` (Model, e.g. from a latest-blessed-model resolver). Outputs:
 ``evaluation`` (ModelEvaluation, holding ``evaluation.json``) and ``blessing``
 (ModelBlessing with the ``BLESSED``/``NOT_BLESSED`` file and custom property ``blessed`` 1/0,
 as the stock Evaluator writes it). Parameters: ``config`` (`EvaluateConfig` as JSON) and
@@ -21,15 +21,15 @@ __all__ = ["EvaluateFlow"]
 
 @component
 def EvaluateFlow(  # noqa: N802 (TFX style)
-        examples: InputArtifact[Examples],
-        transform_graph: InputArtifact[TransformGraph],
         model: InputArtifact[Model],
         evaluation: OutputArtifact[ModelEvaluation],
         blessing: OutputArtifact[ModelBlessing],
+        examples: InputArtifact[Examples] = None,
+        transform_graph: InputArtifact[TransformGraph] = None,
         baseline_model: InputArtifact[Model] = None,
         config: Parameter[str] = "{}",
         baseline_push_base: Parameter[str] = "") -> None:
-    """Scores the model on the test split and blesses it (or not) against the baseline."""
+    """Scores the model (on the test split, or against its target) and blesses it (or not)."""
     from components.evaluate.config import EvaluateConfig
     from components.evaluate.executor import run_evaluate
 
@@ -43,7 +43,8 @@ def EvaluateFlow(  # noqa: N802 (TFX style)
         from components.push.executor import current_pushed_model
 
         baseline_uri = current_pushed_model(baseline_push_base)
-    result = run_evaluate(examples.uri, transform_graph.uri, model.uri,
+    result = run_evaluate(examples.uri if examples is not None else None,
+                          transform_graph.uri if transform_graph is not None else None, model.uri,
                           eval_config, evaluation.uri,
                           baseline_model_uri=baseline_uri, blessing_uri=blessing.uri)
     blessing.set_int_custom_property("blessed", 1 if result["blessed"] else 0)
@@ -51,6 +52,6 @@ def EvaluateFlow(  # noqa: N802 (TFX style)
     if baseline_uri:
         blessing.set_string_custom_property("baseline_model", baseline_uri)
     blessing.set_string_custom_property("reason", result["reason"][:1000])
-    ll = result["metrics"].get("data_log_likelihood")
-    if ll is not None:
-        evaluation.set_float_custom_property("data_log_likelihood", float(ll))
+    for key in ("data_log_likelihood", "elbo", "ess"):
+        if result["metrics"].get(key) is not None:
+            evaluation.set_float_custom_property(key, float(result["metrics"][key]))

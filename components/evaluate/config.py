@@ -14,16 +14,26 @@ __all__ = ["EvaluateConfig"]
 class EvaluateConfig(JsonConfig):
     """How a trained flow is scored on the test split and when it is blessed.
 
+    A flow fitted to data is scored by its test log-likelihood; a flow fitted to a target by
+    reverse KL (`TrainConfig.objective`) by its ELBO, effective sample size and log Z on
+    ``num_samples`` fresh samples; a VAE by its importance-sampled test log-likelihood (K =
+    ``importance_samples``) and its ELBO.
+
     Attributes:
       split: the split scored (``"test"``; ``"eval"`` for quick checks).
       tolerance: nats per example the new model may be worse than the baseline and still be
         blessed: blessed iff ``new_ll >= baseline_ll - tolerance`` (data-space test
-        log-likelihood means, same test points). A negative value demands an improvement of
+        log-likelihood means, same test points; reverse KL: ELBO means, same target). A negative value demands an improvement of
         at least ``-tolerance`` nats (``min_improvement``).
       dequantization_seed: discrete data only: the stateless seed of the uniform noise
         ``x + U[0, 1)`` added to the integer test levels. Fixed, so that every evaluation
         (new model and baseline, today and in a later run) scores the same dequantised points.
       batch_size: rows per log_prob call.
+      num_samples: reverse-KL flows: samples of q behind the test ELBO, ESS and log Z.
+      importance_samples: VAEs: K, the posterior samples per example behind the test
+        log-likelihood log (1/K) sum_k p(x, z_k) / q(z_k | x) (the IAF paper uses 128).
+      sample_seed: reverse-KL flows and VAEs: stateless seed of those samples (fixed, so the new model and
+        the baseline are scored alike).
       tracking_uri: MLflow tracking URI (e.g. ``sqlite:///mlflow.db``); None: no logging.
       run_id: MLflow run to log the metrics to (e.g. the trainer's run); None with a
         ``tracking_uri`` starts a new run in ``experiment_name``.
@@ -34,6 +44,9 @@ class EvaluateConfig(JsonConfig):
     tolerance: float = 0.0
     dequantization_seed: int = 0
     batch_size: int = 1000
+    num_samples: int = 10_000
+    importance_samples: int = 128
+    sample_seed: int = 1
     tracking_uri: Optional[str] = None
     run_id: Optional[str] = None
     experiment_name: str = "tfflows"
@@ -41,8 +54,10 @@ class EvaluateConfig(JsonConfig):
     def __post_init__(self) -> None:
         if self.split not in ("train", "eval", "test"):
             raise ValueError(f"`split` must be 'train', 'eval' or 'test', but is {self.split!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int, but is {self.batch_size!r}")
+        for name in ("batch_size", "num_samples", "importance_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, but is {value!r}")
 
     @property
     def min_improvement(self) -> float:

@@ -10,10 +10,20 @@ Scores are per-example log-likelihoods of the ``split`` (test by default), in na
 
 Each reported value is a mean ± two standard errors (`conversions.mean_and_two_se`).
 
-Blessing: a model whose log-likelihoods or weights hold a NaN/inf is NOT blessed (with the
-reason). Otherwise, with a baseline model (the currently pushed one) scored on the same points,
-it is blessed iff ``new_ll >= baseline_ll - tolerance`` (data-space means); without one, it is
-blessed. The blessing is written like the stock TFX Evaluator's ModelBlessing: an empty file
+A VAE (objective "vae") is scored on the test split (binarised once with the fixed seed) by the
+importance-sampled log-likelihood log (1/K) sum_k p(x, z_k) / q(z_k | x), K =
+``importance_samples``, and by its ELBO.
+
+A flow fitted to a target by reverse KL (objective "reverse_kl") has no test split: it is
+scored on ``num_samples`` samples x ~ q drawn with a fixed seed, by the ELBO
+``E_q[log p~(x) - log q(x)]`` (mean ± 2 s.e.), the effective sample size ESS/n of the importance
+weights p~/q, ``log Z ≈ log mean(p~/q)`` and ``KL(q || p) ≈ log Z - ELBO`` (`models.vi`).
+
+Blessing: a model whose scores or weights hold a NaN/inf is NOT blessed (with the reason).
+Otherwise, with a baseline model (the currently pushed one) scored on the same points (same
+target), it is blessed iff ``new >= baseline - tolerance`` (data-space log-likelihood or ELBO
+means); without a baseline, or with one that is not comparable (another objective, dimension
+or target), it is blessed and the reason says so. The blessing is written like the stock TFX Evaluator's ModelBlessing: an empty file
 ``BLESSED`` or ``NOT_BLESSED`` in the blessing folder.
 """
 
@@ -143,63 +153,213 @@ def _log_to_mlflow(result: dict, config: EvaluateConfig) -> Optional[str]:
     return run_id
 
 
-def run_evaluate(examples_uri: str, transform_graph_uri: str, model_uri: str,
+class _DataScorer:
+    """Test log-likelihoods of flows fitted to data (objective "max_likelihood")."""
+
+    headline = "data_log_likelihood"
+    unit = "log-likelihood"
+
+    def __init__(self, examples_uri: str, transform_graph_uri: str, config: EvaluateConfig):
+        if not examples_uri or not transform_graph_uri:
+            raise ValueError("evaluating a flow fitted to data needs the examples and the transform graph")
+        self.config = config
+        self.z, self.log_det, self.metadata = _evaluation_points(examples_uri, transform_graph_uri, config)
+        self.event_dim, self.num_points = self.metadata.event_dim, len(self.z)
+
+    def incomparable(self, summary: dict) -> Optional[str]:
+        if summary.get("objective", "max_likelihood") != "max_likelihood":
+            return f"it was fitted by {summary.get('objective')}"
+        if summary.get("event_dim") not in (None, self.event_dim):
+            return f"it has {summary.get('event_dim')} dimensions, not {self.event_dim}"
+        return None
+
+    def score(self, model_uri: str, what: str):
+        ll, bad = score_model(model_uri, self.z, self.config.batch_size)
+        problem = _finite_problem(ll, bad, what)
+        if problem is not None:
+            return {"model_log_likelihood": None, "data_log_likelihood": None,
+                    "non_finite_examples": int((~np.isfinite(ll)).sum())}, problem
+        return _summary(ll, self.log_det, self.metadata), None
+
+    def extra(self) -> dict:
+        return {"discrete": self.metadata.discrete,
+                "dequantization_seed": self.config.dequantization_seed if self.metadata.discrete else None}
+
+
+class _TargetScorer:
+    """ELBO, ESS/n, log Z and KL of flows fitted to a target (objective "reverse_kl")."""
+
+    headline = "elbo"
+    unit = "ELBO"
+
+    def __init__(self, train_summary: dict, config: EvaluateConfig):
+        from components.train.config import TrainConfig
+        from components.train.objectives import target_fingerprint
+
+        train_config = TrainConfig.from_json(json.dumps(train_summary["train_config"]))
+        self.config = config
+        self.log_density, self.event_dim = train_config.target_density()
+        self.target, self.fingerprint = train_config.target, target_fingerprint(train_config)
+        self.num_points = config.num_samples
+
+    def incomparable(self, summary: dict) -> Optional[str]:
+        if summary.get("objective") != "reverse_kl":
+            return f"it was fitted by {summary.get('objective', 'max_likelihood')}"
+        if summary.get("data_fingerprint") != self.fingerprint:
+            return f"it was fitted to another target ({summary.get('target')})"
+        return None
+
+    def score(self, model_uri: str, what: str):
+        import tensorflow as tf
+
+        from components.flow_artifact import load_flow
+        from components.transform import conversions
+        from models.vi import effective_sample_size, sample_and_log_prob
+
+        model = load_flow(model_uri)
+        log_w = []
+        for i, start in enumerate(range(0, self.num_points, self.config.batch_size)):
+            n = min(self.config.batch_size, self.num_points - start)
+            x, log_q = sample_and_log_prob(model, n, tf.constant([self.config.sample_seed, i]))
+            log_w.append((tf.cast(self.log_density(x), tf.float64) - tf.cast(log_q, tf.float64)).numpy())
+        log_w = np.concatenate(log_w)
+        problem = _finite_problem(log_w, _non_finite_weights(model), what)
+        if problem is not None:
+            return {"elbo": None, "non_finite_samples": int((~np.isfinite(log_w)).sum())}, problem
+        elbo, elbo_2se = conversions.mean_and_two_se(log_w)
+        log_z = float(np.logaddexp.reduce(log_w) - np.log(len(log_w)))
+        return {"elbo": elbo, "elbo_2se": elbo_2se, "ess": effective_sample_size(log_w), "log_z": log_z,
+                "kl": log_z - elbo}, None
+
+    def extra(self) -> dict:
+        return {"target": self.target, "sample_seed": self.config.sample_seed}
+
+
+class _VAEScorer:
+    """Importance-sampled test log-likelihood and ELBO of VAEs (objective "vae").
+
+    The test split is scaled like the training data and, for the Bernoulli likelihood, binarised
+    once with the fixed ``dequantization_seed``; the posterior noise uses ``sample_seed``.
+    """
+
+    headline = "log_likelihood"
+    unit = "importance-sampled log-likelihood"
+
+    def __init__(self, examples_uri: str, train_summary: dict, config: EvaluateConfig):
+        import tensorflow as tf
+
+        from components.ingest import load_split, read_metadata
+
+        if not examples_uri:
+            raise ValueError("evaluating a VAE needs the examples")
+        self.config = config
+        self.metadata = read_metadata(examples_uri)
+        self.event_dim = self.metadata.event_dim
+        x = load_split(examples_uri, config.split) * train_summary["data_scale"]
+        if train_summary["vae"]["likelihood"] == "bernoulli":
+            u = tf.random.stateless_uniform(x.shape, [int(config.dequantization_seed), 0]).numpy()
+            x = (u < x).astype(np.float32)
+        self.x, self.num_points = x.astype(np.float32), len(x)
+
+    def incomparable(self, summary: dict) -> Optional[str]:
+        if summary.get("objective") != "vae":
+            return f"it was fitted by {summary.get('objective', 'max_likelihood')}"
+        if summary.get("event_dim") != self.event_dim:
+            return f"it has {summary.get('event_dim')} dimensions, not {self.event_dim}"
+        return None
+
+    def score(self, model_uri: str, what: str):
+        import tensorflow as tf
+
+        from components.flow_artifact import load_flow
+        from components.transform import conversions
+
+        model = load_flow(model_uri)
+        k, lls, elbos = self.config.importance_samples, [], []
+        step = max(1, self.config.batch_size // k)  # rows per call: K posterior samples each
+        for i, start in enumerate(range(0, self.num_points, step)):
+            log_w = model.log_weights(tf.constant(self.x[start:start + step]), k,
+                                      seed=tf.constant([self.config.sample_seed, i])).numpy().astype(np.float64)
+            lls.append(np.logaddexp.reduce(log_w, axis=0) - np.log(k))
+            elbos.append(log_w.mean(axis=0))
+        ll, elbo = np.concatenate(lls), np.concatenate(elbos)
+        problem = _finite_problem(ll, _non_finite_weights(model), what)
+        if problem is not None:
+            return {"log_likelihood": None, "elbo": None, "non_finite_examples": int((~np.isfinite(ll)).sum())}, problem
+        ll_mean, ll_se = conversions.mean_and_two_se(ll)
+        elbo_mean, elbo_se = conversions.mean_and_two_se(elbo)
+        return {"log_likelihood": ll_mean, "log_likelihood_2se": ll_se, "elbo": elbo_mean, "elbo_2se": elbo_se,
+                "importance_samples": k}, None
+
+    def extra(self) -> dict:
+        return {"binarization_seed": self.config.dequantization_seed, "sample_seed": self.config.sample_seed}
+
+
+def run_evaluate(examples_uri: Optional[str], transform_graph_uri: Optional[str], model_uri: str,
                  config: EvaluateConfig, output_uri: str,
                  baseline_model_uri: Optional[str] = None,
                  blessing_uri: Optional[str] = None) -> dict:
-    """Scores a trained flow on a split, compares it with a baseline and writes the blessing.
+    """Scores a trained flow, compares it with a baseline and writes the blessing.
 
     Args:
-      examples_uri: ingested Examples artifact (`components.ingest.run_ingest`).
-      transform_graph_uri: TransformGraph artifact (`components.transform.run_transform`).
+      examples_uri: ingested Examples artifact (`components.ingest.run_ingest`); None for a flow
+        fitted by reverse KL.
+      transform_graph_uri: TransformGraph artifact (`components.transform.run_transform`); None
+        for a flow fitted by reverse KL.
       model_uri: trained flow (`components.flow_artifact.save_flow`).
       config: what to score and the blessing threshold.
       output_uri: folder receiving ``evaluation.json`` (and the blessing file unless
         ``blessing_uri`` is given; ``evaluation.json`` is copied beside the blessing).
-      baseline_model_uri: the currently pushed model (same transform graph), or None.
+      baseline_model_uri: the currently pushed model, or None.
       blessing_uri: folder of the ModelBlessing (default ``output_uri``).
 
     Returns:
-      The content of ``evaluation.json``: ``blessed`` (bool), ``reason``, ``metrics``
-      (mean and 2 s.e. of model- and data-space log-likelihoods in nats, bits/dim for discrete
-      data), ``baseline_metrics`` (or None), ``num_examples``, ``split``,
-      ``dequantization_seed`` (None for continuous data), ``mlflow_run_id``.
+      The content of ``evaluation.json``: ``blessed`` (bool), ``reason``, ``objective``,
+      ``metrics`` (data: mean and 2 s.e. of model- and data-space log-likelihoods in nats,
+      bits/dim for discrete data; reverse KL: elbo, elbo_2se, ess, log_z, kl; VAE:
+      log_likelihood (importance-sampled), elbo, their 2 s.e., importance_samples),
+      ``baseline_metrics`` (or None), ``num_examples`` (points or samples scored), ``split``,
+      ``dequantization_seed`` (None for continuous data) or ``target`` and ``sample_seed``,
+      ``mlflow_run_id``.
     """
     import tensorflow as tf
 
-    z, log_det, metadata = _evaluation_points(examples_uri, transform_graph_uri, config)
-    model_ll, bad_weights = score_model(model_uri, z, config.batch_size)
-    problem = _finite_problem(model_ll, bad_weights, "the model")
-    if problem is None:
-        metrics = _summary(model_ll, log_det, metadata)
+    from components.flow_artifact import read_summary
+
+    summary = read_summary(model_uri)
+    objective = summary.get("objective", "max_likelihood")
+    if objective == "reverse_kl":
+        scorer = _TargetScorer(summary, config)
+    elif objective == "vae":
+        scorer = _VAEScorer(examples_uri, summary, config)
     else:
-        finite = model_ll[np.isfinite(model_ll)]
-        metrics = {"model_log_likelihood": None, "data_log_likelihood": None,
-                   "non_finite_examples": int(model_ll.size - finite.size)}
+        scorer = _DataScorer(examples_uri, transform_graph_uri, config)
+    metrics, problem = scorer.score(model_uri, "the model")
     baseline_metrics = None
+    incomparable = scorer.incomparable(read_summary(baseline_model_uri)) if baseline_model_uri else None
     if problem is not None:
         blessed, reason = False, f"not blessed: {problem}"
     elif baseline_model_uri is None:
-        blessed, reason = True, "blessed: finite log-likelihoods and no baseline to compare with"
+        blessed, reason = True, f"blessed: finite {scorer.unit} and no baseline to compare with"
+    elif incomparable:
+        blessed, reason = True, f"blessed: the baseline {baseline_model_uri} is not comparable ({incomparable})"
     else:
-        base_ll, base_bad = score_model(baseline_model_uri, z, config.batch_size)
-        base_problem = _finite_problem(base_ll, base_bad, "the baseline")
+        base_metrics, base_problem = scorer.score(baseline_model_uri, "the baseline")
         if base_problem is not None:
             blessed, reason = True, f"blessed: the new model is finite and {base_problem}"
         else:
-            baseline_metrics = _summary(base_ll, log_det, metadata)
-            new, old = metrics["data_log_likelihood"], baseline_metrics["data_log_likelihood"]
+            baseline_metrics = base_metrics
+            new, old = metrics[scorer.headline], baseline_metrics[scorer.headline]
             blessed = bool(new >= old - config.tolerance)
-            reason = (f"{'blessed' if blessed else 'not blessed'}: {config.split} "
-                      f"log-likelihood {new:.4f} nats vs baseline {old:.4f} "
-                      f"(tolerance {config.tolerance} nats)")
+            where = f"target {scorer.target}" if objective == "reverse_kl" else config.split
+            reason = (f"{'blessed' if blessed else 'not blessed'}: {where} {scorer.unit} {new:.4f} nats "
+                      f"vs baseline {old:.4f} (tolerance {config.tolerance} nats)")
     result = {
-        "blessed": blessed, "reason": reason, "metrics": metrics,
+        "blessed": blessed, "reason": reason, "objective": objective, "metrics": metrics,
         "baseline_metrics": baseline_metrics, "baseline_model_uri": baseline_model_uri,
-        "model_uri": model_uri, "split": config.split, "num_examples": int(len(z)),
-        "event_dim": metadata.event_dim, "discrete": metadata.discrete,
-        "dequantization_seed": config.dequantization_seed if metadata.discrete else None,
-        "tolerance": config.tolerance, "mlflow_run_id": None,
+        "model_uri": model_uri, "split": None if objective == "reverse_kl" else config.split,
+        "num_examples": int(scorer.num_points), "event_dim": scorer.event_dim,
+        "tolerance": config.tolerance, "mlflow_run_id": None, **scorer.extra(),
     }
     if config.tracking_uri:
         result["mlflow_run_id"] = _log_to_mlflow(result, config)

@@ -1,7 +1,7 @@
 """Thin TFX wrapper of `run_push`: a Python function component.
 
-Inputs: ``model`` (Model), ``transform_graph`` (TransformGraph), ``examples`` (Examples),
-``model_blessing`` (ModelBlessing). Output ``pushed_model`` (PushedModel) with the stock
+Inputs: ``model`` (Model), ``model_blessing`` (ModelBlessing), ``transform_graph``
+(TransformGraph) and ``examples`` (Examples), the last two absent for a flow fitted to a target. Output ``pushed_model`` (PushedModel) with the stock
 Pusher's custom properties ``pushed`` (1/0), ``pushed_destination`` and ``pushed_version``,
 and ``push_result.json`` in its folder. Parameter ``config``: a `PushConfig` as JSON.
 """
@@ -21,16 +21,17 @@ __all__ = ["PushFlow"]
 @component
 def PushFlow(  # noqa: N802 (TFX style)
         model: InputArtifact[Model],
-        transform_graph: InputArtifact[TransformGraph],
-        examples: InputArtifact[Examples],
         model_blessing: InputArtifact[ModelBlessing],
         pushed_model: OutputArtifact[PushedModel],
-        config: Parameter[str]) -> None:
+        config: Parameter[str],
+        transform_graph: InputArtifact[TransformGraph] = None,
+        examples: InputArtifact[Examples] = None) -> None:
     """Pushes the model as the next serving version when it is blessed."""
     from components.push.config import PushConfig
     from components.push.executor import run_push
 
-    result = run_push(model.uri, transform_graph.uri, examples.uri, model_blessing.uri,
+    result = run_push(model.uri, transform_graph.uri if transform_graph is not None else None,
+                      examples.uri if examples is not None else None, model_blessing.uri,
                       PushConfig.from_json(config))
     pushed_model.set_int_custom_property("pushed", 1 if result["pushed"] else 0)
     if result["pushed"]:

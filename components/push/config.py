@@ -27,6 +27,7 @@ class PushConfig(JsonConfig):
         ``gs://bucket/mlflow`` or a local folder); None: the tracking server's default (for a
         ``sqlite:`` URI without a server that is ``./mlruns`` in the current directory).
       alias: registry alias moved to every pushed version.
+      importance_samples: VAEs only: K posterior samples behind the exported ``log_prob``.
       max_version_attempts: how many version numbers a push tries to claim before giving up
         (each failed claim means another push took that number first).
     """
@@ -38,6 +39,7 @@ class PushConfig(JsonConfig):
     experiment_name: str = "tfflows"
     artifact_location: Optional[str] = None
     alias: str = "champion"
+    importance_samples: int = 128
     max_version_attempts: int = 100
 
     def __post_init__(self) -> None:

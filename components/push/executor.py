@@ -69,15 +69,16 @@ def _blessing(blessing_uri: Optional[str], evaluation: Optional[dict]) -> bool:
     return read_blessing(blessing_uri)
 
 
-def run_push(model_uri: str, transform_graph_uri: str, examples_uri: str,
+def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: Optional[str],
              blessing_uri: Optional[str], config: PushConfig,
              evaluation: Optional[dict] = None) -> dict:
     """Pushes a blessed flow as the next serving version and registers it.
 
     Args:
       model_uri: trained flow.
-      transform_graph_uri: its TransformGraph artifact.
-      examples_uri: the Examples artifact (for the dataset metadata).
+      transform_graph_uri: its TransformGraph artifact (None: a flow fitted to a target).
+      examples_uri: the Examples artifact (for the dataset metadata; None: a flow fitted to a
+        target).
       blessing_uri: the ModelBlessing folder (``BLESSED`` / ``NOT_BLESSED``), or None.
       config: where to push and how to register.
       evaluation: the `run_evaluate` result; when given, its ``blessed`` decides and its
@@ -107,7 +108,9 @@ def run_push(model_uri: str, transform_graph_uri: str, examples_uri: str,
     os.makedirs(serving_dir, exist_ok=True)
     tmp_dir = os.path.join(serving_dir, f".tmp-{uuid.uuid4().hex}")
     try:
-        export_saved_model(model_uri, transform_graph_uri, read_metadata(examples_uri), tmp_dir)
+        export_saved_model(model_uri, transform_graph_uri,
+                           read_metadata(examples_uri) if examples_uri else None, tmp_dir,
+                           importance_samples=config.importance_samples)
         with open(os.path.join(tmp_dir, PUSH_INFO), "w") as f:
             json.dump({"model_uri": model_uri, "transform_graph_uri": transform_graph_uri,
                        "examples_uri": examples_uri}, f, indent=2)

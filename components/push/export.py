@@ -3,6 +3,9 @@
 The exported `tf.Module` holds the tf.Transform layer (raw ``x`` -> ``z``, ``log_det``) and
 the flow, and has three signatures (all float32 unless said otherwise):
 
+A flow fitted to a target by reverse KL has no transform graph: its raw space is the target's,
+and ``log_prob`` is log q(x) itself.
+
 - ``serving_default`` and ``log_prob``: input ``x`` [None, D] in RAW feature space; output
   ``log_prob`` [None] = ``log p_z(z) + log_det`` (nats, data space; batch norm in eval mode).
   For discrete data ``x`` is a dequantised point in ``[0, L)^D``.
@@ -12,6 +15,12 @@ the flow, and has three signatures (all float32 unless said otherwise):
 
   logit: ``x = L (sigmoid(z) - lam) / (1 - 2 lam)``; standardisation: ``x = z std + mean``;
   identity: ``x = z``.
+
+A VAE (objective "vae") is exported with the same signatures on its own data space (levels
+scaled to [0, 1]; binary pixels {0, 1} for the Bernoulli likelihood): ``log_prob`` is the
+importance-sampled log-likelihood log (1/K) sum_k p(x, z_k) / q(z_k | x) with K posterior
+samples of a fixed seed (deterministic; K = `EvaluateConfig.importance_samples`), ``sample``
+draws x ~ p(x | z), z ~ N(0, I).
 
 The standardisation constants are analyzer outputs inside the transform graph; they are read
 back by probing the graph (`preprocessing_constants`): ``z(x) = (x - mean) / std`` is affine,
@@ -27,7 +36,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["SIGNATURES", "FlowServingModule", "export_saved_model", "preprocessing_constants"]
+__all__ = ["SIGNATURES", "FlowServingModule", "VAEServingModule", "export_saved_model", "preprocessing_constants"]
 
 SIGNATURES = ("serving_default", "log_prob", "sample")
 
@@ -64,14 +73,15 @@ def preprocessing_constants(transform_graph_uri: str) -> dict:
 
 
 class FlowServingModule(tf.Module):
-    """Transform graph + flow, with `log_prob` and `sample` as serving functions."""
+    """Transform graph (if any) + flow, with `log_prob` and `sample` as serving functions."""
 
-    def __init__(self, flow, transform_graph_uri: str, constants: dict):
+    def __init__(self, flow, transform_graph_uri, constants: dict):
         super().__init__(name="flow_serving")
         import tensorflow_transform as tft
 
         self.flow = flow
-        self.tft_layer = tft.TFTransformOutput(transform_graph_uri).transform_features_layer()
+        self.tft_layer = (tft.TFTransformOutput(transform_graph_uri).transform_features_layer()
+                          if transform_graph_uri else None)
         self.event_dim = int(constants["event_dim"])
         self.method = constants["method"]
         if self.method == "logit":
@@ -92,8 +102,11 @@ class FlowServingModule(tf.Module):
             input_signature=[tf.TensorSpec([None, d], tf.float32, name="z")])
 
     def _log_prob(self, x):
-        out = self.tft_layer({"x": x})
-        lp = self.flow.log_prob(out["z"], training=False) + out["log_det"]
+        if self.tft_layer is None:
+            lp = self.flow.log_prob(x, training=False)
+        else:
+            out = self.tft_layer({"x": x})
+            lp = self.flow.log_prob(out["z"], training=False) + out["log_det"]
         return {"log_prob": tf.identity(lp, name="log_prob")}
 
     def _inverse_preprocessing(self, z):
@@ -112,23 +125,51 @@ class FlowServingModule(tf.Module):
         return {"samples": tf.identity(self.inverse_preprocessing(z), name="samples")}
 
 
-def export_saved_model(model_uri: str, transform_graph_uri: str, metadata,
-                       export_dir: str) -> str:
+class VAEServingModule(tf.Module):
+    """A VAE with `log_prob` (importance-sampled, K samples, fixed seed) and `sample`."""
+
+    def __init__(self, vae, importance_samples: int):
+        super().__init__(name="vae_serving")
+        self.vae = vae
+        self.importance_samples = int(importance_samples)
+        self.log_prob = tf.function(self._log_prob, input_signature=[
+            tf.TensorSpec([None, vae.data_dim], tf.float32, name="x")])
+        self.sample = tf.function(self._sample, input_signature=[
+            tf.TensorSpec([], tf.int32, name="num_samples"),
+            tf.TensorSpec([2], tf.int32, name="seed")])
+
+    def _log_prob(self, x):
+        lp = self.vae.importance_log_likelihood(x, self.importance_samples, seed=tf.constant([0, 0]))
+        return {"log_prob": tf.identity(lp, name="log_prob")}
+
+    def _sample(self, num_samples, seed):
+        return {"samples": tf.identity(self.vae.sample(num_samples, seed=seed), name="samples")}
+
+
+def export_saved_model(model_uri: str, transform_graph_uri, metadata,
+                       export_dir: str, importance_samples: int = 128) -> str:
     """Writes the SavedModel of a trained flow with its preprocessing to ``export_dir``.
 
     Args:
       model_uri: trained flow (`components.flow_artifact.save_flow`).
-      transform_graph_uri: TransformGraph artifact the flow was trained on.
-      metadata: the dataset's `DatasetMetadata` (its event_dim is checked against the flow's).
+      transform_graph_uri: TransformGraph artifact the flow was trained on (None: a flow fitted
+        to a target, no preprocessing).
+      metadata: the dataset's `DatasetMetadata` (its event_dim is checked against the flow's),
+        or None.
       export_dir: the folder written (absent or empty).
+      importance_samples: VAEs only: K of the exported `log_prob`.
 
     Returns:
       ``export_dir``.
     """
-    from components.flow_artifact import load_flow
+    from components.flow_artifact import load_flow, read_summary
 
     flow = load_flow(model_uri)
-    constants = preprocessing_constants(transform_graph_uri)
+    summary = read_summary(model_uri)
+    if summary.get("objective") == "vae":
+        return _export_vae(flow, summary, metadata, export_dir, importance_samples)
+    constants = (preprocessing_constants(transform_graph_uri) if transform_graph_uri else
+                 {"method": "identity", "event_dim": flow.event_dim, "num_levels": None, "logit_lambda": None})
     d = int(constants["event_dim"])
     if metadata is not None and int(metadata.event_dim) != d or flow.event_dim != d:
         raise ValueError(f"event_dim mismatch: flow {flow.event_dim}, transform {d}, "
@@ -141,5 +182,23 @@ def export_saved_model(model_uri: str, transform_graph_uri: str, metadata,
     tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
     with tf.io.gfile.GFile(os.path.join(export_dir, "assets.extra", "tfflows.json"), "w") as f:
         json.dump({"preprocessing": constants, "flow_kind": flow.config.kind,
+                   "objective": summary.get("objective", "max_likelihood"), "target": summary.get("target"),
                    "dataset": dataclasses.asdict(metadata) if metadata is not None else None}, f, indent=2)
+    return export_dir
+
+
+def _export_vae(vae, summary: dict, metadata, export_dir: str, importance_samples: int) -> str:
+    module = VAEServingModule(vae, importance_samples)
+    signatures = {"serving_default": module.log_prob.get_concrete_function(),
+                  "log_prob": module.log_prob.get_concrete_function(),
+                  "sample": module.sample.get_concrete_function()}
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    # The served space is the VAE's own: [0, 1] (binary for Bernoulli), so images are shown as is.
+    dataset = dict(dataclasses.asdict(metadata), discrete=False, num_levels=1) if metadata is not None else None
+    tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
+    with tf.io.gfile.GFile(os.path.join(export_dir, "assets.extra", "tfflows.json"), "w") as f:
+        json.dump({"objective": "vae", "flow_kind": "vae", "vae": summary.get("vae"),
+                   "data_scale": summary.get("data_scale"), "importance_samples": int(importance_samples),
+                   "preprocessing": {"method": "scale", "factor": summary.get("data_scale")},
+                   "dataset": dataset}, f, indent=2)
     return export_dir

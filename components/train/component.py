@@ -1,4 +1,4 @@
-"""Thin TFX wrapper of `run_train`: Examples + TransformGraph in, Model out."""
+"""Thin TFX wrapper of `run_train`: Examples + TransformGraph in (none for reverse KL), Model out."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from components.ingest import read_metadata
 from components.train.config import TrackingConfig, TrainConfig
 from components.train.executor import run_train
+from components.train.objectives import target_fingerprint
 
 __all__ = ["TrainFlow", "TrainFlowComponent", "TrainFlowSpec", "Executor"]
 
@@ -22,34 +23,41 @@ class TrainFlowSpec(ComponentSpec):
     `TrackingConfig`), optional ``checkpoint_dir``: a base folder; each training checkpoints into
     ``<checkpoint_dir>/<data fingerprint>``, so a re-run on the same data resumes and a run on
     changed data starts afresh (default: ``checkpoints`` beside the model artifact's folder).
-    Inputs ``examples``, ``transform_graph``; output ``model``."""
+    Inputs ``examples``, ``transform_graph`` (both optional: objective "reverse_kl" fits a
+    target and reads no data); output ``model``."""
 
     PARAMETERS = {"train_config": ExecutionParameter(type=str),
                   "tracking_config": ExecutionParameter(type=str),
                   "checkpoint_dir": ExecutionParameter(type=str, optional=True)}
-    INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples),
-              "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph)}
+    INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples, optional=True),
+              "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph, optional=True)}
     OUTPUTS = {"model": ChannelParameter(type=standard_artifacts.Model)}
 
 
 class Executor(base_executor.BaseExecutor):
-    """Runs `run_train` and records the status, best validation LL and MLflow run id on the
-    Model artifact."""
+    """Runs `run_train` and records the objective, status, best validation value of its metric
+    and the MLflow run id on the Model artifact."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
-        examples = artifact_utils.get_single_instance(input_dict["examples"])
-        graph = artifact_utils.get_single_instance(input_dict["transform_graph"])
+        def uri(name):
+            artifacts = input_dict.get(name) or []
+            return artifact_utils.get_single_instance(artifacts).uri if artifacts else None
+
+        examples_uri, graph_uri = uri("examples"), uri("transform_graph")
         model = artifact_utils.get_single_instance(output_dict["model"])
+        config = TrainConfig.from_json(exec_properties["train_config"])
+        fingerprint = (target_fingerprint(config) if config.objective == "reverse_kl"
+                       else read_metadata(examples_uri).fingerprint)
         base = exec_properties.get("checkpoint_dir")
-        checkpoint_dir = os.path.join(base, read_metadata(examples.uri).fingerprint[:16]) if base else None
-        summary = run_train(examples.uri, graph.uri, model.uri,
-                            TrainConfig.from_json(exec_properties["train_config"]),
+        checkpoint_dir = os.path.join(base, fingerprint[:16]) if base else None
+        summary = run_train(examples_uri, graph_uri, model.uri, config,
                             TrackingConfig.from_json(exec_properties["tracking_config"]),
                             checkpoint_dir=checkpoint_dir)
+        metric = summary["metric"]
         model.set_string_custom_property("status", summary["status"])
-        model.set_float_custom_property("best_val_log_likelihood",
-                                        summary["best_val_log_likelihood"])
+        model.set_string_custom_property("objective", summary["objective"])
+        model.set_float_custom_property(f"best_val_{metric}", summary[f"best_val_{metric}"])
         model.set_string_custom_property("mlflow_run_id", summary["mlflow_run_id"] or "")
 
 
@@ -59,7 +67,7 @@ class TrainFlowComponent(base_component.BaseComponent):
     SPEC_CLASS = TrainFlowSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, examples: types.BaseChannel, transform_graph: types.BaseChannel,
+    def __init__(self, examples: Optional[types.BaseChannel], transform_graph: Optional[types.BaseChannel],
                  train_config: TrainConfig, tracking_config: TrackingConfig,
                  checkpoint_dir: Optional[str] = None):
         super().__init__(spec=TrainFlowSpec(
@@ -68,7 +76,7 @@ class TrainFlowComponent(base_component.BaseComponent):
             model=types.Channel(type=standard_artifacts.Model)))
 
 
-def TrainFlow(examples: types.BaseChannel, transform_graph: types.BaseChannel,  # noqa: N802
+def TrainFlow(examples: Optional[types.BaseChannel], transform_graph: Optional[types.BaseChannel],  # noqa: N802
               train_config: TrainConfig, tracking_config: Optional[TrackingConfig] = None,
               checkpoint_dir: Optional[str] = None) -> TrainFlowComponent:
     """The train component; its output channel is ``.outputs['model']``."""

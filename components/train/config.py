@@ -10,9 +10,14 @@ from typing import Any, Dict, Optional
 
 from components.config import JsonConfig
 
-__all__ = ["TrainConfig", "TrackingConfig", "LR_SCHEDULES"]
+__all__ = ["TrainConfig", "TrackingConfig", "LR_SCHEDULES", "OBJECTIVES", "REVERSE_KL_KINDS", "VAE_OPTIONS"]
 
 LR_SCHEDULES = ("constant", "cosine", "exponential")
+OBJECTIVES = ("max_likelihood", "reverse_kl", "vae")
+# `TrainConfig.vae_options` keys: the `models.vae.IAFVAE` arguments that are not set elsewhere.
+VAE_OPTIONS = ("latent_dim", "hidden_units", "context_dim", "forget_bias", "likelihood")
+# Flows whose sampling direction (the one reverse KL differentiates through) is one parallel pass.
+REVERSE_KL_KINDS = ("planar", "iaf", "realnvp")
 
 
 @dataclass(frozen=True)
@@ -20,8 +25,26 @@ class TrainConfig(JsonConfig):
     """How the flow is built and trained (component `components/train`).
 
     Attributes:
+      objective: "max_likelihood" (fit the flow to the ingested data: the default) or
+        "reverse_kl" (variational inference: fit the flow q to the unnormalised density
+        ``target`` by minimising KL(q || p) with the reparameterisation trick; no data is
+        ingested, and the validation/test metric is the ELBO E_q[log p~ - log q] instead of the
+        log-likelihood); or "vae" (a variational autoencoder on the ingested data with an IAF
+        posterior of ``num_layers`` gated steps, each a MADE of ``hidden_units``; 0 steps is
+        the diagonal-Gaussian baseline; the metric is the ELBO, the test metric the
+        importance-sampled log-likelihood; discrete data is binarised dynamically).
+      vae_options: vae only: ``latent_dim`` (32), ``hidden_units`` of the encoder and decoder
+        ((300, 300)), ``context_dim`` (32), ``forget_bias`` (1.5), ``likelihood``
+        ("bernoulli" for discrete data, "gaussian" or "logistic"): see `models.vae.IAFVAE`.
+      target: reverse_kl only: "U1".."U4" (the thesis' table 3.1 potentials, 2-D) or
+        "package.module:function" (your own log p~: z [n, D] float32 -> [n]).
+      target_dim: reverse_kl with your own target: its dimension D.
+      target_box: reverse_kl only: half-width of the soft box exp(-sum (z_i/box)^8 / 2) the
+        target is multiplied by (U2-U4 have infinite mass without it); None: the target as is.
+      anneal_epochs: reverse_kl only: the target's weight beta rises linearly from 0.01 to 1
+        over this many epochs (Rezende & Mohamed's annealing); 0: beta = 1 throughout.
       kind: the flow kind, one of `models.FLOW_KINDS` ("made", "made_mog", "maf", "iaf",
-        "realnvp", "haf").
+        "realnvp", "haf", "planar"); reverse_kl takes "planar", "iaf" or "realnvp".
       num_layers: number of flow layers K (`models.FlowConfig.num_layers`).
       hidden_units: hidden widths of each MADE / conditioner, e.g. ``(512,)``.
       batch_norm: batch-norm bijectors between layers (None: the flow kind's default).
@@ -41,8 +64,10 @@ class TrainConfig(JsonConfig):
       patience: early stopping: stop after this many epochs without a better validation
         log-likelihood (30 in the papers) and keep the best epoch's weights; None disables
         early stopping (the best epoch's weights are still kept).
-      max_steps_per_epoch: cap on the steps of one epoch (None: the whole train split).
-      eval_batch_size: batch size of validation passes and batch-norm statistics.
+      max_steps_per_epoch: cap on the steps of one epoch (None: the whole train split;
+        reverse_kl: the steps of one epoch, default 100).
+      eval_batch_size: batch size of validation passes and batch-norm statistics (reverse_kl:
+        the number of samples of q behind the validation ELBO).
       shuffle_buffer: shuffle buffer of the train split (None: the whole split, exact shuffle
         for splits up to that size).
       seed: seeds weight initialisation, the per-epoch data order and the per-epoch
@@ -58,6 +83,12 @@ class TrainConfig(JsonConfig):
       num_plot_samples: samples drawn for the MLflow samples figure.
     """
 
+    objective: str = "max_likelihood"
+    target: Optional[str] = None
+    target_dim: Optional[int] = None
+    target_box: Optional[float] = 4.0
+    anneal_epochs: int = 0
+    vae_options: Dict[str, Any] = field(default_factory=dict)
     kind: str = "maf"
     num_layers: int = 5
     hidden_units: tuple = (512,)
@@ -85,6 +116,7 @@ class TrainConfig(JsonConfig):
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_units", tuple(int(h) for h in self.hidden_units))
         object.__setattr__(self, "flow_options", dict(self.flow_options or {}))
+        object.__setattr__(self, "vae_options", dict(self.vae_options or {}))
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -114,10 +146,68 @@ class TrainConfig(JsonConfig):
         if unknown:
             raise ValueError(f"`flow_options` has unknown option(s) {sorted(unknown)}; valid ones are the fields "
                              "of models.FlowConfig")
+        self._check_objective()
         clash = {"kind", "event_dim"} & set(self.flow_options)
         if clash:
             raise ValueError(f"`flow_options` must not hold {sorted(clash)}: the kind is `kind` and "
                              "event_dim comes from the data")
+
+    def _check_objective(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"`objective` must be one of {OBJECTIVES}, but is {self.objective!r}")
+        if self.objective != "reverse_kl" and self.target is not None:
+            raise ValueError(f"`target` is {self.target!r}, but only objective 'reverse_kl' uses a "
+                             "target; set objective: reverse_kl or drop target")
+        if self.objective != "vae" and self.vae_options:
+            raise ValueError("`vae_options` is set, but only objective 'vae' uses it; set objective: vae or "
+                             "drop vae_options")
+        if self.objective == "vae":
+            from models.vae import LIKELIHOODS
+
+            unknown = sorted(set(self.vae_options) - set(VAE_OPTIONS))
+            if unknown:
+                raise ValueError(f"`vae_options` has unknown option(s) {unknown}; valid ones are {list(VAE_OPTIONS)}")
+            if self.vae_options.get("likelihood", "bernoulli") not in LIKELIHOODS:
+                raise ValueError(f"`vae_options.likelihood` must be one of {LIKELIHOODS}, but is "
+                                 f"{self.vae_options['likelihood']!r}")
+            if not isinstance(self.num_layers, int) or self.num_layers < 0:
+                raise ValueError(f"`num_layers` (IAF steps of the VAE posterior) must be an int >= 0, but is "
+                                 f"{self.num_layers!r}")
+            return
+        if self.objective == "max_likelihood":
+            return
+        if self.target is None:
+            raise ValueError("objective 'reverse_kl' needs `target`: U1, U2, U3, U4 or "
+                             "'package.module:function'")
+        if self.kind not in REVERSE_KL_KINDS:
+            raise ValueError(f"objective 'reverse_kl' needs a flow that samples in one pass: `kind` "
+                             f"must be one of {REVERSE_KL_KINDS}, but is {self.kind!r}")
+        if self.batch_norm:
+            raise ValueError("objective 'reverse_kl' needs `batch_norm` False or None: batch norm's "
+                             "statistics come from data, and reverse KL has none")
+        if not isinstance(self.anneal_epochs, int) or self.anneal_epochs < 0:
+            raise ValueError(f"`anneal_epochs` must be an int >= 0, but is {self.anneal_epochs!r}")
+        self.target_density()  # unknown names, failing imports and missing dimensions fail here
+
+    def target_density(self):
+        """(log p~, D) of the reverse_kl target, soft box included (`models.targets.load_target`)."""
+        from models.targets import load_target
+
+        return load_target(self.target, self.target_dim, self.target_box)
+
+    @property
+    def steps_per_epoch(self) -> Optional[int]:
+        """Steps of one epoch: ``max_steps_per_epoch``; reverse_kl defaults to 100."""
+        if self.objective == "reverse_kl":
+            return self.max_steps_per_epoch or 100
+        return self.max_steps_per_epoch
+
+    def vae_kwargs(self, data_dim: int) -> Dict[str, Any]:
+        """Arguments of `models.vae.IAFVAE` for data of ``data_dim`` dimensions."""
+        options = {"latent_dim": 32, "hidden_units": [300, 300], "context_dim": 32, "forget_bias": 1.5,
+                   "likelihood": "bernoulli", **self.vae_options}
+        return dict(options, data_dim=int(data_dim), num_iaf_steps=self.num_layers,
+                    iaf_hidden_units=list(self.hidden_units), dynamic_binarization=False, seed=self.seed)
 
     def flow_kwargs(self) -> Dict[str, Any]:
         """Keyword options for `models.build_flow(kind, event_dim, **options)`."""
@@ -126,6 +216,8 @@ class TrainConfig(JsonConfig):
                        l2=self.l2, seed=self.seed)
         if self.batch_norm is not None:
             options["batch_norm"] = self.batch_norm
+        elif self.objective == "reverse_kl":
+            options["batch_norm"] = False
         if self.num_components is not None:
             options["num_components"] = self.num_components
         return options

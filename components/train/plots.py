@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["loss_curve", "samples_figure", "logit_to_unit"]
+__all__ = ["loss_curve", "samples_figure", "target_fit_figure", "logit_to_unit"]
 
 
 def _pyplot():
@@ -18,15 +18,17 @@ def _pyplot():
     return plt
 
 
-def loss_curve(history: List[Dict[str, float]], path: str) -> str:
-    """Train and validation log-likelihood per epoch (model space, nats) written to ``path``."""
+def loss_curve(history: List[Dict[str, float]], path: str, metric: str = "log_likelihood") -> str:
+    """Train and validation ``metric`` per epoch (nats; log-likelihood in model space, or ELBO)
+    written to ``path``."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [h["train_log_likelihood"] for h in history], "o-", label="train")
-    ax.plot(epochs, [h["val_log_likelihood"] for h in history], "s-", label="validation")
+    ax.plot(epochs, [h[f"train_{metric}"] for h in history], "o-", label="train")
+    ax.plot(epochs, [h[f"val_{metric}"] for h in history], "s-", label="validation")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("mean log-likelihood (nats, model space)")
+    ax.set_ylabel("mean log-likelihood (nats, model space)" if metric == "log_likelihood"
+                  else "ELBO = E_q[log p~ - log q] (nats)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -43,18 +45,20 @@ def logit_to_unit(z: np.ndarray, lam: float) -> np.ndarray:
 
 def samples_figure(samples: np.ndarray, path: str, *, image_shape: Optional[Sequence[int]] = None,
                    logit_lambda: Optional[float] = None, data: Optional[np.ndarray] = None,
-                   log_prob_fn=None) -> str:
+                   log_prob_fn=None, unit_interval: bool = False) -> str:
     """Writes a figure of model samples (model space ``z``) to ``path``.
 
     - images (``image_shape`` given): a grid of samples mapped to [0, 1] through the inverse
-      logit (``logit_lambda``; plain sigmoid when None);
+      logit (``logit_lambda``; plain sigmoid when None), or shown as they are with
+      ``unit_interval`` (samples already in [0, 1], e.g. a VAE's);
     - D = 2 with ``log_prob_fn``: a heat map of the model density and the samples on top;
     - otherwise: a scatter of the first two dimensions of samples (and of ``data``).
     """
     plt = _pyplot()
     samples = np.asarray(samples, np.float64)
     if image_shape is not None:
-        images = logit_to_unit(samples, logit_lambda or 0.0).reshape([-1] + list(image_shape))
+        unit = samples if unit_interval else logit_to_unit(samples, logit_lambda or 0.0)
+        images = unit.reshape([-1] + list(image_shape))
         n = len(images)
         cols = int(np.ceil(np.sqrt(n)))
         rows = int(np.ceil(n / cols))
@@ -88,6 +92,33 @@ def samples_figure(samples: np.ndarray, path: str, *, image_shape: Optional[Sequ
         ax.set_xlabel("z[0]")
         ax.set_ylabel("z[1]")
         ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def target_fit_figure(log_target, log_q, samples: np.ndarray, path: str, title: str = "target",
+                      limits=(-4.0, 4.0), n: int = 150) -> str:
+    """Three panels on a 2-D grid: the target exp(log_target), the fitted density exp(log_q) and
+    samples of q (each density normalised over the grid)."""
+    from models.targets import density_grid
+
+    plt = _pyplot()
+    z1, z2, target = density_grid(log_target, limits, n)
+    _, _, fitted = density_grid(log_q, limits, n)
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
+    for ax, values, name in ((axes[0], target, title), (axes[1], fitted, "fitted q")):
+        ax.pcolormesh(z1, z2, values, shading="auto", cmap="viridis")
+        ax.set_title(name)
+    axes[2].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.4)
+    axes[2].set_xlim(*limits)
+    axes[2].set_ylim(*limits)
+    axes[2].set_title(f"{len(samples)} samples of q")
+    for ax in axes:
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
