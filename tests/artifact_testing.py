@@ -25,3 +25,30 @@ def train_flow_artifact(examples_uri, transform_uri, uri, epochs, seed=0, discre
         model.fit(z, batch_size=100, epochs=epochs, verbose=0)
     save_flow(model, uri, {"epochs": epochs})
     return uri
+
+
+def serve_in_fresh_process(export_dir, x, num_samples, seed=(1, 2), workdir=None):
+    """Loads a SavedModel in a new Python process and calls its signatures as a server would.
+
+    Returns (log_prob of the rows x [N], samples [num_samples, D]) from `log_prob` and `sample`.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        rows = os.path.join(tmp, "x.npy")
+        np.save(rows, np.asarray(x, np.float32))
+        script = ("import sys, json, numpy as np, tensorflow as tf\n"
+                  "m = tf.saved_model.load(sys.argv[1])\n"
+                  "lp = m.signatures['log_prob'](x=tf.constant(np.load(sys.argv[2])))['log_prob'].numpy()\n"
+                  "s = m.signatures['sample'](num_samples=tf.constant(int(sys.argv[3])),\n"
+                  "                           seed=tf.constant([int(sys.argv[4]), int(sys.argv[5])]))['samples']\n"
+                  "print(json.dumps({'lp': lp.tolist(), 'samples': s.numpy().tolist()}))\n")
+        proc = subprocess.run([sys.executable, "-c", script, str(export_dir), rows, str(num_samples), *map(str, seed)],
+                              capture_output=True, text=True, timeout=300, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return np.asarray(out["lp"]), np.asarray(out["samples"]).reshape(num_samples, -1)

@@ -20,6 +20,7 @@ from components.push import PushConfig, run_push
 from components.train import TrainConfig, run_train
 from models import targets
 from tests import vi_targets
+from tests.artifact_testing import serve_in_fresh_process
 
 GAUSSIAN = "tests.vi_targets:shifted_gaussian"
 TINY = dict(objective="reverse_kl", target=GAUSSIAN, target_dim=2, target_box=None, kind="planar",
@@ -150,18 +151,9 @@ def test_push_exports_sample_and_log_prob_without_preprocessing(fitted, tmp_path
         info = json.load(f)
     assert info["objective"] == "reverse_kl" and info["target"] == GAUSSIAN
     x = np.random.default_rng(0).normal(size=(7, 2)).astype("float32")
-    np.save(tmp_path / "x.npy", x)
-    script = ("import sys, json, numpy as np, tensorflow as tf\n"
-              "m = tf.saved_model.load(sys.argv[1])\n"
-              "lp = m.signatures['log_prob'](x=tf.constant(np.load(sys.argv[2])))['log_prob'].numpy()\n"
-              "s = m.signatures['sample'](num_samples=tf.constant(4), seed=tf.constant([1, 2]))['samples'].numpy()\n"
-              "print(json.dumps({'lp': lp.tolist(), 'shape': list(s.shape)}))\n")
-    proc = subprocess.run([sys.executable, "-c", script, pushed["destination"], str(tmp_path / "x.npy")],
-                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    np.testing.assert_allclose(out["lp"], load_flow(fitted).log_prob(x).numpy(), rtol=1e-4, atol=1e-4)
-    assert out["shape"] == [4, 2]
+    lp, samples = serve_in_fresh_process(pushed["destination"], x, 4)
+    np.testing.assert_allclose(lp, load_flow(fitted).log_prob(x).numpy(), rtol=1e-4, atol=1e-4)
+    assert samples.shape == (4, 2) and np.isfinite(samples).all()
 
 
 @pytest.mark.slow

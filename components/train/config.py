@@ -22,9 +22,20 @@ REVERSE_KL_KINDS = ("planar", "iaf", "realnvp")
 
 @dataclass(frozen=True)
 class TrainConfig(JsonConfig):
-    """How the flow is built and trained (component `components/train`).
+    """What is trained (a flow on data, a flow on a target, or a VAE) and how (component
+    `components/train`).
 
     Attributes:
+      kind: the flow kind, one of `models.FLOW_KINDS` ("made", "made_mog", "maf", "iaf",
+        "realnvp", "haf", "planar"); reverse_kl takes "planar", "iaf" or "realnvp".
+      num_layers: number of flow layers K (`models.FlowConfig.num_layers`).
+      hidden_units: hidden widths of each MADE / conditioner, e.g. ``(512,)``.
+      batch_norm: batch-norm bijectors between layers (None: the flow kind's default).
+      num_components: mixture components per conditional for "made_mog" / MAF MoG (None:
+        the kind's default).
+      l2: weight of the L2 penalty on all kernels (1e-6 in the MAF paper).
+      flow_options: any further `models.FlowConfig` fields (e.g. ``{"order": "random",
+        "activation": "tanh"}``); the explicit fields above win over keys repeated here.
       objective: "max_likelihood" (fit the flow to the ingested data: the default) or
         "reverse_kl" (variational inference: fit the flow q to the unnormalised density
         ``target`` by minimising KL(q || p) with the reparameterisation trick; no data is
@@ -43,16 +54,6 @@ class TrainConfig(JsonConfig):
         target is multiplied by (U2-U4 have infinite mass without it); None: the target as is.
       anneal_epochs: reverse_kl only: the target's weight beta rises linearly from 0.01 to 1
         over this many epochs (Rezende & Mohamed's annealing); 0: beta = 1 throughout.
-      kind: the flow kind, one of `models.FLOW_KINDS` ("made", "made_mog", "maf", "iaf",
-        "realnvp", "haf", "planar"); reverse_kl takes "planar", "iaf" or "realnvp".
-      num_layers: number of flow layers K (`models.FlowConfig.num_layers`).
-      hidden_units: hidden widths of each MADE / conditioner, e.g. ``(512,)``.
-      batch_norm: batch-norm bijectors between layers (None: the flow kind's default).
-      num_components: mixture components per conditional for "made_mog" / MAF MoG (None:
-        the kind's default).
-      l2: weight of the L2 penalty on all kernels (1e-6 in the MAF paper).
-      flow_options: any further `models.FlowConfig` fields (e.g. ``{"order": "random",
-        "activation": "tanh"}``); the explicit fields above win over keys repeated here.
       epochs: maximum number of passes over the train split.
       batch_size: examples per step (100 in the papers).
       learning_rate: Adam's base learning rate (1e-4 in the papers).
@@ -62,7 +63,7 @@ class TrainConfig(JsonConfig):
       lr_decay_rate: per-epoch factor of the "exponential" schedule.
       lr_min_fraction: final fraction of the base learning rate of the "cosine" schedule.
       patience: early stopping: stop after this many epochs without a better validation
-        log-likelihood (30 in the papers) and keep the best epoch's weights; None disables
+        log-likelihood or ELBO (30 in the papers) and keep the best epoch's weights; None disables
         early stopping (the best epoch's weights are still kept).
       max_steps_per_epoch: cap on the steps of one epoch (None: the whole train split;
         reverse_kl: the steps of one epoch, default 100).
@@ -83,12 +84,6 @@ class TrainConfig(JsonConfig):
       num_plot_samples: samples drawn for the MLflow samples figure.
     """
 
-    objective: str = "max_likelihood"
-    target: Optional[str] = None
-    target_dim: Optional[int] = None
-    target_box: Optional[float] = 4.0
-    anneal_epochs: int = 0
-    vae_options: Dict[str, Any] = field(default_factory=dict)
     kind: str = "maf"
     num_layers: int = 5
     hidden_units: tuple = (512,)
@@ -96,6 +91,12 @@ class TrainConfig(JsonConfig):
     num_components: Optional[int] = None
     l2: float = 1e-6
     flow_options: Dict[str, Any] = field(default_factory=dict)
+    objective: str = "max_likelihood"
+    target: Optional[str] = None
+    target_dim: Optional[int] = None
+    target_box: Optional[float] = 4.0
+    anneal_epochs: int = 0
+    vae_options: Dict[str, Any] = field(default_factory=dict)
     epochs: int = 100
     batch_size: int = 100
     learning_rate: float = 1e-4
