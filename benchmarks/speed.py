@@ -137,8 +137,10 @@ def export_and_load(log_prob, owner, d: int, directory: str):
 
 
 class Table:
-    def __init__(self, title: str, unit: str, columns=("ours", "TFP")):
-        self.title, self.unit, self.columns, self.rows = title, unit, columns, []
+    """Rows of (ours, other); the ratio column is our speed-up (other/ours for times)."""
+
+    def __init__(self, title: str, unit: str, columns=("ours", "TFP"), times: bool = False):
+        self.title, self.unit, self.columns, self.times, self.rows = title, unit, columns, times, []
 
     def add(self, label: str, ours: float | None, tfp_value: float | None, note: str = ""):
         self.rows.append((label, ours, tfp_value, note))
@@ -146,9 +148,9 @@ class Table:
     def render(self) -> str:
         fmt = lambda v: "-" if v is None else (f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}")
         lines = [f"== {self.title} ({self.unit}) ==",
-                 f"{'case':<42}{self.columns[0]:>12}{self.columns[1]:>12}{'ratio':>10}  note"]
+                 f"{'case':<42}{self.columns[0]:>12}{self.columns[1]:>12}{'speed-up':>10}  note"]
         for label, ours, other, note in self.rows:
-            ratio = "-" if ours is None or other is None or other == 0 else f"{ours / other:.3g}x"
+            ratio = "-" if not ours or not other else f"{(other / ours if self.times else ours / other):.3g}x"
             lines.append(f"{label:<42}{fmt(ours):>12}{fmt(other):>12}{ratio:>10}  {note}".rstrip())
         return "\n".join(lines)
 
@@ -174,10 +176,10 @@ def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, tfp_rows: 
     peak = matmul_peak_gflops(reps=reps)
     print_fn(f"fp32 matmul peak (2048x2048 tf.matmul): {peak:.1f} GFLOP/s")
     tables = {
-        "sample": Table(f"MAF sampling, {n_samples} samples", "seconds per call; lower is better"),
+        "sample": Table(f"MAF sampling, {n_samples} samples", "seconds per call; lower is better", times=True),
         "iaf": Table("IAF log_prob (sequential direction)", "rows/s; higher is better"),
         "train": Table(f"Training, batch {train_batch}, Adam", "examples/s; higher is better"),
-        "gflops": Table("MAF training achieved matmul rate", f"GFLOP/s; % of {peak:.0f} peak in note"),
+        "gflops": Table("MAF achieved matmul rate", f"GFLOP/s; % of {peak:.0f} peak in note"),
         "log_prob": Table("log_prob (density direction)", "rows/s; higher is better"),
         "saved": Table("Exported SavedModel log_prob", "rows/s; higher is better"),
     }
@@ -198,6 +200,9 @@ def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, tfp_rows: 
         tables["sample"].add(f"{tag} tf.function", t_ours, t_tfp_scaled, note)
         if t_ours_xla is not None:
             tables["sample"].add(f"{tag} ours XLA (default when eager) vs TFP", t_ours_xla, t_tfp_scaled)
+        if n_tfp == n_samples:  # eager calls, as a user makes them (the issue's TFP figures)
+            tables["sample"].add(f"{tag} eager calls", median_time(lambda: ours.sample(n_samples, seed=1), reps),
+                                 median_time(lambda: theirs.maf_dist.sample(n_samples, seed=1), 1, warmup=0))
 
         x_seq = tf.constant(rng.standard_normal((n_samples, d)), tf.float32)
         x_seq_tfp = x_seq[:n_tfp]
@@ -211,6 +216,11 @@ def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, tfp_rows: 
         tables["iaf"].add(f"{tag} tf.function", r_ours, r_tfp, note)
         if r_ours_xla is not None:
             tables["iaf"].add(f"{tag} ours XLA (default when eager) vs TFP", r_ours_xla, r_tfp, note)
+        if n_tfp == n_samples:
+            tables["iaf"].add(f"{tag} eager calls", n_samples / median_time(lambda: ours_iaf.log_prob(x_seq), reps),
+                              n_samples / median_time(lambda: theirs.iaf_dist.log_prob(x_seq), 1, warmup=0), note)
+
+        tfp_log_prob = tf.function(theirs.maf_dist.log_prob)
 
         # Training.
         x_train = tf.constant(rng.standard_normal((train_batch, d)), tf.float32)
@@ -232,26 +242,38 @@ def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, tfp_rows: 
                 tables["train"].add(f"{tag} {kind} xla (TFP xla)", rate_xla, tfp_train_xla)
             if kind == "maf":
                 g_ours, g_tfp = flops_step * rate / train_batch / 1e9, flops_step * tfp_train / train_batch / 1e9
-                tables["gflops"].add(f"{tag} maf", g_ours, g_tfp,
+                tables["gflops"].add(f"{tag} maf training", g_ours, g_tfp,
                                      f"ours {100 * g_ours / peak:.0f}%, TFP {100 * g_tfp / peak:.0f}% of peak")
 
-        # Density direction.
+        # Density direction: the training model (masks applied per call) and its frozen copy (masks
+        # baked in once; what the evaluator and the exported SavedModel run).
         batches = (train_batch, eval_batch or (10000 if d < 200 else 1000))
+        models = {kind: ours if kind == "maf" else build_ours(kind, d, h, layers) for kind in kinds}
         for batch in batches:
             x = tf.constant(rng.standard_normal((batch, d)), tf.float32)
-            for kind in kinds:
-                model = ours if kind == "maf" else build_ours(kind, d, h, layers)
-                f = tf.function(model.log_prob)
-                rate = batch / median_time(lambda: f(x), reps)
-                other = None
-                if kind == "maf":
-                    g = tf.function(theirs.maf_dist.log_prob)
-                    other = batch / median_time(lambda: g(x), reps)
-                tables["log_prob"].add(f"{tag} {kind} batch {batch}", rate, other, "" if other else "no TFP twin")
+            tfp_rate = batch / median_time(lambda: tfp_log_prob(x), reps)
+            for kind, model in models.items():
+                other, note = (tfp_rate, "") if kind == "maf" else (None, "no TFP twin")
+                for label, variant in (("", model), (" frozen", model.frozen())):
+                    f = tf.function(variant.log_prob)
+                    rate = batch / median_time(lambda: f(x), reps)
+                    tables["log_prob"].add(f"{tag} {kind}{label} batch {batch}", rate, other, note)
+                    if kind == "maf" and label and batch == train_batch:
+                        flops = made_forward_flops(batch, d, h, layers) / batch / 1e9
+                        tables["gflops"].add(f"{tag} maf frozen log_prob, batch {batch}", flops * rate,
+                                             flops * tfp_rate, f"ours {100 * flops * rate / peak:.0f}%, "
+                                             f"TFP {100 * flops * tfp_rate / peak:.0f}% of peak")
+            if xla and batch == train_batch:
+                frozen_xla = tf.function(ours.frozen().log_prob, jit_compile=True)
+                tfp_xla = tf.function(theirs.maf_dist.log_prob, jit_compile=True)
+                tables["log_prob"].add(f"{tag} maf frozen xla (TFP xla) batch {batch}",
+                                       _maybe_xla(lambda: batch / median_time(lambda: frozen_xla(x), reps)),
+                                       _maybe_xla(lambda: batch / median_time(lambda: tfp_xla(x), reps)))
 
-        # Exported SavedModel.
+        # Exported SavedModel (the pusher exports the frozen copy).
         with tempfile.TemporaryDirectory() as tmp:
-            loaded_ours = export_and_load(ours.log_prob, ours, d, os.path.join(tmp, "ours"))
+            frozen = ours.frozen()
+            loaded_ours = export_and_load(frozen.log_prob, frozen, d, os.path.join(tmp, "ours"))
             loaded_tfp = export_and_load(theirs.maf_dist.log_prob, theirs.nets, d, os.path.join(tmp, "tfp"))
             for batch in (1, 1000):
                 x = tf.constant(rng.standard_normal((batch, d)), tf.float32)
@@ -297,9 +319,10 @@ def unmasked_kernels():
 
 def profile(shapes=DEFAULT_SHAPES, layers: int = 5, batch: int = 100, steps: int = 5, n_samples: int = 100,
             reps: int = 3, print_fn=print) -> Table:
-    """Train-step time with masks vs plain kernels, with/without batch norm; sampling, plain vs XLA."""
-    table = Table("Profile: MAF train step and sampling", "ms per call; lower is better",
-                  columns=("A", "B"))
+    """Train-step time with masks vs plain kernels, with/without batch norm; frozen log_prob vs its
+    matmuls alone; sampling, plain vs XLA, and per sequential step; the per-call floor."""
+    table = Table("Profile: MAF train step, log_prob and sampling", "ms per call; lower is better",
+                  columns=("A", "B"), times=True)
     rng = np.random.default_rng(1)
     for d, h in shapes:
         tag = f"D={d},H={h}"
@@ -319,11 +342,20 @@ def profile(shapes=DEFAULT_SHAPES, layers: int = 5, batch: int = 100, steps: int
         table.add(f"{tag} train B=matmuls alone at peak", None, 1e3 * flops / 1e9 / matmul_peak_gflops(reps=2),
                   "3x forward matmul FLOPs / 2048^2 matmul rate")
         model = build_flow("maf", d, num_layers=layers, hidden_units=[h], batch_norm=False)
+        frozen = tf.function(model.frozen().log_prob)
+        kernels = [(m.hidden_layers[0].kernel, m.output_layer.kernel) for m in (f.made for f in model.flow_layers)]
+        matmuls = tf.function(lambda v: [v := tf.matmul(tf.matmul(v, w1), w2)[:, :d] for w1, w2 in kernels][-1])
+        table.add(f"{tag} log_prob {batch} A=frozen B=its matmuls alone", 1e3 * median_time(lambda: frozen(x), reps),
+                  1e3 * median_time(lambda: matmuls(x), reps), "B: the 2 matmuls per layer, nothing else")
         plain = 1e3 * median_time(sample_fn(model, n_samples), reps)
         default = 1e3 * median_time(lambda: model.sample(n_samples, seed=1), reps)
         table.add(f"{tag} sample {n_samples} A=plain graph B=default", plain, default,
                   "B: eager model.sample, the library's XLA-compiled loop")
+        table.add(f"{tag} sample, per sequential step", None, default / (layers * d),
+                  f"B / ({layers} layers x {d} steps)")
         print_fn(f"-- profiled {tag}")
+    empty = tf.function(lambda: tf.constant(0.0))
+    table.add("empty tf.function call", None, 1e3 * median_time(empty, 20 * reps), "per-call floor")
     return table
 
 

@@ -32,6 +32,10 @@ class MaskedDense(tf_keras.layers.Layer):
 
     y = activation(x @ (W * M) + b). The mask is a constant, not a constraint, so no optimiser
     update (or manual assignment) can connect units the mask keeps apart.
+
+    `bake_mask()` stores W * M in the kernel once and drops the product from later calls. It is
+    for inference copies (`FlowModel.frozen`), which are not trainable: the product is a
+    memory-bound pass over every weight, 60 % of a batch-1 log_prob at D=784.
     """
 
     def __init__(self, mask: np.ndarray, activation=None, kernel_initializer="glorot_uniform", **kwargs):
@@ -40,6 +44,7 @@ class MaskedDense(tf_keras.layers.Layer):
         self.units = self.mask_value.shape[1]
         self.activation = tf_keras.activations.get(activation)
         self.kernel_initializer = tf_keras.initializers.get(kernel_initializer)
+        self.mask_baked = False
 
     def build(self, input_shape):
         fan_in = self.mask_value.shape[0]
@@ -52,8 +57,16 @@ class MaskedDense(tf_keras.layers.Layer):
         super().build(input_shape)
 
     def masked_kernel(self) -> tf.Tensor:
+        if self.mask_baked:
+            return self.kernel
         # The mask becomes a constant of whichever graph (or eager context) calls this.
         return self.kernel * tf.constant(self.mask_value, dtype=self.kernel.dtype)
+
+    def bake_mask(self) -> None:
+        """Kernel := W * M, and later calls use it as is (inference copies only)."""
+        self.kernel.assign(self.masked_kernel())
+        self.mask_baked = True
+        self.trainable = False
 
     def call(self, inputs):
         return self.activation(tf.matmul(inputs, self.masked_kernel()) + self.bias)

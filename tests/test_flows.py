@@ -8,6 +8,7 @@ import tensorflow as tf
 import tf_keras
 
 from models import FLOW_KINDS, build_flow
+from models.made import MaskedDense
 from tests.flow_testing import perturb
 
 KIND_OPTIONS = {
@@ -205,6 +206,29 @@ def test_xla_fast_paths_equal_the_plain_graph(name):
     seed = tf.constant([4, 0])
     plain_samples = tf.function(lambda: model.sample(6, seed=seed))()
     np.testing.assert_allclose(model.sample(6, seed=seed), plain_samples, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["maf", "maf_mog", "gated_iaf", "haf", "realnvp"])
+def test_frozen_copy_bakes_the_masks_and_keeps_the_density(name):
+    """`frozen()` multiplies each mask into its kernel once: same log_prob and samples, zero
+    weights exactly where the masks are zero, no trainable weights, and the original untouched
+    (its masked entries were perturbed away from zero, so a shared or unmasked kernel would show)."""
+    model = flow(name, 5, batch_norm=True, seed=4)
+    before = [v.numpy() for v in model.variables]
+    frozen = model.frozen()
+    x = tf.constant(np.random.default_rng(5).normal(size=(9, 5)))
+    np.testing.assert_allclose(frozen.log_prob(x), model.log_prob(x), rtol=1e-12, atol=1e-12)
+    seed = tf.constant([6, 0])
+    np.testing.assert_allclose(frozen.sample(7, seed=seed), model.sample(7, seed=seed), atol=1e-12)
+    baked = [m for m in frozen.submodules if isinstance(m, MaskedDense)]
+    assert len(baked) == (0 if name == "realnvp" else len([m for m in model.submodules if isinstance(m, MaskedDense)]))
+    for layer in baked:
+        assert layer.mask_baked and np.all(layer.kernel.numpy()[layer.mask_value == 0] == 0)
+    assert frozen.trainable_variables == []
+    for value, v in zip(before, model.variables):
+        np.testing.assert_array_equal(value, v.numpy())
+    model.variables[0].assign_add(tf.ones_like(model.variables[0]))  # the copy owns its weights
+    np.testing.assert_allclose(frozen.log_prob(x), flow(name, 5, batch_norm=True, seed=4).log_prob(x), atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["maf", "realnvp", "haf", "iaf"])

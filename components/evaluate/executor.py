@@ -77,7 +77,7 @@ def score_model(model_uri: str, z: np.ndarray, batch_size: int = 1000):
 
     from components.flow_artifact import load_flow
 
-    model = load_flow(model_uri)
+    model = load_flow(model_uri).frozen()
     out = [model.log_prob(tf.constant(z[s:s + batch_size]), training=False).numpy()
            for s in range(0, len(z), batch_size)]
     return np.concatenate(out).astype(np.float64), _non_finite_weights(model)

@@ -174,7 +174,7 @@ def export_saved_model(model_uri: str, transform_graph_uri, metadata,
     if metadata is not None and int(metadata.event_dim) != d or flow.event_dim != d:
         raise ValueError(f"event_dim mismatch: flow {flow.event_dim}, transform {d}, "
                          f"metadata {getattr(metadata, 'event_dim', None)}")
-    module = FlowServingModule(flow, transform_graph_uri, constants)
+    module = FlowServingModule(flow.frozen(), transform_graph_uri, constants)  # masks baked in
     signatures = {"serving_default": module.log_prob.get_concrete_function(),
                   "log_prob": module.log_prob.get_concrete_function(),
                   "sample": module.sample.get_concrete_function()}
