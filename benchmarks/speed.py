@@ -1,7 +1,7 @@
 """Speed of tfflows against TensorFlow Probability's MAF, measured in one run (project issue 8).
 
     python -m benchmarks.speed            # default: finishes in a few minutes on 2 CPU cores
-    python -m benchmarks.speed --full     # TFP's sequential paths at the full 100 samples / rows
+    python -m benchmarks.speed --full     # sequential paths on 100 rows at D=784 too (~15 min)
 
 Both sides use the same architecture: `layers` MAF layers, one hidden layer of H relu units, D
 inputs, no batch norm, a standard normal base. TFP's flow is
@@ -10,12 +10,17 @@ ours is `build_flow(kind, D, num_layers=layers, hidden_units=[H], batch_norm=Fal
 
 TFP's sequential direction (MAF sampling, IAF density) re-runs the whole network D times per layer
 (O(D^2 H) per row), ours runs `MADE.autoregressive_loop` (O(D H) per row). At D=784 TFP needs
-about 100 s for 100 samples, so by default its sequential paths are timed on fewer rows and the
-table says how many; per-row figures are then extrapolations, labelled as such.
+minutes for 100 samples, so by default the sequential paths at D=784 run on 10 rows, on both
+sides (no extrapolation: at small batches TFP's per-step passes are bound by reading the weights,
+so its time is far from proportional to the rows); `--full` runs 100 rows everywhere, plus eager
+calls at D=784. A call of TFP's taking minutes is timed once or twice, not `reps` times.
 
 Every timed function is a `tf.function`, called once to trace and warm up before timing; each
-figure is the median of `reps` timed calls. "xla" rows use `tf.function(jit_compile=True)`; the
-library itself does not enable XLA, so the plain `tf.function` figure is the one to quote.
+figure is the median of `reps` timed calls. "xla" rows use `tf.function(jit_compile=True)`. The
+library's defaults: eager `sample` and IAF `log_prob` run an XLA-compiled loop; eager `log_prob`
+otherwise runs one compiled graph; the evaluator and the exported SavedModel run the frozen copy
+(`FlowModel.frozen`: masks multiplied into the kernels once). "eager calls" rows time the calls as
+a user makes them, with no tf.function around them (how the issue's TFP figures were taken).
 
 FLOP counts are matmul FLOPs only: one MADE with one hidden layer costs 2·B·(D·H + H·2D) forward;
 a training step is counted as 3x forward. The peak is the median rate of a 2048x2048 fp32
@@ -45,12 +50,13 @@ DEFAULT_SHAPES = ((43, 512), (784, 1024))
 
 
 # ----- timing helpers ---------------------------------------------------------------------------
-def median_time(fn, reps: int, warmup: int = 1) -> float:
-    """Median wall time (s) of `fn()` over `reps` calls, after `warmup` untimed calls."""
+def median_time(fn, reps: int, warmup: int = 1, max_seconds: float = float("inf")) -> float:
+    """Median wall time (s) of `fn()` over `reps` calls, after `warmup` untimed calls; fewer calls
+    (at least one) once the timed calls have taken `max_seconds`."""
     for _ in range(warmup):
         _block(fn())
     times = []
-    for _ in range(reps):
+    while len(times) < reps and (not times or sum(times) < max_seconds):
         start = time.perf_counter()
         _block(fn())
         times.append(time.perf_counter() - start)
@@ -164,19 +170,19 @@ def _maybe_xla(make, *args):
         return None
 
 
-def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, tfp_rows: dict | None = None,
+def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, sequential_rows: dict | None = None,
         train_batch: int = 100, eval_batch: int | None = None, reps: int = 3, train_steps: int = 5,
         kinds=("maf", "realnvp", "haf"), xla: bool = True, print_fn=print) -> dict[str, Table]:
     """Measures everything and returns the tables (also printed as they complete).
 
-    tfp_rows maps D to the number of samples / rows used for TFP's sequential paths at that D
-    (default: n_samples).
+    sequential_rows maps D to the number of samples / rows of the sequential paths (sampling, IAF
+    log_prob) at that D, on both sides (default: n_samples).
     """
-    tfp_rows = tfp_rows or {}
+    sequential_rows = sequential_rows or {}
     peak = matmul_peak_gflops(reps=reps)
     print_fn(f"fp32 matmul peak (2048x2048 tf.matmul): {peak:.1f} GFLOP/s")
     tables = {
-        "sample": Table(f"MAF sampling, {n_samples} samples", "seconds per call; lower is better", times=True),
+        "sample": Table("MAF sampling", "seconds per call; lower is better", times=True),
         "iaf": Table("IAF log_prob (sequential direction)", "rows/s; higher is better"),
         "train": Table(f"Training, batch {train_batch}, Adam", "examples/s; higher is better"),
         "gflops": Table("MAF achieved matmul rate", f"GFLOP/s; % of {peak:.0f} peak in note"),
@@ -186,39 +192,34 @@ def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, tfp_rows: 
     rng = np.random.default_rng(0)
     for d, h in shapes:
         tag = f"D={d},H={h}"
-        n_tfp = int(tfp_rows.get(d, n_samples))
+        n = int(sequential_rows.get(d, n_samples))
         ours = build_ours("maf", d, h, layers)
         ours_iaf = build_ours("iaf", d, h, layers)
         theirs = TFPFlow(d, h, layers)
 
-        # Sampling (MAF forward) and IAF density: the sequential direction.
-        t_ours = median_time(sample_fn(ours, n_samples), reps)
-        t_ours_xla = _maybe_xla(lambda: median_time(sample_fn(ours, n_samples, jit=True), reps)) if xla else None
-        t_tfp = median_time(tfp_sample_fn(theirs, n_tfp), 1 if n_tfp < n_samples else reps)
-        t_tfp_scaled = t_tfp * n_samples / n_tfp
-        note = "" if n_tfp == n_samples else f"TFP timed on {n_tfp} samples, x{n_samples / n_tfp:g} (extrapolated)"
-        tables["sample"].add(f"{tag} tf.function", t_ours, t_tfp_scaled, note)
-        if t_ours_xla is not None:
-            tables["sample"].add(f"{tag} ours XLA (default when eager) vs TFP", t_ours_xla, t_tfp_scaled)
-        if n_tfp == n_samples:  # eager calls, as a user makes them (the issue's TFP figures)
-            tables["sample"].add(f"{tag} eager calls", median_time(lambda: ours.sample(n_samples, seed=1), reps),
-                                 median_time(lambda: theirs.maf_dist.sample(n_samples, seed=1), 1, warmup=0))
+        # Sampling (MAF forward) and IAF density: the sequential direction, both sides on n rows.
+        slow = dict(max_seconds=30.0)  # TFP's sequential calls take up to minutes each at D=784
+        t_tfp = median_time(tfp_sample_fn(theirs, n), reps, **slow)
+        tables["sample"].add(f"{tag} {n} samples, tf.function", median_time(sample_fn(ours, n), reps), t_tfp)
+        if xla:
+            tables["sample"].add(f"{tag} {n} samples, ours XLA (default when eager) vs TFP",
+                                 _maybe_xla(lambda: median_time(sample_fn(ours, n, jit=True), reps)), t_tfp)
+        if n == n_samples:  # eager calls, as a user makes them (how the issue's TFP figures were taken)
+            tables["sample"].add(f"{tag} {n} samples, eager calls", median_time(lambda: ours.sample(n, seed=1), reps),
+                                 median_time(lambda: theirs.maf_dist.sample(n, seed=1), reps, warmup=0, **slow))
 
-        x_seq = tf.constant(rng.standard_normal((n_samples, d)), tf.float32)
-        x_seq_tfp = x_seq[:n_tfp]
+        x_seq = tf.constant(rng.standard_normal((n, d)), tf.float32)
         iaf_ours = tf.function(ours_iaf.log_prob)
         iaf_ours_xla = tf.function(ours_iaf.log_prob, jit_compile=True)
         iaf_tfp = tf.function(theirs.iaf_dist.log_prob)
-        r_ours = n_samples / median_time(lambda: iaf_ours(x_seq), reps)
-        r_ours_xla = _maybe_xla(lambda: n_samples / median_time(lambda: iaf_ours_xla(x_seq), reps)) if xla else None
-        r_tfp = n_tfp / median_time(lambda: iaf_tfp(x_seq_tfp), 1 if n_tfp < n_samples else reps)
-        note = f"batch {n_samples}" + ("" if n_tfp == n_samples else f"; TFP batch {n_tfp}")
-        tables["iaf"].add(f"{tag} tf.function", r_ours, r_tfp, note)
-        if r_ours_xla is not None:
-            tables["iaf"].add(f"{tag} ours XLA (default when eager) vs TFP", r_ours_xla, r_tfp, note)
-        if n_tfp == n_samples:
-            tables["iaf"].add(f"{tag} eager calls", n_samples / median_time(lambda: ours_iaf.log_prob(x_seq), reps),
-                              n_samples / median_time(lambda: theirs.iaf_dist.log_prob(x_seq), 1, warmup=0), note)
+        r_tfp = n / median_time(lambda: iaf_tfp(x_seq), reps, **slow)
+        tables["iaf"].add(f"{tag} batch {n}, tf.function", n / median_time(lambda: iaf_ours(x_seq), reps), r_tfp)
+        if xla:
+            tables["iaf"].add(f"{tag} batch {n}, ours XLA (default when eager) vs TFP",
+                              _maybe_xla(lambda: n / median_time(lambda: iaf_ours_xla(x_seq), reps)), r_tfp)
+        if n == n_samples:
+            tables["iaf"].add(f"{tag} batch {n}, eager calls", n / median_time(lambda: ours_iaf.log_prob(x_seq), reps),
+                              n / median_time(lambda: theirs.iaf_dist.log_prob(x_seq), reps, warmup=0, **slow))
 
         tfp_log_prob = tf.function(theirs.maf_dist.log_prob)
 
@@ -344,7 +345,13 @@ def profile(shapes=DEFAULT_SHAPES, layers: int = 5, batch: int = 100, steps: int
         model = build_flow("maf", d, num_layers=layers, hidden_units=[h], batch_norm=False)
         frozen = tf.function(model.frozen().log_prob)
         kernels = [(m.hidden_layers[0].kernel, m.output_layer.kernel) for m in (f.made for f in model.flow_layers)]
-        matmuls = tf.function(lambda v: [v := tf.matmul(tf.matmul(v, w1), w2)[:, :d] for w1, w2 in kernels][-1])
+
+        @tf.function
+        def matmuls(v):
+            for w1, w2 in kernels:
+                v = tf.matmul(tf.matmul(v, w1), w2)[:, :d]
+            return v
+
         table.add(f"{tag} log_prob {batch} A=frozen B=its matmuls alone", 1e3 * median_time(lambda: frozen(x), reps),
                   1e3 * median_time(lambda: matmuls(x), reps), "B: the 2 matmuls per layer, nothing else")
         plain = 1e3 * median_time(sample_fn(model, n_samples), reps)
@@ -361,14 +368,14 @@ def profile(shapes=DEFAULT_SHAPES, layers: int = 5, batch: int = 100, steps: int
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="time TFP's sequential paths on all 100 rows")
+    parser.add_argument("--full", action="store_true", help="sequential paths on 100 rows at every D")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-xla", action="store_true")
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    tfp_rows = {} if args.full else {784: 10}
-    tables = run(tfp_rows=tfp_rows, reps=args.reps, xla=not args.no_xla)
+    sequential_rows = {} if args.full else {784: 10}
+    tables = run(sequential_rows=sequential_rows, reps=args.reps, xla=not args.no_xla)
     print()
     for table in tables.values():
         print(table.render(), end="\n\n")
