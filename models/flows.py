@@ -73,9 +73,10 @@ class FlowConfig:
       dtype: "float32" or "float64".
       seed: seed of a "random" order and of the planar layers' initial weights.
       jit_compile: compile the sequential directions (sampling; IAF's density) with XLA when
-        `sample`/`log_prob` are called eagerly (5-8x faster on CPU, see benchmarks/speed.py).
-        Inside a tf.function (training, exported SavedModels) the plain graph is used, so a
-        SavedModel needs no XLA support from its server.
+        `sample`/`log_prob` are called eagerly (4-5x faster on CPU, see benchmarks/speed.py).
+        Other eager `log_prob` calls run one compiled graph without XLA. Inside a tf.function
+        (training, exported SavedModels) the plain graph is used, so a SavedModel needs no XLA
+        support from its server.
     """
 
     kind: str = "maf"

@@ -104,6 +104,19 @@ def test_non_finite_weights_roll_back(tmp_path):
     assert all(np.isfinite(v.numpy()).all() for v in load_flow(str(tmp_path / "m")).variables)
 
 
+def test_a_step_xla_cannot_compile_runs_on_the_plain_graph(tmp_path, caplog):
+    """The train step is XLA-compiled by default; a user's target XLA cannot compile (tf.py_function)
+    gets a warning and the plain graph, and trains to the same weights as jit_compile=False."""
+    config = {**TINY, "target": "tests.vi_targets:py_function_gaussian", "epochs": 1}
+    with caplog.at_level("WARNING", logger="tfflows.train"):
+        run_train(None, None, str(tmp_path / "a"), TrainConfig(**config), checkpoint_dir=str(tmp_path / "ca"))
+    assert "XLA could not compile the train step" in caplog.text
+    run_train(None, None, str(tmp_path / "b"), TrainConfig(**config, jit_compile=False),
+              checkpoint_dir=str(tmp_path / "cb"))
+    for v, w in zip(load_flow(str(tmp_path / "a")).variables, load_flow(str(tmp_path / "b")).variables):
+        np.testing.assert_allclose(v.numpy(), w.numpy(), rtol=1e-6, atol=1e-7)
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("rkl")

@@ -188,11 +188,28 @@ def run_train(examples_uri: Optional[str], transform_graph_uri: Optional[str], m
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss, value
 
-    @tf.function
-    def train_step(batch):
+    def replicated_step(batch):
         loss, value = strategy.run(step_fn, args=(batch,))
         mean = tf.distribute.ReduceOp.MEAN
         return strategy.reduce(mean, loss, axis=None), strategy.reduce(mean, value, axis=None)
+
+    compiled_step = tf.function(replicated_step, jit_compile=True)
+    plain_step = tf.function(replicated_step)
+    use_xla = train_config.jit_compile and replicas == 1
+
+    def train_step(batch):
+        nonlocal use_xla
+        if use_xla:
+            try:
+                return compiled_step(batch)
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+                if "compil" not in str(error).lower():
+                    raise
+                # Compilation fails before anything runs, so the plain graph can take this batch.
+                use_xla = False
+                logger.warning("XLA could not compile the train step (%s); using the plain graph",
+                               str(error).strip().splitlines()[0][:200])
+        return plain_step(batch)
 
     tracker = RunTracker(tracking_config, run_id=state.run_id.numpy().decode() or None)
     if tracker.run_id:
