@@ -248,16 +248,17 @@ def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, sequential
 
         # Density direction: the training model (masks applied per call) and its frozen copy (masks
         # baked in once; what the evaluator and the exported SavedModel run).
-        batches = (train_batch, eval_batch or (10000 if d < 200 else 1000))
+        batches = (1, train_batch, eval_batch or (10000 if d < 200 else 1000))
         models = {kind: ours if kind == "maf" else build_ours(kind, d, h, layers) for kind in kinds}
         for batch in batches:
             x = tf.constant(rng.standard_normal((batch, d)), tf.float32)
-            tfp_rate = batch / median_time(lambda: tfp_log_prob(x), reps)
+            batch_reps = reps * 10 if batch == 1 else reps  # single calls are short and noisy
+            tfp_rate = batch / median_time(lambda: tfp_log_prob(x), batch_reps)
             for kind, model in models.items():
                 other, note = (tfp_rate, "") if kind == "maf" else (None, "no TFP twin")
                 for label, variant in (("", model), (" frozen", model.frozen())):
                     f = tf.function(variant.log_prob)
-                    rate = batch / median_time(lambda: f(x), reps)
+                    rate = batch / median_time(lambda: f(x), batch_reps)
                     tables["log_prob"].add(f"{tag} {kind}{label} batch {batch}", rate, other, note)
                     if kind == "maf" and label and batch == train_batch:
                         flops = made_forward_flops(batch, d, h, layers) / batch / 1e9

@@ -73,7 +73,7 @@ class FlowConfig:
       dtype: "float32" or "float64".
       seed: seed of a "random" order and of the planar layers' initial weights.
       jit_compile: compile the sequential directions (sampling; IAF's density) with XLA when
-        `sample`/`log_prob` are called eagerly (4-5x faster on CPU, see benchmarks/speed.py).
+        `sample`/`log_prob` are called eagerly (3-4x faster on CPU, see benchmarks/speed.py).
         Other eager `log_prob` calls run one compiled graph without XLA. Inside a tf.function
         (training, exported SavedModels) the plain graph is used, so a SavedModel needs no XLA
         support from its server.
@@ -278,7 +278,7 @@ class FlowModel(tf_keras.Model):
 
         `log_prob` and `sample` are those of this model (to rounding), without the per-call
         products W * M, a pass over every weight that dominates small batches (batch-1 log_prob at
-        D=784: 2.5x faster). The copy is not trainable; the evaluator and the exported SavedModel
+        D=784: 2.7x faster). The copy is not trainable; the evaluator and the exported SavedModel
         use it. Make a new copy after further training.
         """
         copy = FlowModel(self.config, name=f"{self.name}_frozen")
