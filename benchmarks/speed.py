@@ -70,6 +70,11 @@ def _block(result):
             t.numpy()
 
 
+def _reps_at(batch: int, reps: int) -> int:
+    """Single-row calls are short and noisy: ten times the repetitions."""
+    return reps * 10 if batch == 1 else reps
+
+
 def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
     a = tf.random.normal([n, n])
     b = tf.random.normal([n, n])
@@ -250,13 +255,15 @@ def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, sequential
         # baked in once; what the evaluator and the exported SavedModel run).
         batches = (1, train_batch, eval_batch or (10000 if d < 200 else 1000))
         models = {kind: ours if kind == "maf" else build_ours(kind, d, h, layers) for kind in kinds}
+        frozen = {kind: model.frozen() for kind, model in models.items()}
+        ours_frozen = frozen["maf"] if "maf" in frozen else ours.frozen()
         for batch in batches:
             x = tf.constant(rng.standard_normal((batch, d)), tf.float32)
-            batch_reps = reps * 10 if batch == 1 else reps  # single calls are short and noisy
+            batch_reps = _reps_at(batch, reps)
             tfp_rate = batch / median_time(lambda: tfp_log_prob(x), batch_reps)
             for kind, model in models.items():
                 other, note = (tfp_rate, "") if kind == "maf" else (None, "no TFP twin")
-                for label, variant in (("", model), (" frozen", model.frozen())):
+                for label, variant in (("", model), (" frozen", frozen[kind])):
                     f = tf.function(variant.log_prob)
                     rate = batch / median_time(lambda: f(x), batch_reps)
                     tables["log_prob"].add(f"{tag} {kind}{label} batch {batch}", rate, other, note)
@@ -266,7 +273,7 @@ def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, sequential
                                              flops * tfp_rate, f"ours {100 * flops * rate / peak:.0f}%, "
                                              f"TFP {100 * flops * tfp_rate / peak:.0f}% of peak")
             if xla and batch == train_batch:
-                frozen_xla = tf.function(ours.frozen().log_prob, jit_compile=True)
+                frozen_xla = tf.function(ours_frozen.log_prob, jit_compile=True)
                 tfp_xla = tf.function(theirs.maf_dist.log_prob, jit_compile=True)
                 tables["log_prob"].add(f"{tag} maf frozen xla (TFP xla) batch {batch}",
                                        _maybe_xla(lambda: batch / median_time(lambda: frozen_xla(x), reps)),
@@ -274,14 +281,12 @@ def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, sequential
 
         # Exported SavedModel (the pusher exports the frozen copy).
         with tempfile.TemporaryDirectory() as tmp:
-            frozen = ours.frozen()
-            loaded_ours = export_and_load(frozen.log_prob, frozen, d, os.path.join(tmp, "ours"))
+            loaded_ours = export_and_load(ours_frozen.log_prob, ours_frozen, d, os.path.join(tmp, "ours"))
             loaded_tfp = export_and_load(theirs.maf_dist.log_prob, theirs.nets, d, os.path.join(tmp, "tfp"))
             for batch in (1, 1000):
                 x = tf.constant(rng.standard_normal((batch, d)), tf.float32)
-                reps_here = reps * 10 if batch == 1 else reps
-                r1 = batch / median_time(lambda: loaded_ours.log_prob(x), reps_here)
-                r2 = batch / median_time(lambda: loaded_tfp.log_prob(x), reps_here)
+                r1 = batch / median_time(lambda: loaded_ours.log_prob(x), _reps_at(batch, reps))
+                r2 = batch / median_time(lambda: loaded_tfp.log_prob(x), _reps_at(batch, reps))
                 tables["saved"].add(f"{tag} maf batch {batch}", r1, r2)
         print_fn(f"-- done {tag}")
     return tables
