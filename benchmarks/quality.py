@@ -129,7 +129,7 @@ class Prepared:
         if self.discrete:
             x = x + rng.uniform(size=x.shape)
         if self.method == "logit":
-            from components.transform.preprocessing import logit_transform
+            from tfflows.components.transform.preprocessing import logit_transform
 
             z, log_det = logit_transform(x, self.num_levels, self.lam)
             return z.numpy(), log_det.numpy().astype(np.float64)
@@ -171,7 +171,7 @@ def make_gmm(dim: int = 2, components: int = 8, seed: int = 0):
 
 def prepare_data(args) -> Prepared:
     """Loads (ingest component) or generates (gmm) the splits and fixes the transform."""
-    from components.transform.conversions import mean_and_two_se
+    from tfflows.components.transform.conversions import mean_and_two_se
 
     if args.dataset == "gmm":
         sample, log_prob = make_gmm(args.gmm_dim, args.gmm_components, args.seed)
@@ -183,9 +183,9 @@ def prepare_data(args) -> Prepared:
         return Prepared("gmm", splits, False, None, "standardize", mean=train.mean(0), std=train.std(0),
                         true_log_prob=log_prob, entropy=h, entropy_2se=h_se,
                         note=f"{args.gmm_dim}-D mixture of {args.gmm_components} Gaussians")
-    from components.config import IngestConfig
-    from components.ingest.loaders import load_in_memory
-    from components.transform.executor import benchmark_transform_config
+    from tfflows.components.config import IngestConfig
+    from tfflows.components.ingest.loaders import load_in_memory
+    from tfflows.components.transform.executor import benchmark_transform_config
 
     options = dict(dataset=args.dataset, path=args.path, seed=args.seed)
     if args.dataset == "moons":
@@ -248,7 +248,7 @@ def train_model(spec: dict, data: Prepared, args, log=print) -> dict:
     import tensorflow as tf
     import tf_keras
 
-    from models import build_flow
+    from tfflows.models import build_flow
 
     tf.keras.utils.set_random_seed(args.seed)
     model = build_flow(spec["kind"], data.event_dim, **flow_options(spec, args.hidden, args))
@@ -294,7 +294,7 @@ def train_model(spec: dict, data: Prepared, args, log=print) -> dict:
 
 def score(model_ll: np.ndarray, z: np.ndarray, log_det: np.ndarray, data: Prepared) -> dict:
     """Test metrics of per-example model-space log-likelihoods."""
-    from components.transform.conversions import bits_per_dim, bits_per_dim_from_logit, mean_and_two_se
+    from tfflows.components.transform.conversions import bits_per_dim, bits_per_dim_from_logit, mean_and_two_se
 
     out = {}
     out["test_ll"], out["test_ll_2se"] = mean_and_two_se(model_ll)

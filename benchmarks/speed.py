@@ -41,8 +41,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from models import build_flow
-from models.made import MaskedDense
+from tfflows.models import build_flow
+from tfflows.models.made import MaskedDense
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 

@@ -25,9 +25,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from models import build_flow, targets
-from models.vae import IAFVAE
-from models.vi import fit_unnormalized, importance_diagnostics
+from tfflows.models import build_flow, targets
+from tfflows.models.vae import IAFVAE
+from tfflows.models.vi import fit_unnormalized, importance_diagnostics
 
 FLOWS = {
     "planar K=16": lambda: build_flow("planar", 2, num_layers=16),
@@ -99,7 +99,7 @@ def load_vae_data(name):
         x = load_digits().data.astype("float32") / 16.0
         n_train = 1500
     else:
-        from components.ingest.loaders import default_mnist_dir, read_idx
+        from tfflows.components.ingest.loaders import default_mnist_dir, read_idx
 
         x = read_idx(str(default_mnist_dir() / "t10k-images-idx3-ubyte.gz")).reshape(-1, 784).astype("float32") / 255
         n_train = 8000

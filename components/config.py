@@ -111,7 +111,7 @@ class IngestConfig(JsonConfig):
         object.__setattr__(self, "image_shape", _tuple_or_none(self.image_shape))
         known = BUNDLED_DATASETS + FILE_FORMATS + BENCHMARK_DATASETS
         if self.dataset not in known:
-            from components.errors import DataError
+            from tfflows.components.errors import DataError
 
             raise DataError(
                 f"dataset {self.dataset!r}", "IngestConfig.dataset",

@@ -15,7 +15,7 @@ import os
 
 import tensorflow as tf
 
-from models import FlowModel, build_flow
+from tfflows.models import FlowModel, build_flow
 
 __all__ = ["save_flow", "load_flow", "read_summary"]
 
@@ -27,7 +27,7 @@ SUMMARY_FILE = "summary.json"
 
 def save_flow(model, uri: str, summary: dict | None = None) -> None:
     """Writes the model's (a flow's or a VAE's) configuration, weights and an optional summary under `uri`."""
-    from models.vae import IAFVAE
+    from tfflows.models.vae import IAFVAE
 
     tf.io.gfile.makedirs(uri)
     is_vae = isinstance(model, IAFVAE)
@@ -45,7 +45,7 @@ def load_flow(uri: str) -> FlowModel:
     path = os.path.join(uri, CONFIG_FILE)
     vae_path = os.path.join(uri, VAE_CONFIG_FILE)
     if tf.io.gfile.exists(vae_path):
-        from models.vae import IAFVAE
+        from tfflows.models.vae import IAFVAE
 
         with tf.io.gfile.GFile(vae_path) as f:
             model = IAFVAE(**json.load(f))

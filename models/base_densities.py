@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from models.made import MADE
+from tfflows.models.made import MADE
 
 tfd = tfp.distributions
 

@@ -17,8 +17,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from models.base_densities import MixtureMADE, StandardNormal
-from models.bijectors import (
+from tfflows.models.base_densities import MixtureMADE, StandardNormal
+from tfflows.models.bijectors import (
     AffineCoupling,
     BatchNormalization,
     FlowBijector,
@@ -29,7 +29,7 @@ from models.bijectors import (
     PlanarFlow,
     split_indices,
 )
-from models.made import MADE, MaskedDense
+from tfflows.models.made import MADE, MaskedDense
 
 __all__ = ["FLOW_KINDS", "FlowConfig", "FlowModel", "build_flow", "kernel_l2"]
 

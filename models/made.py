@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from models.masks import input_order, made_masks
+from tfflows.models.masks import input_order, made_masks
 
 __all__ = ["MaskedDense", "MADE"]
 

@@ -28,8 +28,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from models.bijectors.iaf import GatedInverseAutoregressiveFlow
-from models.made import MADE
+from tfflows.models.bijectors.iaf import GatedInverseAutoregressiveFlow
+from tfflows.models.made import MADE
 
 __all__ = ["IAFVAE", "LIKELIHOODS"]
 

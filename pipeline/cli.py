@@ -54,13 +54,13 @@ def _run_overrides(args) -> dict:
 
 
 def _load_config(args, overrides=None):
-    from pipeline.config import load_run_config
+    from tfflows.pipeline.config import load_run_config
 
     return load_run_config(args.config, overrides, args.set or ())
 
 
 def cmd_run(args) -> int:
-    from pipeline.runner import run_local
+    from tfflows.pipeline.runner import run_local
 
     config = _load_config(args, _run_overrides(args))
     if config.train.objective == "vae":
@@ -79,7 +79,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from pipeline.serving import evaluate_saved_model
+    from tfflows.pipeline.serving import evaluate_saved_model
 
     report = evaluate_saved_model(args.model, args.data, scores_path=args.scores)
     print(report)
@@ -87,14 +87,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from pipeline.serving import sample_saved_model
+    from tfflows.pipeline.serving import sample_saved_model
 
     print(sample_saved_model(args.model, args.n, args.seed, args.out))
     return 0
 
 
 def cmd_ui(args) -> int:
-    from pipeline.runner import tracking_uri
+    from tfflows.pipeline.runner import tracking_uri
 
     config = _load_config(args, {"output": args.output} if args.output else None)
     uri = tracking_uri(config)
@@ -105,7 +105,7 @@ def cmd_ui(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from pipeline.runner import compile_for_cluster
+    from tfflows.pipeline.runner import compile_for_cluster
 
     config = _load_config(args)
     path = compile_for_cluster(config, args.target, args.out, args.image)
@@ -174,8 +174,8 @@ def _show_progress() -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _show_progress()
-    from components.errors import DataError
-    from pipeline.config import ConfigError
+    from tfflows.components.errors import DataError
+    from tfflows.pipeline.config import ConfigError
 
     try:
         return args.func(args)

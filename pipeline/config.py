@@ -24,10 +24,10 @@ from typing import Any
 
 import yaml
 
-from components.config import IngestConfig, TransformConfig
-from components.evaluate.config import EvaluateConfig
-from components.push.config import PushConfig
-from components.train.config import TrackingConfig, TrainConfig
+from tfflows.components.config import IngestConfig, TransformConfig
+from tfflows.components.evaluate.config import EvaluateConfig
+from tfflows.components.push.config import PushConfig
+from tfflows.components.train.config import TrackingConfig, TrainConfig
 
 __all__ = ["ConfigError", "RunConfig", "load_run_config", "config_to_dict"]
 

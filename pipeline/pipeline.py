@@ -13,15 +13,15 @@ import dataclasses
 import hashlib
 import os
 
-import models  # noqa: F401  (imports TFP with tf-keras before any component does)
+import tfflows.models as models  # noqa: F401  (imports TFP with tf-keras before any component does)
 from tfx.orchestration import pipeline as tfx_pipeline
 
-from components.evaluate.component import EvaluateFlow
-from components.ingest.component import IngestExamples
-from components.push.component import PushFlow
-from components.train.component import TrainFlow
-from components.transform.component import TransformData
-from pipeline.config import RunConfig
+from tfflows.components.evaluate.component import EvaluateFlow
+from tfflows.components.ingest.component import IngestExamples
+from tfflows.components.push.component import PushFlow
+from tfflows.components.train.component import TrainFlow
+from tfflows.components.transform.component import TransformData
+from tfflows.pipeline.config import RunConfig
 
 __all__ = ["create_pipeline", "resolved_sections"]
 

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import os
 
-from pipeline.config import RunConfig
+from tfflows.pipeline.config import RunConfig
 
 __all__ = ["tracking_uri", "run_local", "compile_for_cluster", "RunResult"]
 
@@ -77,7 +77,7 @@ def run_local(config: RunConfig) -> RunResult:
     from tfx.orchestration import metadata
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-    from pipeline.pipeline import create_pipeline
+    from tfflows.pipeline.pipeline import create_pipeline
 
     os.makedirs(config.output, exist_ok=True)
     connection = metadata.sqlite_metadata_connection_config(os.path.abspath(config.metadata_path))
@@ -97,7 +97,7 @@ def compile_for_cluster(config: RunConfig, target: str, out: str | None, image: 
     """Writes the pipeline spec JSON that Kubeflow Pipelines v2 / Vertex AI Pipelines run."""
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-    from pipeline.pipeline import create_pipeline
+    from tfflows.pipeline.pipeline import create_pipeline
 
     out = out or os.path.join(config.output, f"{config.pipeline_name}_{target}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

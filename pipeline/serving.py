@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from components.errors import DataError
+from tfflows.components.errors import DataError
 
 __all__ = ["resolve_model_dir", "evaluate_saved_model", "sample_saved_model", "read_rows"]
 

@@ -6,10 +6,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from components.flow_artifact import save_flow
-from components.ingest import load_split
-from components.transform import load_transform
-from models import build_flow
+from tfflows.components.flow_artifact import save_flow
+from tfflows.components.ingest import load_split
+from tfflows.components.transform import load_transform
+from tfflows.models import build_flow
 
 
 def train_flow_artifact(examples_uri, transform_uri, uri, epochs, seed=0, discrete_levels=None):

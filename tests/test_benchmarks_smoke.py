@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from benchmarks import speed
-from models import build_flow
+from tfflows.models import build_flow
 
 TINY = dict(shapes=((4, 8),), layers=2)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.bijectors import (
+from tfflows.models.bijectors import (
     AffineCoupling,
     BatchNormalization,
     GatedInverseAutoregressiveFlow,
@@ -21,7 +21,7 @@ from models.bijectors import (
     Permutation,
     split_indices,
 )
-from models.made import MADE
+from tfflows.models.made import MADE
 from tests.flow_testing import dependency_pattern, jacobian_and_log_det, perturb, slogdet
 
 DT = "float64"

@@ -8,12 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from components.config import IngestConfig, TransformConfig
-from components.ingest import load_split, read_metadata
-from components.ingest.component import IngestExamples
-from components.ingest.runner import DEFAULT_BEAM_ARGS
-from components.transform import apply_transform, benchmark_transform_config
-from components.transform.component import TransformData
+from tfflows.components.config import IngestConfig, TransformConfig
+from tfflows.components.ingest import load_split, read_metadata
+from tfflows.components.ingest.component import IngestExamples
+from tfflows.components.ingest.runner import DEFAULT_BEAM_ARGS
+from tfflows.components.transform import apply_transform, benchmark_transform_config
+from tfflows.components.transform.component import TransformData
 
 
 def _run_pipeline(root, name, ingest_config, transform_config):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.config import IngestConfig, TransformConfig
-from components.evaluate import EvaluateConfig, read_blessing, run_evaluate
-from components.flow_artifact import load_flow, save_flow
-from components.ingest import load_split, read_metadata, run_ingest
-from components.transform import load_transform, run_transform
+from tfflows.components.config import IngestConfig, TransformConfig
+from tfflows.components.evaluate import EvaluateConfig, read_blessing, run_evaluate
+from tfflows.components.flow_artifact import load_flow, save_flow
+from tfflows.components.ingest import load_split, read_metadata, run_ingest
+from tfflows.components.transform import load_transform, run_transform
 from tests.artifact_testing import train_flow_artifact
 
 
@@ -118,7 +118,7 @@ def test_discrete_digits_bits_per_dim_reproducible(tmp_path):
 
 
 def test_non_finite_log_likelihood_is_a_problem():
-    from components.evaluate.executor import _finite_problem
+    from tfflows.components.evaluate.executor import _finite_problem
 
     assert _finite_problem(np.array([-1.0, -2.0]), [], "m") is None
     assert "1 of 3" in _finite_problem(np.array([-1.0, np.inf, -2.0]), [], "m")

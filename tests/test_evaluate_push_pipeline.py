@@ -7,14 +7,14 @@ import os
 
 import pytest
 
-import models  # noqa: F401  (TFP before TFX: TFP picks tf-keras only if imported first)
+import tfflows.models as models  # noqa: F401  (TFP before TFX: TFP picks tf-keras only if imported first)
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types.standard_artifacts import Examples, Model, TransformGraph
 
-from components.config import IngestConfig, TransformConfig
-from components.evaluate import EvaluateConfig
-from components.push import PushConfig
+from tfflows.components.config import IngestConfig, TransformConfig
+from tfflows.components.evaluate import EvaluateConfig
+from tfflows.components.push import PushConfig
 
 
 @component
@@ -25,10 +25,10 @@ def TinyTrain(examples: InputArtifact[Examples],  # noqa: N802 (TFX style)
     import tensorflow as tf
     import tf_keras
 
-    from components.flow_artifact import save_flow
-    from components.ingest import load_split
-    from components.transform import load_transform
-    from models import build_flow
+    from tfflows.components.flow_artifact import save_flow
+    from tfflows.components.ingest import load_split
+    from tfflows.components.transform import load_transform
+    from tfflows.models import build_flow
 
     tf_keras.utils.set_random_seed(0)
     z = load_transform(transform_graph.uri)(tf.constant(load_split(examples.uri, "train")))[0]
@@ -44,11 +44,11 @@ def test_local_dag_runner_evaluate_and_push(tmp_path):
     from tfx.orchestration import metadata, pipeline
     from tfx.orchestration.local import local_dag_runner
 
-    from components.evaluate.component import EvaluateFlow
-    from components.ingest.component import IngestExamples
-    from components.ingest.runner import DEFAULT_BEAM_ARGS
-    from components.push.component import PushFlow
-    from components.transform.component import TransformData
+    from tfflows.components.evaluate.component import EvaluateFlow
+    from tfflows.components.ingest.component import IngestExamples
+    from tfflows.components.ingest.runner import DEFAULT_BEAM_ARGS
+    from tfflows.components.push.component import PushFlow
+    from tfflows.components.transform.component import TransformData
 
     push_base = str(tmp_path / "push")
     ingest = IngestExamples(IngestConfig("moons", num_samples=300))

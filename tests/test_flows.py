@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from models import FLOW_KINDS, build_flow
-from models.made import MaskedDense
+from tfflows.models import FLOW_KINDS, build_flow
+from tfflows.models.made import MaskedDense
 from tests.flow_testing import perturb
 
 KIND_OPTIONS = {
@@ -172,7 +172,7 @@ def test_builder_orders_and_alternates_layers_as_the_papers_do():
     """MAF/IAF reverse the MADE order every layer; Real NVP alternates halves; HAF alternates the
     even/odd split every layer and reverses its MADE order every two layers (thesis 6.2.3); batch
     norm sits after every layer, on the data side of the next one and before the base."""
-    from models.bijectors import AffineCoupling, BatchNormalization, HybridAutoregressive, MaskedAutoregressiveFlow
+    from tfflows.models.bijectors import AffineCoupling, BatchNormalization, HybridAutoregressive, MaskedAutoregressiveFlow
 
     maf = build_flow("maf", 4, num_layers=3, hidden_units=[4])
     mades = [layer.made for layer in maf.flow_layers if isinstance(layer, MaskedAutoregressiveFlow)]

@@ -11,12 +11,12 @@ import pickle
 import numpy as np
 import pytest
 
-from components.config import IngestConfig
-from components.errors import DataError
-from components.ingest import load_split, read_metadata, run_ingest
-from components.ingest import executor as ingest_executor
-from components.ingest import loaders
-from components.ingest.runner import DEFAULT_BEAM_ARGS, beam_args, runner_name
+from tfflows.components.config import IngestConfig
+from tfflows.components.errors import DataError
+from tfflows.components.ingest import load_split, read_metadata, run_ingest
+from tfflows.components.ingest import executor as ingest_executor
+from tfflows.components.ingest import loaders
+from tfflows.components.ingest.runner import DEFAULT_BEAM_ARGS, beam_args, runner_name
 
 
 # --------------------------------------------------------------------------- helpers

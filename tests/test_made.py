@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.base_densities import MixtureMADE
-from models.bijectors.maf import affine_step
-from models.made import MADE
-from models.masks import hidden_degrees, input_order, made_masks
+from tfflows.models.base_densities import MixtureMADE
+from tfflows.models.bijectors.maf import affine_step
+from tfflows.models.made import MADE
+from tfflows.models.masks import hidden_degrees, input_order, made_masks
 from tests.flow_testing import perturb
 
 

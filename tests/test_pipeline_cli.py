@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.config import ConfigError, RunConfig, load_run_config
+from tfflows.pipeline.config import ConfigError, RunConfig, load_run_config
 
-TFFLOWS = [sys.executable, "-m", "pipeline.cli"]
+TFFLOWS = [sys.executable, "-m", "tfflows.pipeline.cli"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--set", "ingest.num_samples=400", "--set", "train.num_layers=2", "--set", "train.hidden_units=[16]",
         "--set", "train.learning_rate=0.003", "--set", "train.batch_size=50"]

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.config import IngestConfig, TransformConfig
-from components.evaluate import EvaluateConfig, run_evaluate
-from components.ingest import load_split, run_ingest
-from components.push import PushConfig, export_saved_model, run_push
-from components.push.executor import list_versions, publish_version
-from components.push.export import FlowServingModule
-from components.transform import load_transform, run_transform
-from components.transform.preprocessing import logit_transform
+from tfflows.components.config import IngestConfig, TransformConfig
+from tfflows.components.evaluate import EvaluateConfig, run_evaluate
+from tfflows.components.ingest import load_split, run_ingest
+from tfflows.components.push import PushConfig, export_saved_model, run_push
+from tfflows.components.push.executor import list_versions, publish_version
+from tfflows.components.push.export import FlowServingModule
+from tfflows.components.transform import load_transform, run_transform
+from tfflows.components.transform.preprocessing import logit_transform
 from tests.artifact_testing import train_flow_artifact
 
 VENV_BIN = Path(sys.executable).parent
@@ -47,7 +47,7 @@ def data(tmp_path_factory):
 
 
 def _expected_log_prob(data, x):
-    from components.flow_artifact import load_flow
+    from tfflows.components.flow_artifact import load_flow
 
     z, log_det = load_transform(data["transform"])(tf.constant(x))
     return (load_flow(data["model"]).log_prob(z).numpy() + log_det.numpy())

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.evaluate import EvaluateConfig, run_evaluate
-from components.flow_artifact import load_flow, read_summary
-from components.push import PushConfig, run_push
-from components.train import TrainConfig, run_train
-from models import targets
+from tfflows.components.evaluate import EvaluateConfig, run_evaluate
+from tfflows.components.flow_artifact import load_flow, read_summary
+from tfflows.components.push import PushConfig, run_push
+from tfflows.components.train import TrainConfig, run_train
+from tfflows.models import targets
 from tests import vi_targets
 from tests.artifact_testing import serve_in_fresh_process
 
@@ -172,7 +172,7 @@ def test_push_exports_sample_and_log_prob_without_preprocessing(fitted, tmp_path
 @pytest.mark.slow
 def test_cli_runs_the_reverse_kl_pipeline(tmp_path):
     output = tmp_path / "out"
-    args = [sys.executable, "-m", "pipeline.cli", "run", "--target", GAUSSIAN, "--set", "train.target_dim=2",
+    args = [sys.executable, "-m", "tfflows.pipeline.cli", "run", "--target", GAUSSIAN, "--set", "train.target_dim=2",
             "--set", "train.num_layers=4", "--epochs", "2", "--set", "train.max_steps_per_epoch=20",
             "--output", str(output)]
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.config import IngestConfig, TransformConfig
-from components.flow_artifact import load_flow, read_summary
-from components.ingest import load_split, read_metadata, run_ingest
-from components.train import (TrackingConfig, TrainConfig, TrainingDivergedError,
+from tfflows.components.config import IngestConfig, TransformConfig
+from tfflows.components.flow_artifact import load_flow, read_summary
+from tfflows.components.ingest import load_split, read_metadata, run_ingest
+from tfflows.components.train import (TrackingConfig, TrainConfig, TrainingDivergedError,
                               run_train)
-from components.transform import apply_transform, run_transform
+from tfflows.components.transform import apply_transform, run_transform
 
 TINY = dict(kind="maf", num_layers=2, hidden_units=(16,), batch_size=50, learning_rate=1e-3,
             epochs=2, patience=30, seed=3, log_every_steps=2)
@@ -213,10 +213,10 @@ def test_local_dag_runner_ingest_transform_train(tmp_path):
     from tfx.orchestration import metadata, pipeline
     from tfx.orchestration.local import local_dag_runner
 
-    from components.ingest.component import IngestExamples
-    from components.ingest.runner import DEFAULT_BEAM_ARGS
-    from components.train.component import TrainFlow
-    from components.transform.component import TransformData
+    from tfflows.components.ingest.component import IngestExamples
+    from tfflows.components.ingest.runner import DEFAULT_BEAM_ARGS
+    from tfflows.components.train.component import TrainFlow
+    from tfflows.components.transform.component import TransformData
 
     ingest = IngestExamples(IngestConfig("moons", num_samples=300))
     transform = TransformData(ingest.outputs["examples"], TransformConfig())

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.config import IngestConfig, TransformConfig
-from components.errors import DataError
-from components.ingest import load_split, run_ingest
-from components.ingest.loaders import default_mnist_dir, read_idx
-from components.transform import (apply_transform, benchmark_transform_config, conversions,
+from tfflows.components.config import IngestConfig, TransformConfig
+from tfflows.components.errors import DataError
+from tfflows.components.ingest import load_split, run_ingest
+from tfflows.components.ingest.loaders import default_mnist_dir, read_idx
+from tfflows.components.transform import (apply_transform, benchmark_transform_config, conversions,
                                   dequantize, load_transform, run_transform)
-from components.transform.preprocessing import logit_transform
+from tfflows.components.transform.preprocessing import logit_transform
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.config import IngestConfig
-from components.evaluate import EvaluateConfig, run_evaluate
-from components.flow_artifact import load_flow, read_summary
-from components.ingest import run_ingest
-from components.push import PushConfig, run_push
-from components.train import TrainConfig, run_train
+from tfflows.components.config import IngestConfig
+from tfflows.components.evaluate import EvaluateConfig, run_evaluate
+from tfflows.components.flow_artifact import load_flow, read_summary
+from tfflows.components.ingest import run_ingest
+from tfflows.components.push import PushConfig, run_push
+from tfflows.components.train import TrainConfig, run_train
 from tests.artifact_testing import serve_in_fresh_process
 
 TINY = dict(objective="vae", num_layers=1, hidden_units=(16,), batch_size=50, epochs=3, learning_rate=3e-3,
@@ -101,7 +101,7 @@ def test_export_serves_the_importance_sampled_log_likelihood(digits, trained, tm
 @pytest.mark.slow
 def test_cli_runs_the_vae_pipeline(tmp_path):
     output = tmp_path / "out"
-    args = [sys.executable, "-m", "pipeline.cli", "run", "--dataset", "digits", "--set", "train.objective=vae",
+    args = [sys.executable, "-m", "tfflows.pipeline.cli", "run", "--dataset", "digits", "--set", "train.objective=vae",
             "--set", "train.num_layers=1", "--set", "train.hidden_units=[16]", "--epochs", "2",
             "--set", "train.max_steps_per_epoch=5", "--set", "train.vae_options={latent_dim: 4, hidden_units: [32]}",
             "--set", "evaluate.importance_samples=8", "--output", str(output)]
@@ -112,7 +112,7 @@ def test_cli_runs_the_vae_pipeline(tmp_path):
     assert {p.name for p in (output / "pipeline_root").iterdir()} == {
         "IngestExamplesComponent", "TrainFlowComponent", "EvaluateFlow", "PushFlow"}
     png = tmp_path / "s.png"
-    sampled = subprocess.run([sys.executable, "-m", "pipeline.cli", "sample", "--model", str(output / "serving"),
+    sampled = subprocess.run([sys.executable, "-m", "tfflows.pipeline.cli", "sample", "--model", str(output / "serving"),
                               "-n", "9", "--out", str(png)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert sampled.returncode == 0 and png.stat().st_size > 0, sampled.stderr[-2000:]
     model_dir = next(p for p in (output / "pipeline_root" / "TrainFlowComponent" / "model").iterdir())

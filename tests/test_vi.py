@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from models import build_flow, targets
-from models.bijectors.planar import PlanarFlow
-from models.vae import IAFVAE
-from models.vi import (effective_sample_size, fit_unnormalized, importance_diagnostics,
+from tfflows.models import build_flow, targets
+from tfflows.models.bijectors.planar import PlanarFlow
+from tfflows.models.vae import IAFVAE
+from tfflows.models.vi import (effective_sample_size, fit_unnormalized, importance_diagnostics,
                        sample_and_log_prob)
 from tests.flow_testing import jacobian_and_log_det, perturb, slogdet
 

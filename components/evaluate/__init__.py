@@ -4,8 +4,8 @@ Public API: `run_evaluate`, `EvaluateConfig`, `read_blessing`; the TFX component
 `components.evaluate.component.EvaluateFlow`.
 """
 
-from components.evaluate.config import EvaluateConfig
-from components.evaluate.executor import (BLESSED_FILE, EVALUATION_FILE, NOT_BLESSED_FILE,
+from tfflows.components.evaluate.config import EvaluateConfig
+from tfflows.components.evaluate.executor import (BLESSED_FILE, EVALUATION_FILE, NOT_BLESSED_FILE,
                                           read_blessing, run_evaluate)
 
 __all__ = ["BLESSED_FILE", "EVALUATION_FILE", "EvaluateConfig", "NOT_BLESSED_FILE",

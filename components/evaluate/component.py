@@ -30,17 +30,17 @@ def EvaluateFlow(  # noqa: N802 (TFX style)
         config: Parameter[str] = "{}",
         baseline_push_base: Parameter[str] = "") -> None:
     """Scores the model (on the test split, or against its target) and blesses it (or not)."""
-    from components.evaluate.config import EvaluateConfig
-    from components.evaluate.executor import run_evaluate
+    from tfflows.components.evaluate.config import EvaluateConfig
+    from tfflows.components.evaluate.executor import run_evaluate
 
-    from components.flow_artifact import read_summary
+    from tfflows.components.flow_artifact import read_summary
 
     eval_config = EvaluateConfig.from_json(config)
     if eval_config.tracking_uri and eval_config.run_id is None:  # log beside the training metrics
         eval_config = dataclasses.replace(eval_config, run_id=read_summary(model.uri).get("mlflow_run_id"))
     baseline_uri = baseline_model.uri if baseline_model is not None else None
     if baseline_uri is None and baseline_push_base:
-        from components.push.executor import current_pushed_model
+        from tfflows.components.push.executor import current_pushed_model
 
         baseline_uri = current_pushed_model(baseline_push_base)
     result = run_evaluate(examples.uri if examples is not None else None,

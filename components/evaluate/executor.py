@@ -36,7 +36,7 @@ from typing import Optional
 
 import numpy as np
 
-from components.evaluate.config import EvaluateConfig
+from tfflows.components.evaluate.config import EvaluateConfig
 
 __all__ = ["BLESSED_FILE", "EVALUATION_FILE", "NOT_BLESSED_FILE", "read_blessing",
            "score_model", "run_evaluate"]
@@ -50,8 +50,8 @@ def _evaluation_points(examples_uri: str, transform_graph_uri: str, config: Eval
     """(z, log_det, metadata) of the scored split, dequantised with the fixed seed if discrete."""
     import tensorflow as tf
 
-    from components.ingest import load_split, read_metadata
-    from components.transform import dequantize, load_transform
+    from tfflows.components.ingest import load_split, read_metadata
+    from tfflows.components.transform import dequantize, load_transform
 
     metadata = read_metadata(examples_uri)
     x = load_split(examples_uri, config.split)
@@ -75,7 +75,7 @@ def score_model(model_uri: str, z: np.ndarray, batch_size: int = 1000):
     """(per-example model-space log p_z(z) as float64, names of non-finite weights)."""
     import tensorflow as tf
 
-    from components.flow_artifact import load_flow
+    from tfflows.components.flow_artifact import load_flow
 
     model = load_flow(model_uri).frozen()
     out = [model.log_prob(tf.constant(z[s:s + batch_size]), training=False).numpy()
@@ -84,7 +84,7 @@ def score_model(model_uri: str, z: np.ndarray, batch_size: int = 1000):
 
 
 def _summary(model_ll: np.ndarray, log_det: np.ndarray, metadata) -> dict:
-    from components.transform import conversions
+    from tfflows.components.transform import conversions
 
     data_ll = conversions.data_log_prob(model_ll, log_det)
     m_mean, m_se = conversions.mean_and_two_se(model_ll)
@@ -193,8 +193,8 @@ class _TargetScorer:
     unit = "ELBO"
 
     def __init__(self, train_summary: dict, config: EvaluateConfig):
-        from components.train.config import TrainConfig
-        from components.train.objectives import target_fingerprint
+        from tfflows.components.train.config import TrainConfig
+        from tfflows.components.train.objectives import target_fingerprint
 
         train_config = TrainConfig.from_json(json.dumps(train_summary["train_config"]))
         self.config = config
@@ -212,9 +212,9 @@ class _TargetScorer:
     def score(self, model_uri: str, what: str):
         import tensorflow as tf
 
-        from components.flow_artifact import load_flow
-        from components.transform import conversions
-        from models.vi import effective_sample_size, sample_and_log_prob
+        from tfflows.components.flow_artifact import load_flow
+        from tfflows.components.transform import conversions
+        from tfflows.models.vi import effective_sample_size, sample_and_log_prob
 
         model = load_flow(model_uri)
         log_w = []
@@ -248,7 +248,7 @@ class _VAEScorer:
     def __init__(self, examples_uri: str, train_summary: dict, config: EvaluateConfig):
         import tensorflow as tf
 
-        from components.ingest import load_split, read_metadata
+        from tfflows.components.ingest import load_split, read_metadata
 
         if not examples_uri:
             raise ValueError("evaluating a VAE needs the examples")
@@ -271,8 +271,8 @@ class _VAEScorer:
     def score(self, model_uri: str, what: str):
         import tensorflow as tf
 
-        from components.flow_artifact import load_flow
-        from components.transform import conversions
+        from tfflows.components.flow_artifact import load_flow
+        from tfflows.components.transform import conversions
 
         model = load_flow(model_uri)
         k, lls, elbos = self.config.importance_samples, [], []
@@ -324,7 +324,7 @@ def run_evaluate(examples_uri: Optional[str], transform_graph_uri: Optional[str]
     """
     import tensorflow as tf
 
-    from components.flow_artifact import read_summary
+    from tfflows.components.flow_artifact import read_summary
 
     summary = read_summary(model_uri)
     objective = summary.get("objective", "max_likelihood")

@@ -4,7 +4,7 @@ Public API: `run_ingest` (executor logic, no orchestrator needed), `read_metadat
 `load_split`, `DatasetMetadata`; the TFX component is `components.ingest.component.IngestExamples`.
 """
 
-from components.ingest.executor import run_ingest
-from components.ingest.metadata import DatasetMetadata, load_split, read_metadata, split_files
+from tfflows.components.ingest.executor import run_ingest
+from tfflows.components.ingest.metadata import DatasetMetadata, load_split, read_metadata, split_files
 
 __all__ = ["DatasetMetadata", "load_split", "read_metadata", "run_ingest", "split_files"]

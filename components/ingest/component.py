@@ -13,8 +13,8 @@ from tfx.dsl.components.base import base_beam_component, base_beam_executor, exe
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.config import IngestConfig
-from components.ingest.executor import SPLITS, run_ingest
+from tfflows.components.config import IngestConfig
+from tfflows.components.ingest.executor import SPLITS, run_ingest
 
 __all__ = ["IngestExamples", "IngestExamplesComponent", "IngestExamplesSpec", "Executor"]
 

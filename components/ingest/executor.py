@@ -20,11 +20,11 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 import apache_beam as beam
 import numpy as np
 
-from components.config import IngestConfig
-from components.errors import DataError
-from components.ingest import loaders, streaming
-from components.ingest.metadata import FEATURE_KEY, DatasetMetadata, write_metadata
-from components.ingest.runner import pipeline_options
+from tfflows.components.config import IngestConfig
+from tfflows.components.errors import DataError
+from tfflows.components.ingest import loaders, streaming
+from tfflows.components.ingest.metadata import FEATURE_KEY, DatasetMetadata, write_metadata
+from tfflows.components.ingest.runner import pipeline_options
 
 __all__ = ["run_ingest", "SPLITS", "publish_dir", "reraise_data_error"]
 

@@ -22,8 +22,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from components.config import IngestConfig
-from components.errors import DataError
+from tfflows.components.config import IngestConfig
+from tfflows.components.errors import DataError
 
 __all__ = [
     "LoadedData",

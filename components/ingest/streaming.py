@@ -19,8 +19,8 @@ from typing import Iterable, List, Optional, Tuple
 import apache_beam as beam
 import numpy as np
 
-from components.config import IngestConfig
-from components.errors import DataError
+from tfflows.components.config import IngestConfig
+from tfflows.components.errors import DataError
 
 __all__ = ["StreamedSource", "csv_source", "tfrecord_source", "hash_split"]
 

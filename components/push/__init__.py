@@ -5,16 +5,16 @@ Public API: `run_push`, `export_saved_model`, `PushConfig`; the TFX component is
 the project when a serving process unpickles it.)
 """
 
-from components.push.config import PushConfig
+from tfflows.components.push.config import PushConfig
 
 __all__ = ["PushConfig", "export_saved_model", "run_push"]
 
 
 def __getattr__(name):
     if name == "export_saved_model":
-        from components.push.export import export_saved_model
+        from tfflows.components.push.export import export_saved_model
         return export_saved_model
     if name == "run_push":
-        from components.push.executor import run_push
+        from tfflows.components.push.executor import run_push
         return run_push
     raise AttributeError(name)

@@ -27,8 +27,8 @@ def PushFlow(  # noqa: N802 (TFX style)
         transform_graph: InputArtifact[TransformGraph] = None,
         examples: InputArtifact[Examples] = None) -> None:
     """Pushes the model as the next serving version when it is blessed."""
-    from components.push.config import PushConfig
-    from components.push.executor import run_push
+    from tfflows.components.push.config import PushConfig
+    from tfflows.components.push.executor import run_push
 
     result = run_push(model.uri, transform_graph.uri if transform_graph is not None else None,
                       examples.uri if examples is not None else None, model_blessing.uri,

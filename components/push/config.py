@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.config import JsonConfig
+from tfflows.components.config import JsonConfig
 from typing import Optional
 
 __all__ = ["PushConfig"]

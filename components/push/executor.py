@@ -18,7 +18,7 @@ import shutil
 import uuid
 from typing import Optional
 
-from components.push.config import PushConfig
+from tfflows.components.push.config import PushConfig
 
 __all__ = ["SERVING_DIR", "current_pushed_model", "list_versions", "publish_version",
            "run_push"]
@@ -64,7 +64,7 @@ def _blessing(blessing_uri: Optional[str], evaluation: Optional[dict]) -> bool:
         return bool(evaluation.get("blessed"))
     if blessing_uri is None:
         return False
-    from components.evaluate import read_blessing
+    from tfflows.components.evaluate import read_blessing
 
     return read_blessing(blessing_uri)
 
@@ -89,8 +89,8 @@ def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: O
       "registered": {...} | None, "reason": str}``. A model that is not blessed is not
       pushed and nothing under ``push_base`` changes.
     """
-    from components.ingest import read_metadata
-    from components.push.export import export_saved_model
+    from tfflows.components.ingest import read_metadata
+    from tfflows.components.push.export import export_saved_model
 
     if evaluation is None and blessing_uri is not None:
         path = os.path.join(blessing_uri, "evaluation.json")
@@ -121,7 +121,7 @@ def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: O
     destination = os.path.join(serving_dir, str(version))
     registered = None
     if config.registered_model_name:
-        from components.push.registry import register_pushed_model
+        from tfflows.components.push.registry import register_pushed_model
 
         metrics = dict((evaluation_file or {}).get("metrics") or {})
         registered = register_pushed_model(

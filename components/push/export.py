@@ -42,7 +42,7 @@ SIGNATURES = ("serving_default", "log_prob", "sample")
 
 
 def _read_preprocessing(transform_graph_uri: str) -> dict:
-    from components.transform import PREPROCESSING_FILE
+    from tfflows.components.transform import PREPROCESSING_FILE
 
     with tf.io.gfile.GFile(os.path.join(transform_graph_uri, PREPROCESSING_FILE)) as f:
         return json.load(f)
@@ -54,7 +54,7 @@ def preprocessing_constants(transform_graph_uri: str) -> dict:
     Returns ``{"method", "event_dim", "num_levels", "logit_lambda", "mean", "std"}``; mean and
     std (float64 lists) only for ``"standardize"``.
     """
-    from components.transform import load_transform
+    from tfflows.components.transform import load_transform
 
     prep = _read_preprocessing(transform_graph_uri)
     out = {k: prep.get(k) for k in ("method", "event_dim", "num_levels", "logit_lambda")}
@@ -162,7 +162,7 @@ def export_saved_model(model_uri: str, transform_graph_uri, metadata,
     Returns:
       ``export_dir``.
     """
-    from components.flow_artifact import load_flow, read_summary
+    from tfflows.components.flow_artifact import load_flow, read_summary
 
     flow = load_flow(model_uri)
     summary = read_summary(model_uri)

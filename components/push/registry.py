@@ -32,7 +32,7 @@ def register_pushed_model(saved_model_dir: str, config, metrics: Optional[dict] 
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from components.push import pyfunc
+    from tfflows.components.push import pyfunc
 
     cloudpickle.register_pickle_by_value(pyfunc)  # the served model needs no project code
     name = config.registered_model_name

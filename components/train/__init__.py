@@ -6,8 +6,8 @@ Public API: `run_train` (executor logic), `TrainConfig`, `TrackingConfig`,
 `TrainingDivergedError`; the TFX component is `components.train.component.TrainFlow`.
 """
 
-from components.train.config import TrackingConfig, TrainConfig
-from components.train.executor import (TrainingDivergedError, default_checkpoint_dir,
+from tfflows.components.train.config import TrackingConfig, TrainConfig
+from tfflows.components.train.executor import (TrainingDivergedError, default_checkpoint_dir,
                                        make_dataset, run_train)
 
 __all__ = ["TrackingConfig", "TrainConfig", "TrainingDivergedError", "default_checkpoint_dir",

@@ -10,10 +10,10 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.ingest import read_metadata
-from components.train.config import TrackingConfig, TrainConfig
-from components.train.executor import run_train
-from components.train.objectives import target_fingerprint
+from tfflows.components.ingest import read_metadata
+from tfflows.components.train.config import TrackingConfig, TrainConfig
+from tfflows.components.train.executor import run_train
+from tfflows.components.train.objectives import target_fingerprint
 
 __all__ = ["TrainFlow", "TrainFlowComponent", "TrainFlowSpec", "Executor"]
 

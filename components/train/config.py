@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-from components.config import JsonConfig
+from tfflows.components.config import JsonConfig
 
 __all__ = ["TrainConfig", "TrackingConfig", "LR_SCHEDULES", "OBJECTIVES", "REVERSE_KL_KINDS", "VAE_OPTIONS"]
 
@@ -143,7 +143,7 @@ class TrainConfig(JsonConfig):
         if self.mixed_precision:
             raise ValueError("`mixed_precision` must be False, but is True: flows' log-determinants "
                              "lose too much in float16; train in float32.")
-        from models.flows import FLOW_KINDS, FlowConfig
+        from tfflows.models.flows import FLOW_KINDS, FlowConfig
 
         if self.kind not in FLOW_KINDS:
             raise ValueError(f"`kind` must be one of {FLOW_KINDS}, but is {self.kind!r}")
@@ -167,7 +167,7 @@ class TrainConfig(JsonConfig):
             raise ValueError("`vae_options` is set, but only objective 'vae' uses it; set objective: vae or "
                              "drop vae_options")
         if self.objective == "vae":
-            from models.vae import LIKELIHOODS
+            from tfflows.models.vae import LIKELIHOODS
 
             unknown = sorted(set(self.vae_options) - set(VAE_OPTIONS))
             if unknown:
@@ -196,7 +196,7 @@ class TrainConfig(JsonConfig):
 
     def target_density(self):
         """(log p~, D) of the reverse_kl target, soft box included (`models.targets.load_target`)."""
-        from models.targets import load_target
+        from tfflows.models.targets import load_target
 
         return load_target(self.target, self.target_dim, self.target_box)
 

@@ -34,12 +34,12 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from components.flow_artifact import save_flow
-from components.train.config import TrackingConfig, TrainConfig
-from components.train.objectives import epoch_seed, make_dataset, make_objective
-from components.train.tracking import RunTracker
-from models import FlowModel
-from models.flows import kernel_l2
+from tfflows.components.flow_artifact import save_flow
+from tfflows.components.train.config import TrackingConfig, TrainConfig
+from tfflows.components.train.objectives import epoch_seed, make_dataset, make_objective
+from tfflows.components.train.tracking import RunTracker
+from tfflows.models import FlowModel
+from tfflows.models.flows import kernel_l2
 
 __all__ = ["run_train", "make_dataset", "epoch_seed", "default_checkpoint_dir",
            "TrainingDivergedError"]
@@ -344,7 +344,7 @@ def _log_run_end(tracker: RunTracker, model: FlowModel, summary: dict, objective
     """Final metrics, the loss curve, the objective's figures and the model folder to MLflow."""
     if not tracker.config.active:
         return
-    from components.train import plots
+    from tfflows.components.train import plots
 
     metric = summary["metric"]
     final = {f"best_val_{metric}": summary[f"best_val_{metric}"],

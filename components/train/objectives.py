@@ -29,10 +29,10 @@ from typing import List, Optional
 import numpy as np
 import tensorflow as tf
 
-from components.transform import PREPROCESSING_FILE, dequantize
-from models import build_flow
+from tfflows.components.transform import PREPROCESSING_FILE, dequantize
+from tfflows.models import build_flow
 
-from components.train.config import TrainConfig
+from tfflows.components.train.config import TrainConfig
 
 __all__ = ["MaximumLikelihood", "ReverseKL", "VariationalAutoencoder", "make_objective", "target_fingerprint", "epoch_seed",
            "make_dataset", "logit_lambda"]
@@ -90,7 +90,7 @@ class _Examples:
     """The splits of an Examples artifact: metadata, train and eval files, sizes."""
 
     def __init__(self, config: TrainConfig, examples_uri: Optional[str]):
-        from components.ingest import read_metadata, split_files
+        from tfflows.components.ingest import read_metadata, split_files
 
         if not examples_uri:
             raise ValueError(f"objective {config.objective!r} needs the ingested examples")
@@ -122,7 +122,7 @@ class MaximumLikelihood(_Examples):
     metric = "log_likelihood"
 
     def __init__(self, config: TrainConfig, examples_uri: str, transform_graph_uri: str):
-        from components.transform import load_transform
+        from tfflows.components.transform import load_transform
 
         super().__init__(config, examples_uri)
         if not transform_graph_uri:
@@ -164,7 +164,7 @@ class MaximumLikelihood(_Examples):
             model.set_batch_norm_statistics(self._dataset(self.train_files, self.config.eval_batch_size, 0))
 
     def figures(self, model, folder: str) -> List[str]:
-        from components.train import plots
+        from tfflows.components.train import plots
 
         path = os.path.join(folder, "samples.png")
         samples = model.sample(self.config.num_plot_samples, seed=self.config.seed).numpy()
@@ -219,7 +219,7 @@ class ReverseKL:
         return tf.minimum(1.0, 0.01 + ramp)
 
     def _elbo_terms(self, model, n, seed):
-        from models.vi import sample_and_log_prob
+        from tfflows.models.vi import sample_and_log_prob
 
         x, log_q = sample_and_log_prob(model, n, seed)
         return tf.cast(self.log_density(x), log_q.dtype), log_q
@@ -246,12 +246,12 @@ class ReverseKL:
         pass
 
     def diagnostics(self, model, n: int = 10_000) -> dict:
-        from models.vi import importance_diagnostics
+        from tfflows.models.vi import importance_diagnostics
 
         return importance_diagnostics(self.log_density, model, n=n, seed=epoch_seed(self.config.seed, 0) + 1)
 
     def figures(self, model, folder: str) -> List[str]:
-        from components.train import plots
+        from tfflows.components.train import plots
 
         path = os.path.join(folder, "density.png")
         if self.event_dim != 2:
@@ -302,7 +302,7 @@ class VariationalAutoencoder(_Examples):
         return ds.enumerate().map(binarise)
 
     def build_model(self):
-        from models.vae import IAFVAE
+        from tfflows.models.vae import IAFVAE
 
         return IAFVAE(**self.options)
 
@@ -328,7 +328,7 @@ class VariationalAutoencoder(_Examples):
         pass
 
     def figures(self, model, folder: str) -> List[str]:
-        from components.train import plots
+        from tfflows.components.train import plots
 
         if self.metadata.image_shape is None:
             return []

@@ -102,7 +102,7 @@ def target_fit_figure(log_target, log_q, samples: np.ndarray, path: str, title: 
                       limits=(-4.0, 4.0), n: int = 150) -> str:
     """Three panels on a 2-D grid: the target exp(log_target), the fitted density exp(log_q) and
     samples of q (each density normalised over the grid)."""
-    from models.targets import density_grid
+    from tfflows.models.targets import density_grid
 
     plt = _pyplot()
     z1, z2, target = density_grid(log_target, limits, n)

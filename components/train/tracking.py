@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Dict, Iterator, List, Mapping, Optional
 
-from components.train.config import TrackingConfig
+from tfflows.components.train.config import TrackingConfig
 
 __all__ = ["RunTracker", "flatten_params"]
 

@@ -5,10 +5,10 @@ Public API: `run_transform` (executor logic), `benchmark_transform_config`, `deq
 is `components.transform.component.TransformData`.
 """
 
-from components.transform import conversions
-from components.transform.executor import (PREPROCESSING_FILE, benchmark_transform_config,
+from tfflows.components.transform import conversions
+from tfflows.components.transform.executor import (PREPROCESSING_FILE, benchmark_transform_config,
                                            run_transform)
-from components.transform.tfdata import apply_transform, dequantize, load_transform
+from tfflows.components.transform.tfdata import apply_transform, dequantize, load_transform
 
 __all__ = ["PREPROCESSING_FILE", "apply_transform", "benchmark_transform_config",
            "conversions", "dequantize", "load_transform", "run_transform"]

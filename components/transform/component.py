@@ -9,8 +9,8 @@ from tfx.dsl.components.base import base_beam_component, base_beam_executor, exe
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.config import TransformConfig
-from components.transform.executor import run_transform
+from tfflows.components.config import TransformConfig
+from tfflows.components.transform.executor import run_transform
 
 __all__ = ["TransformData", "TransformDataComponent", "TransformDataSpec", "Executor"]
 

@@ -18,12 +18,12 @@ from typing import Optional, Sequence
 import apache_beam as beam
 import numpy as np
 
-from components.config import TransformConfig
-from components.errors import DataError
-from components.ingest.executor import publish_dir, reraise_data_error
-from components.ingest.metadata import DatasetMetadata, read_metadata, split_files
-from components.ingest.runner import pipeline_options
-from components.transform.preprocessing import make_preprocessing_fn
+from tfflows.components.config import TransformConfig
+from tfflows.components.errors import DataError
+from tfflows.components.ingest.executor import publish_dir, reraise_data_error
+from tfflows.components.ingest.metadata import DatasetMetadata, read_metadata, split_files
+from tfflows.components.ingest.runner import pipeline_options
+from tfflows.components.transform.preprocessing import make_preprocessing_fn
 
 __all__ = ["PREPROCESSING_FILE", "resolve", "run_transform", "benchmark_transform_config"]
 

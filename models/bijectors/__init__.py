@@ -1,13 +1,13 @@
 """tfflows bijectors. Convention: forward maps base noise u to data x (as in TFP)."""
 
-from models.bijectors.base import FlowBijector
-from models.bijectors.batch_norm import BatchNormalization
-from models.bijectors.coupling import AffineCoupling, ConditionerNet, split_indices
-from models.bijectors.hybrid import HybridAutoregressive
-from models.bijectors.iaf import GatedInverseAutoregressiveFlow, InverseAutoregressiveFlow
-from models.bijectors.maf import MaskedAutoregressiveFlow
-from models.bijectors.permute import Permutation
-from models.bijectors.planar import PlanarFlow
+from tfflows.models.bijectors.base import FlowBijector
+from tfflows.models.bijectors.batch_norm import BatchNormalization
+from tfflows.models.bijectors.coupling import AffineCoupling, ConditionerNet, split_indices
+from tfflows.models.bijectors.hybrid import HybridAutoregressive
+from tfflows.models.bijectors.iaf import GatedInverseAutoregressiveFlow, InverseAutoregressiveFlow
+from tfflows.models.bijectors.maf import MaskedAutoregressiveFlow
+from tfflows.models.bijectors.permute import Permutation
+from tfflows.models.bijectors.planar import PlanarFlow
 
 __all__ = [
     "FlowBijector",

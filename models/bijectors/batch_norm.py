@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from models.bijectors.base import FlowBijector
+from tfflows.models.bijectors.base import FlowBijector
 
 __all__ = ["BatchNormalization"]
 

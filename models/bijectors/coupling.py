@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from models.bijectors.base import FlowBijector, bound_log_scale
+from tfflows.models.bijectors.base import FlowBijector, bound_log_scale
 
 __all__ = ["ConditionerNet", "AffineCoupling", "split_indices"]
 

@@ -7,10 +7,10 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from models.bijectors.base import FlowBijector, bound_log_scale
-from models.bijectors.coupling import ConditionerNet
-from models.bijectors.maf import affine_step, shift_and_log_scale
-from models.made import MADE
+from tfflows.models.bijectors.base import FlowBijector, bound_log_scale
+from tfflows.models.bijectors.coupling import ConditionerNet
+from tfflows.models.bijectors.maf import affine_step, shift_and_log_scale
+from tfflows.models.made import MADE
 
 __all__ = ["HybridAutoregressive"]
 

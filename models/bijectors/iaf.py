@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from models.bijectors.base import FlowBijector
-from models.bijectors.maf import affine_step, shift_and_log_scale
-from models.made import MADE
+from tfflows.models.bijectors.base import FlowBijector
+from tfflows.models.bijectors.maf import affine_step, shift_and_log_scale
+from tfflows.models.made import MADE
 
 __all__ = ["InverseAutoregressiveFlow", "GatedInverseAutoregressiveFlow"]
 

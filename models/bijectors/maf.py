@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from models.bijectors.base import FlowBijector, bound_log_scale
-from models.made import MADE
+from tfflows.models.bijectors.base import FlowBijector, bound_log_scale
+from tfflows.models.made import MADE
 
 __all__ = ["MaskedAutoregressiveFlow", "affine_step", "shift_and_log_scale"]
 

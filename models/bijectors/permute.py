@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from models.bijectors.base import FlowBijector
+from tfflows.models.bijectors.base import FlowBijector
 
 __all__ = ["Permutation"]
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from models.bijectors.base import FlowBijector
+from tfflows.models.bijectors.base import FlowBijector
 
 __all__ = ["PlanarFlow"]
 
