@@ -7,6 +7,9 @@ Trains the papers' configurations with the papers' recipe and scores the test sp
   - MADE (1 x H), MADE MoG (C = 10), MAF (5), MAF (10), MAF MoG (5), Real NVP (5), Real NVP (10).
   - HAF (5) at about 50 % and 70 % of the MAF width (thesis table 6.1: H_HAF = 0.5 H and 0.7 H,
     e.g. 1x550 / 1x700 against MAF's 1x1024 on MNIST).
+  - Spline MAF (5) and Spline Real NVP (5): the same flows with rational-quadratic spline
+    transformers (Durkan et al. 2019; 8 bins on [-3, 3]); NICE (4): four additive couplings and
+    a diagonal scaling (Dinh et al. 2015), no batch norm.
 
 Recipe (defaults; MAF paper section 4 and appendix, thesis chapter 7): Adam with learning rate
 1e-4 (MADE and MADE MoG 1e-3), L2 1e-6 on all kernels, batch 100, batch norm between layers
@@ -53,7 +56,7 @@ import numpy as np
 
 __all__ = ["MODELS", "PUBLISHED", "main", "make_gmm", "prepare_data", "gaussian_log_prob", "train_model"]
 
-# key -> (label, build_flow options with H the MAF width, learning rate, width factor)
+# key -> (label, build_flow options with H the MAF width, learning rate, width factor, the kind's own options)
 MODELS: Dict[str, dict] = {
     "gaussian": dict(label="Gaussian"),
     "made": dict(label="MADE", kind="made", lr=1e-3),
@@ -65,6 +68,11 @@ MODELS: Dict[str, dict] = {
     "maf_mog5": dict(label="MAF MoG (5)", kind="maf", num_layers=5, num_components=10),
     "haf5_50": dict(label="HAF (5) 50%", kind="haf", num_layers=5, width=0.5),
     "haf5_70": dict(label="HAF (5) 70%", kind="haf", num_layers=5, width=0.7),
+    # Neural spline flows (Durkan et al. 2019): K = 8 bins on [-3, 3], the kinds' own options.
+    "spline_maf5": dict(label="Spline MAF (5)", kind="maf", num_layers=5, options=dict(transformer="spline")),
+    "spline_realnvp5": dict(label="Spline Real NVP (5)", kind="realnvp", num_layers=5,
+                            options=dict(transformer="spline")),
+    "nice4": dict(label="NICE (4)", kind="nice", num_layers=4),
 }
 ALL_MODELS = list(MODELS)
 
@@ -238,6 +246,7 @@ def flow_options(spec: dict, hidden: int, args) -> dict:
                    seed=args.seed)
     if "num_components" in spec:
         options["num_components"] = spec["num_components"]
+    options.update(spec.get("options", {}))
     if args.no_batch_norm:
         options["batch_norm"] = False
     return options

@@ -4,16 +4,142 @@ Every component receives the dataclass that describes its part of a run. The cla
 frozen, hold only JSON-friendly values (str, int, float, bool, None, tuples) and round-trip
 through ``dataclasses.asdict`` / ``Class(**dict)`` (see ``to_json`` / ``from_json`` of each),
 which is how the TFX wrappers pass them as execution properties.
+
+`build_config` turns a plain dict (YAML, ``--set``) into such a dataclass strictly: unknown
+fields, values of the wrong type (checked against the type hints) and the classes' own
+``__post_init__`` checks all end in one `ConfigError` line naming the field path, what it expects
+and the fix. It imports nothing heavy, so the CLI checks a whole run before TensorFlow loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import re
+import types
+import typing
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
-__all__ = ["JsonConfig", "IngestConfig", "TransformConfig"]
+__all__ = ["ConfigError", "JsonConfig", "IngestConfig", "TransformConfig", "build_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming the field path and the fix."""
+
+
+def _describe(hint) -> str:
+    """What a type hint accepts, in the words of a YAML file (`true`, a list, null)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        words = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(words + (["null"] if type(None) in args else []))
+    if hint is tuple or origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+        return "a list"
+    if hint is dict or origin is dict:
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, "any value")
+
+
+_REJECTED = object()
+
+
+def _conform(hint, value):
+    """`value` as the type `hint` describes (lists become tuples, ints floats), or `_REJECTED`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            return None if type(None) in args else _REJECTED
+        for arg in args:
+            if arg is not type(None) and (conformed := _conform(arg, value)) is not _REJECTED:
+                return conformed
+        return _REJECTED
+    if hint is bool:
+        return value if isinstance(value, bool) else _REJECTED
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _REJECTED
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` as a string
+            try:
+                return float(value)
+            except ValueError:
+                return _REJECTED
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _REJECTED
+    if hint is str:
+        return value if isinstance(value, str) else _REJECTED
+    if hint is tuple or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return _REJECTED
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [_conform(args[0], item) for item in value]
+            return _REJECTED if any(item is _REJECTED for item in items) else tuple(items)
+        return tuple(value)
+    if hint is dict or origin is dict:
+        return value if isinstance(value, dict) else _REJECTED
+    return value
+
+
+def _example(default) -> str:
+    if default is None or default is dataclasses.MISSING:
+        return ""
+    return f", e.g. {json.dumps(list(default) if isinstance(default, tuple) else default)}"
+
+
+def _post_init_error(error: ValueError, cls, where: str) -> ConfigError:
+    """A dataclass's own check, with its backquoted field name turned into the field path."""
+    message = " ".join(str(error).split())
+    names = {f.name for f in dataclasses.fields(cls)}
+    match = next((m for m in re.finditer(r"`([\w.]+)`", message) if m.group(1).split(".")[0] in names), None)
+    if match is None:
+        return ConfigError(f"invalid {where or 'config'}: {message}")
+    path = f"{where}.{match.group(1)}" if where else match.group(1)
+    message = message[:match.start()] + path + message[match.end():]
+    if "fix:" not in message:
+        message += f"; fix: change {path} (--set {path}=VALUE or the config file)"
+    return ConfigError(message)
+
+
+def build_config(cls, values: dict, where: str = ""):
+    """``cls(**values)``, strictly: nested dataclass fields are built from nested dicts, every
+    other value must match its field's type hint, and any failure is one `ConfigError` line
+    ``<field path>: expected <type>, got <value>; fix: ...``. ``where`` is the path of ``cls``."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of fields, got {values!r}; fix: write "
+                          f"{where or 'the config'} as `field: value` lines")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        path = f"{where}.{name}" if where else name
+        if name not in fields:
+            close = difflib.get_close_matches(str(name), fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown field '{path}'{hint}; valid fields{' of ' + where if where else ''}: "
+                              f"{', '.join(fields)}")
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = build_config(hint, value or {}, path)
+            continue
+        conformed = _conform(hint, value)
+        if conformed is _REJECTED:
+            field = fields[name]
+            default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+            raise ConfigError(f"{path}: expected {_describe(hint)}, got {value!r} ({type(value).__name__}); fix: "
+                              f"set {path} to {_describe(hint)}{_example(default)}")
+        kwargs[name] = conformed
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        from tfflows.components.errors import DataError
+
+        if isinstance(error, DataError):
+            raise
+        raise _post_init_error(error, cls, where) from error
 
 
 class JsonConfig:

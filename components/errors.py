@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["DataError"]
+import re
+from typing import Optional
+
+__all__ = ["DataError", "reraise_data_error"]
 
 
 class DataError(ValueError):
@@ -36,3 +39,22 @@ class DataError(ValueError):
     def __reduce__(self):
         # Keeps the exception picklable across Beam worker boundaries.
         return (DataError, (self.source, self.where, self.problem, self.fix))
+
+
+_DATA_ERROR_LINE = re.compile(r"DataError: (.+)")
+
+
+def reraise_data_error(err: BaseException) -> None:
+    """Raises the `DataError` behind a Beam failure, if any (Beam wraps worker exceptions)."""
+    seen = set()
+    cause: Optional[BaseException] = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, DataError):
+            raise DataError(cause.source, cause.where, cause.problem, cause.fix) from None
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    match = _DATA_ERROR_LINE.search(str(err))
+    if match:
+        error = DataError("", "", "", "")
+        error.args = (match.group(1).strip().split(" [while running")[0],)
+        raise error from None

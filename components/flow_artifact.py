@@ -1,7 +1,7 @@
 """The trained-model artifact: how a flow is written by train and read by evaluate and push.
 
 Layout of the artifact folder:
-  flow_config.json   the `models.FlowConfig` fields (enough to rebuild the architecture), or
+  flow_config.json   `build_flow`'s options, `FlowConfig.to_dict()` (enough to rebuild the architecture), or
   vae_config.json    for a VAE (objective "vae"): the `models.vae.IAFVAE` arguments
   weights/           a tf.train.Checkpoint of the model (`weights/flow-1.*`)
   summary.json       what the trainer reports (epochs, best validation log-likelihood, ...)
@@ -9,7 +9,6 @@ Layout of the artifact folder:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -31,7 +30,7 @@ def save_flow(model, uri: str, summary: dict | None = None) -> None:
 
     tf.io.gfile.makedirs(uri)
     is_vae = isinstance(model, IAFVAE)
-    config = model.get_config() if is_vae else dataclasses.asdict(model.config)
+    config = model.get_config()  # a flow's: its options as one flat dict (`FlowConfig.to_dict`)
     with tf.io.gfile.GFile(os.path.join(uri, VAE_CONFIG_FILE if is_vae else CONFIG_FILE), "w") as f:
         json.dump(config, f, indent=2, default=list)
     tf.train.Checkpoint(flow=model).write(os.path.join(uri, WEIGHTS_DIR, "flow"))

@@ -11,18 +11,39 @@ can use it alone:
 
 Direction convention (as in TFP): a bijector's forward maps base noise u to data x; the density
 direction is the inverse. MAF and HAF evaluate densities in one parallel pass and sample
-sequentially; IAF does the opposite; Real NVP is parallel both ways.
+sequentially; IAF does the opposite; Real NVP and NICE are parallel both ways. Flow kinds are a
+registry (`models.kinds`: each kind's options; `models.builders`: each kind's layers).
 """
 
-from tfflows.models.base_densities import MixtureMADE, StandardNormal
-from tfflows.models.flows import FLOW_KINDS, FlowConfig, FlowModel, build_flow
-from tfflows.models.made import MADE, MaskedDense
+import importlib
+from typing import TYPE_CHECKING
+
+from tfflows.models.kinds import FLOW_KINDS, FlowConfig, flow_option_names, register_kind
+
+if TYPE_CHECKING:
+    from tfflows.models.base_densities import MixtureMADE, StandardNormal
+    from tfflows.models.flows import FlowModel, build_flow
+    from tfflows.models.made import MADE, MaskedDense
+
+# Imported on first use (PEP 562), so that `tfflows.models.kinds` (and the CLI's configuration
+# check that reads it) does not import TensorFlow.
+_LAZY = {"FlowModel": "flows", "build_flow": "flows", "MADE": "made",
+         "MaskedDense": "made", "MixtureMADE": "base_densities", "StandardNormal": "base_densities"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"tfflows.models.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'tfflows.models' has no attribute {name!r}")
+
 
 __all__ = [
     "FLOW_KINDS",
     "FlowConfig",
     "FlowModel",
     "build_flow",
+    "flow_option_names",
+    "register_kind",
     "MADE",
     "MaskedDense",
     "MixtureMADE",

@@ -1,4 +1,4 @@
-"""Flows: the builder that chains layers for each kind, and the Keras flow model.
+"""Flows: `build_flow` and the Keras flow model (each kind's layers come from `models.builders`).
 
 A flow maps base noise u to data x through bijectors b_K ∘ ... ∘ b_1 (forward), and evaluates
 
@@ -9,189 +9,34 @@ A flow maps base noise u to data x through bijectors b_K ∘ ... ∘ b_1 (forwar
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Sequence
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from tfflows.models.base_densities import MixtureMADE, StandardNormal
-from tfflows.models.bijectors import (
-    AffineCoupling,
-    BatchNormalization,
-    FlowBijector,
-    GatedInverseAutoregressiveFlow,
-    HybridAutoregressive,
-    InverseAutoregressiveFlow,
-    MaskedAutoregressiveFlow,
-    PlanarFlow,
-    split_indices,
-)
-from tfflows.models.made import MADE, MaskedDense
+from tfflows.models import builders  # noqa: F401  (attaches the built-in kinds' builders)
+from tfflows.models.bijectors import BatchNormalization
+from tfflows.models.kinds import FLOW_KINDS, SHARED_OPTIONS, FlowConfig, flow_option_names, get_kind, kind_options
+from tfflows.models.made import MaskedDense
 
-__all__ = ["FLOW_KINDS", "FlowConfig", "FlowModel", "build_flow", "kernel_l2"]
-
-FLOW_KINDS = ("made", "made_mog", "maf", "iaf", "realnvp", "haf", "planar")
+__all__ = ["FLOW_KINDS", "FlowConfig", "FlowModel", "build_flow", "flow_option_names", "kernel_l2",
+           "totally_ordered"]
 
 
-@dataclasses.dataclass
-class FlowConfig:
-    """Every option of a flow. `build_flow(kind, event_dim, **options)` takes these as keywords.
+def totally_ordered(log_prob):
+    """``log_prob`` with NaN and +inf replaced by -inf.
 
-    Attributes:
-      kind: one of FLOW_KINDS: "made" (one Gaussian MADE), "made_mog" (MADE with a mixture of
-        Gaussians per conditional), "maf", "iaf", "realnvp", "haf", "planar" (Rezende & Mohamed's
-        planar flow: sampling in closed form, density by root finding; made for reverse-KL fits).
-      event_dim: D, the data dimension.
-      num_layers: K, the number of MAF / IAF / coupling / HAF / planar layers (ignored by made,
-        made_mog).
-      hidden_units: widths of the hidden layers of each MADE or conditioner network, e.g. [512]
-        (ignored by planar).
-      coupling_hidden_units: HAF only: widths of the coupling half's networks (default: hidden_units).
-      activation: hidden activation of MADEs ("relu" in the papers). Coupling networks use tanh
-        (scale) and relu (shift), as the MAF paper's Real NVP.
-      batch_norm: insert the MAF paper's batch-norm bijector between layers and before the base
-        (default: on for maf, iaf, realnvp and haf; off for made, made_mog and planar).
-      batch_norm_momentum: momentum of batch norm's running averages.
-      batch_norm_epsilon: epsilon of batch norm (1e-5 in the papers).
-      batch_norm_statistics: what batch norm uses at evaluation: "train_set" (mean and variance of
-        the whole training set, written by `fit`, as in the MAF paper) or "running" (averages).
-      num_components: C mixture components per conditional for made_mog (default 10) and for a
-        MAF with a MADE MoG base ("MAF MoG", when C > 1).
-      order: input order of the first MADE: "natural", "reversed" or "random"; later MADEs
-        reverse it every layer (MAF, IAF) or every two layers (HAF).
-      gated: IAF only: use the sigmoid-gated step of the IAF paper (eqs. 11-14).
-      forget_bias: gated IAF only: initial bias of the gate.
-      context_dim: size of a conditioning vector (conditional flows), or None.
-      l2: weight of the L2 penalty on all kernels (the papers use 1e-6).
-      max_log_scale: B, a smooth bound |alpha| < B on every affine log-scale (MAF, IAF, HAF,
-        Real NVP): alpha = B·tanh(a/B). Keeps log-densities finite far from the data (anomaly
-        scores of outliers are very low instead of NaN); None: unbounded, as in the papers.
-      planar_init_scale: planar only: scale of the random initial w and u of each layer.
-      dtype: "float32" or "float64".
-      seed: seed of a "random" order and of the planar layers' initial weights.
-      jit_compile: compile the sequential directions (sampling; IAF's density) with XLA when
-        `sample`/`log_prob` are called eagerly (3-4x faster on CPU, see benchmarks/speed.py).
-        Other eager `log_prob` calls run one compiled graph without XLA. Inside a tf.function
-        (training, exported SavedModels) the plain graph is used, so a SavedModel needs no XLA
-        support from its server.
+    A finite but extreme input (1e30 in a float32 row) can overflow a layer to inf - inf = NaN;
+    a NaN fails every ``score < threshold`` test, so an anomaly would pass as normal. Such a row
+    is as unlikely as the model can express: -inf keeps scores totally ordered.
     """
-
-    kind: str = "maf"
-    event_dim: int = 2
-    num_layers: int = 5
-    hidden_units: Sequence[int] = (512,)
-    coupling_hidden_units: Sequence[int] | None = None
-    activation: str = "relu"
-    batch_norm: bool | None = None
-    batch_norm_momentum: float = 0.95
-    batch_norm_epsilon: float = 1e-5
-    batch_norm_statistics: str = "train_set"
-    num_components: int | None = None
-    order: str = "natural"
-    gated: bool = False
-    forget_bias: float = 1.0
-    context_dim: int | None = None
-    l2: float = 0.0
-    max_log_scale: float | None = 3.0
-    planar_init_scale: float = 0.1
-    dtype: str = "float32"
-    seed: int = 0
-    jit_compile: bool = True
-
-    def __post_init__(self):
-        if self.kind not in FLOW_KINDS:
-            raise ValueError(f"`kind` must be one of {FLOW_KINDS}, but is {self.kind!r}.")
-        if int(self.event_dim) < 1:
-            raise ValueError(f"`event_dim` must be >= 1, but is {self.event_dim}.")
-        if self.kind in ("realnvp", "haf") and self.event_dim < 2:
-            raise ValueError(f"`kind` {self.kind!r} splits the input in two and needs event_dim >= 2.")
-        if int(self.num_layers) < 1:
-            raise ValueError(f"`num_layers` must be >= 1, but is {self.num_layers}.")
-        self.hidden_units = [int(h) for h in self.hidden_units]
-        if any(h < 1 for h in self.hidden_units):
-            raise ValueError(f"`hidden_units` entries must be positive, but are {self.hidden_units}.")
-        if self.kind in ("realnvp", "haf") and not self.hidden_units:
-            raise ValueError(f"`kind` {self.kind!r} needs at least one hidden layer in `hidden_units`.")
-        if self.batch_norm_statistics not in ("train_set", "running"):
-            raise ValueError(
-                f"`batch_norm_statistics` must be 'train_set' or 'running', but is {self.batch_norm_statistics!r}."
-            )
-        if self.max_log_scale is not None and not self.max_log_scale > 0:
-            raise ValueError(f"`max_log_scale` must be > 0 or None, but is {self.max_log_scale}.")
-        if self.l2 < 0:
-            raise ValueError(f"`l2` must be >= 0, but is {self.l2}.")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"`dtype` must be 'float32' or 'float64', but is {self.dtype!r}.")
-        if self.batch_norm is None:
-            self.batch_norm = self.kind not in ("made", "made_mog", "planar")
-        if self.num_components is None:
-            self.num_components = 10 if self.kind == "made_mog" else 1
-        if self.num_components < 1:
-            raise ValueError(f"`num_components` must be >= 1, but is {self.num_components}.")
-        if self.num_components > 1 and self.kind not in ("made_mog", "maf"):
-            raise ValueError(f"`num_components` > 1 is supported by 'made_mog' and 'maf', not {self.kind!r}.")
+    return tf.where(log_prob < np.inf, log_prob, tf.constant(-np.inf, log_prob.dtype))
 
 
 def kernel_l2(variables):
     """sum of squares of every kernel (weight matrix) among `variables`: the papers' L2 penalty."""
     kernels = [v for v in variables if "kernel" in v.name]
     return tf.add_n([tf.reduce_sum(tf.square(v)) for v in kernels]) if kernels else tf.constant(0.0)
-
-
-def _made_order(config: FlowConfig, flip: bool):
-    if not flip:
-        return config.order
-    if config.order == "random":
-        return list(np.random.default_rng(config.seed + 1).permutation(config.event_dim) + 1)
-    return "reversed" if config.order == "natural" else "natural"
-
-
-def _data_side_layers(config: FlowConfig) -> tuple[list[FlowBijector], object]:
-    """Bijectors from the data side to the base side, and the base density."""
-    d, kind = config.event_dim, config.kind
-    common = dict(activation=config.activation, context_dim=config.context_dim)
-    bound = config.max_log_scale
-    layers: list[FlowBijector] = []
-    count = 1 if kind in ("made", "made_mog") else config.num_layers
-    if kind == "made_mog":
-        count = 0
-    for k in range(count):
-        if kind in ("made", "maf", "iaf"):
-            made = MADE(d, config.hidden_units, order=_made_order(config, k % 2 == 1), seed=config.seed,
-                        name=f"made_{k}", dtype=config.dtype, **common)
-            if kind == "iaf":
-                layer = (GatedInverseAutoregressiveFlow(made, config.forget_bias, name=f"iaf_{k}") if config.gated
-                         else InverseAutoregressiveFlow(made, bound, name=f"iaf_{k}"))
-            else:
-                layer = MaskedAutoregressiveFlow(made, bound, name=f"maf_{k}")
-        elif kind == "planar":
-            layer = PlanarFlow(d, config.planar_init_scale, seed=config.seed + k, dtype=config.dtype,
-                               name=f"planar_{k}")
-        elif kind == "realnvp":
-            cond, trans = split_indices(d, "halves", flip=k % 2 == 1)
-            layer = AffineCoupling(d, config.hidden_units, cond, trans, config.context_dim, bound,
-                                   name=f"coupling_{k}", dtype=config.dtype)
-        else:  # haf: parity split alternates every layer, MADE order every two layers
-            made_idx, coupling_idx = split_indices(d, "parity", flip=k % 2 == 1)
-            layer = HybridAutoregressive(
-                d, made_idx, coupling_idx, config.hidden_units,
-                config.coupling_hidden_units or config.hidden_units,
-                made_order="natural" if (k // 2) % 2 == 0 else "reversed", max_log_scale=bound,
-                name=f"haf_{k}", dtype=config.dtype, **common)
-        layers.append(layer)
-        if config.batch_norm:
-            layers.append(BatchNormalization(d, config.batch_norm_epsilon, config.batch_norm_momentum,
-                                             name=f"batch_norm_{k}"))
-    if config.num_components > 1:
-        base = MixtureMADE(d, config.hidden_units, config.num_components,
-                           order=_made_order(config, count % 2 == 1), name="base_mixture",
-                           dtype=config.dtype, **common)
-    else:
-        base = StandardNormal(d)
-    return layers, base
 
 
 class FlowModel(tf_keras.Model):
@@ -211,11 +56,11 @@ class FlowModel(tf_keras.Model):
         super().__init__(name=kwargs.pop("name", f"{config.kind}_flow"), dtype=config.dtype, **kwargs)
         self.config = config
         self.event_dim = config.event_dim
-        data_side, self.base = _data_side_layers(config)
+        data_side, self.base = get_kind(config.kind).build(config)
         self.flow_layers = data_side  # data side first: the order of the density pass
         self._xla_forward = tf.function(self._forward_layers, jit_compile=True)
         # Eager inference runs one compiled graph, not op by op; XLA where the pass is a loop.
-        sequential = config.kind == "iaf" and config.jit_compile
+        sequential = get_kind(config.kind).sequential_density and config.jit_compile
         self._compiled_log_prob = tf.function(self._log_prob, jit_compile=sequential or None,
                                               reduce_retracing=True)
         self._nll_tracker = tf_keras.metrics.Mean(name="nll")
@@ -226,7 +71,7 @@ class FlowModel(tf_keras.Model):
         self.base.log_prob(u, context=context)
 
     def get_config(self):
-        return dataclasses.asdict(self.config)
+        return self.config.to_dict()
 
     # ----- density and sampling -----------------------------------------------------------
     def inverse_and_log_det(self, x, context=None, training=False):
@@ -252,9 +97,11 @@ class FlowModel(tf_keras.Model):
         x = tf.convert_to_tensor(x, dtype=self.dtype)
         if context is not None:
             context = self._context(context, tf.shape(x)[0])
-        if training or not tf.executing_eagerly():
+        if training:  # raw: a NaN must reach the trainer, which rolls back on it
             return self._log_prob(x, context, training)
-        return self._compiled_log_prob(x, context, False)
+        if not tf.executing_eagerly():
+            return totally_ordered(self._log_prob(x, context, False))
+        return totally_ordered(self._compiled_log_prob(x, context, False))
 
     def _log_prob(self, x, context, training):
         u, log_det = self.inverse_and_log_det(x, context, training)
@@ -382,7 +229,8 @@ class FlowModel(tf_keras.Model):
 
 
 def build_flow(kind: str, event_dim: int, **options) -> FlowModel:
-    """Builds a flow model. `options` are the fields of `FlowConfig` (documented there).
+    """Builds a flow model. `options` are the shared fields of `FlowConfig` and the fields of the
+    kind's own options class (`models.kinds`), all documented there.
 
     Example:
       >>> model = build_flow("maf", 2, num_layers=2, hidden_units=[16])
@@ -390,8 +238,7 @@ def build_flow(kind: str, event_dim: int, **options) -> FlowModel:
       >>> model.log_prob(tf.zeros([3, 2])).shape
       TensorShape([3])
     """
-    valid = {f.name for f in dataclasses.fields(FlowConfig)} - {"kind", "event_dim"}
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise ValueError(f"Unknown flow option(s) {unknown}; valid options are {sorted(valid)}.")
-    return FlowModel(FlowConfig(kind=kind, event_dim=int(event_dim), **options))
+    get_kind(kind)
+    shared = {name: value for name, value in options.items() if name in SHARED_OPTIONS}
+    own = kind_options(kind, {name: value for name, value in options.items() if name not in SHARED_OPTIONS})
+    return FlowModel(FlowConfig(kind=kind, event_dim=int(event_dim), options=own, **shared))

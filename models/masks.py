@@ -26,6 +26,10 @@ def input_order(event_dim: int, order: str | Sequence[int] = "natural", seed: in
       order: "natural" (1..D), "reversed" (D..1), "random" (a permutation drawn with `seed`), or an
         explicit sequence holding a permutation of 1..D.
       seed: seed of the "random" order.
+
+    Example:
+      >>> input_order(4, "reversed")
+      array([4, 3, 2, 1])
     """
     if event_dim < 1:
         raise ValueError(f"`event_dim` must be a positive integer, but is {event_dim}.")
@@ -48,6 +52,10 @@ def hidden_degrees(num_units: int, event_dim: int, min_degree: int = 1) -> np.nd
 
     The cyclic (not random) assignment gives every admissible degree at least one unit as soon as
     the layer is wide enough, so no conditional is cut off from the inputs it may use.
+
+    Example:
+      >>> hidden_degrees(5, event_dim=4)
+      array([1, 2, 3, 1, 2])
     """
     top = max(event_dim - 1, 1)
     low = min(min_degree, top)
@@ -70,6 +78,20 @@ def made_masks(
       the connection is allowed (degree_out >= degree_in); `output_mask` has shape [H_L, D] (or
       [D, D] without hidden layers) and is 1 where degree_out > degree_in; `degrees` lists the
       degrees of the inputs and of every hidden layer.
+
+    Example:
+      Output 3 may see inputs 1 and 2, output 2 only input 1, output 1 nothing:
+
+      >>> hidden_masks, output_mask, degrees = made_masks(input_order(3), [4])
+      >>> hidden_masks[0]
+      array([[1., 1., 1., 1.],
+             [0., 1., 0., 1.],
+             [0., 0., 0., 0.]], dtype=float32)
+      >>> output_mask
+      array([[0., 1., 1.],
+             [0., 0., 1.],
+             [0., 1., 1.],
+             [0., 0., 1.]], dtype=float32)
     """
     event_dim = len(degrees_in)
     degrees = [np.asarray(degrees_in)]

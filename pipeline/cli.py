@@ -1,21 +1,31 @@
 """The `tfflows` command line.
 
-  tfflows run      [--config FILE.yaml] [--data PATH | --dataset NAME | --target U1..U4|module:fn]
-                   [--model KIND] [--epochs N] [--output DIR] [--set section.field=value ...]
-  tfflows evaluate --model DIR --data PATH [--scores FILE]
-  tfflows sample   --model DIR -n N [--seed S] --out FILE(.npy|.csv|.png)
-  tfflows ui       [--config FILE.yaml] [--output DIR] [--port 5000]
-  tfflows compile  --target kubeflow|vertex [--config FILE.yaml] [--out FILE.json] [--image IMAGE]
+    tfflows run      [--config FILE.yaml] [--data PATH | --dataset NAME | --target U1..U4|module:fn]
+                     [--model KIND] [--epochs N] [--output DIR] [--set section.field=value ...]
+    tfflows evaluate --model DIR --data PATH [--scores FILE]
+    tfflows sample   --model DIR -n N [--seed S] --out FILE(.npy|.csv|.png)
+    tfflows ui       [--config FILE.yaml] [--output DIR] [--port 5000]
+    tfflows compile  --target kubeflow|vertex [--config FILE.yaml] [--out FILE.json] [--image IMAGE]
+    tfflows promote  --version N [--config FILE.yaml] [--output DIR]   (registry alias + TF Serving `stable`)
+    tfflows rollback [--config FILE.yaml] [--output DIR]               (back to the previous version)
 
-Every failure is one line on stderr and a non-zero exit status.
+Every failure is one line on stderr and a non-zero exit status: 2 for a user's mistake (bad
+configuration, data, paths), 3 when training diverged or no model came out, 1 for anything else.
+The configuration is checked before TensorFlow is imported. Commands are quiet: TensorFlow, Beam
+and MLflow logs and any traceback go to a log file (`<output>/logs/`, or the temporary folder)
+that the failure line names; `--verbose` shows everything instead (`pipeline/terminal.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
+
+from tfflows.pipeline.extras import missing_extra
+from tfflows.pipeline.terminal import Terminal
 
 FILE_DATASETS = {".csv": "csv", ".npy": "npy", ".npz": "npz", ".tfrecord": "tfrecord", ".gz": "idx"}
 
@@ -29,8 +39,10 @@ def _dataset_for(path: str) -> str:
     for suffix, dataset in FILE_DATASETS.items():
         if name.endswith(suffix):
             return dataset
-    raise SystemExit(f"tfflows: --data {path}: cannot tell the format from the name; add --dataset "
-                     f"(csv, npy, npz, idx, images, tfrecord or a benchmark name)")
+    from tfflows.pipeline.config import ConfigError
+
+    raise ConfigError(f"--data {path}: cannot tell the format from the name; fix: add --dataset "
+                      f"(csv, npy, npz, idx, images, tfrecord or a benchmark name)")
 
 
 def _run_overrides(args) -> dict:
@@ -60,36 +72,44 @@ def _load_config(args, overrides=None):
 
 
 def cmd_run(args) -> int:
-    from tfflows.pipeline.runner import run_local
+    from tfflows.pipeline.runner import preflight
 
     config = _load_config(args, _run_overrides(args))
+    preflight(config)  # nothing is written (not even the log) for a mistake found before the run
+    terminal = args.terminal
+    terminal.capture(os.path.join(config.output, "logs"), config.progress, config.progress_every_epochs)
     if config.train.objective == "vae":
         posterior = f"IAF posterior ({config.train.num_layers} steps)" if config.train.num_layers else "diagonal posterior"
-        print(f"tfflows run: {config.ingest.dataset} -> VAE with {posterior}; ingest, train, evaluate, push into "
-              f"{os.path.abspath(config.output)}", flush=True)
+        terminal.say(f"tfflows run: {config.ingest.dataset} -> VAE with {posterior}; ingest, train, evaluate, push "
+                     f"into {os.path.abspath(config.output)}")
     elif config.train.objective == "reverse_kl":
-        print(f"tfflows run: target {config.train.target} -> {config.train.kind} flow by reverse KL; train, "
-              f"evaluate, push into {os.path.abspath(config.output)}", flush=True)
+        terminal.say(f"tfflows run: target {config.train.target} -> {config.train.kind} flow by reverse KL; train, "
+                     f"evaluate, push into {os.path.abspath(config.output)}")
     else:
-        print(f"tfflows run: {config.ingest.dataset} -> {config.train.kind} flow; ingest, transform, train, "
-              f"evaluate, push into {os.path.abspath(config.output)}", flush=True)
+        terminal.say(f"tfflows run: {config.ingest.dataset} -> {config.train.kind} flow; ingest, transform, train, "
+                     f"evaluate, push into {os.path.abspath(config.output)}")
+    from tfflows.pipeline.runner import run_local
+
     result = run_local(config)
-    print(result.report())
+    terminal.say(result.report())
+    if terminal.log_path:
+        terminal.say(f"log: {terminal.log_path}")
     return 0 if result.ok else 3
 
 
 def cmd_evaluate(args) -> int:
     from tfflows.pipeline.serving import evaluate_saved_model
 
-    report = evaluate_saved_model(args.model, args.data, scores_path=args.scores)
-    print(report)
+    args.terminal.capture(None)
+    args.terminal.say(evaluate_saved_model(args.model, args.data, scores_path=args.scores))
     return 0
 
 
 def cmd_sample(args) -> int:
     from tfflows.pipeline.serving import sample_saved_model
 
-    print(sample_saved_model(args.model, args.n, args.seed, args.out))
+    args.terminal.capture(None)
+    args.terminal.say(sample_saved_model(args.model, args.n, args.seed, args.out))
     return 0
 
 
@@ -105,11 +125,29 @@ def cmd_ui(args) -> int:
 
 
 def cmd_compile(args) -> int:
+    from importlib.metadata import version
+
+    from tfflows.pipeline.config import ConfigError
     from tfflows.pipeline.runner import compile_for_cluster
 
+    # Default: the image infra/k8s/kustomization.yaml deploys (tfflows:<package version>, tested
+    # equal); a moving tag would run other code than the one compiled and tested.
+    image = args.image = args.image or f"tfflows:{version('tfflows')}"
+    if image.endswith(":latest") or not re.search(r":[^/]+$|@sha256:", image):
+        raise ConfigError(f"--image {image}: needs a fixed tag or digest, not latest; fix: e.g. "
+                          f"--image tfflows:{version('tfflows')}")
     config = _load_config(args)
+    args.terminal.capture(os.path.join(config.output, "logs"))
     path = compile_for_cluster(config, args.target, args.out, args.image)
-    print(f"wrote the {args.target} pipeline spec to {path}")
+    args.terminal.say(f"wrote the {args.target} pipeline spec to {path}")
+    return 0
+
+
+def cmd_registry(args) -> int:
+    from tfflows.pipeline import registry
+
+    config = _load_config(args, {"output": args.output} if args.output else None)
+    print(registry.promote(config, args.version) if args.command == "promote" else registry.rollback(config))
     return 0
 
 
@@ -123,14 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", help="dataset name: moons, digits, mnist, csv, npy, ... (see README)")
     run.add_argument("--target", help="fit a flow to this unnormalised density by reverse KL instead of to "
                      "data: U1, U2, U3, U4 or package.module:function (then --set train.target_dim=D)")
-    run.add_argument("--model", help="flow kind: made, made_mog, maf, iaf, realnvp, haf, planar")
+    run.add_argument("--model", help="flow kind: made, made_mog, maf, iaf, realnvp, haf, nice, planar (spline transformers: --set train.flow_options='{transformer: spline}')")
     run.add_argument("--epochs", type=int, help="maximum training epochs")
     run.add_argument("--output", help="output folder (artifacts, metadata, serving/, mlflow.db)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any field, e.g. train.epochs=5")
     run.set_defaults(func=cmd_run)
 
     evaluate = sub.add_parser("evaluate", help="log-likelihood of a pushed model on new data")
-    evaluate.add_argument("--model", required=True, help="a pushed SavedModel (serving/<version>) or the serving/ folder (latest)")
+    evaluate.add_argument("--model", required=True, help="a pushed SavedModel (serving/<version>), the serving/ folder "
+                          "(latest) or models:/NAME@ALIAS (the registry of the default run, tfflows_output/mlflow.db)")
     evaluate.add_argument("--data", required=True, help=".npy or .csv (header) file of raw rows")
     evaluate.add_argument("--scores", help="write per-row log-likelihoods here (.npy or .csv)")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -153,35 +192,72 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--target", required=True, choices=["kubeflow", "vertex"])
     comp.add_argument("--config")
     comp.add_argument("--out", help="output JSON (default: <output>/<pipeline>_<target>.json)")
-    comp.add_argument("--image", default="tfflows:latest", help="container image holding tfflows")
+    comp.add_argument("--image", help="container image holding tfflows (default: tfflows:<version>, "
+                      "the tag infra/k8s/kustomization.yaml deploys)")
     comp.add_argument("--set", action="append", metavar="KEY=VALUE")
     comp.set_defaults(func=cmd_compile)
+
+    for name, text in (("promote", "move the registry alias (champion) and TF Serving's stable label to a version"),
+                       ("rollback", "move the registry alias and TF Serving's stable label back one version")):
+        move = sub.add_parser(name, help=text)
+        if name == "promote":
+            move.add_argument("--version", type=int, required=True, help="registered model version")
+        move.add_argument("--config")
+        move.add_argument("--output", help="the run's output folder (its mlflow.db and serving/)")
+        move.add_argument("--set", action="append", metavar="KEY=VALUE")
+        move.set_defaults(func=cmd_registry)
+    for command in sub.choices.values():
+        command.add_argument("--verbose", action="store_true",
+                             help="show TensorFlow, Beam and MLflow logs and tracebacks instead of a log file")
     return parser
 
 
-def _show_progress() -> None:
-    """Components log progress (epochs, steps, examples/s, rollbacks) to the `tfflows` loggers."""
-    import logging
+def _failure(error: BaseException) -> tuple[int, str]:
+    """(exit status, one line) for a failure; the cause is looked for along the exception's chain,
+    since TFX and Beam may re-raise a component's error inside their own."""
+    from tfflows.components.errors import DataError
+    from tfflows.pipeline.config import ConfigError
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-    logger = logging.getLogger("tfflows")
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    logger.propagate = False
+    # Only a run that trained can have diverged: the executor (and TensorFlow) is loaded then.
+    executor = sys.modules.get("tfflows.components.train.executor")
+    diverged = getattr(executor, "TrainingDivergedError", ())
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for cause in chain:
+        if diverged and isinstance(cause, diverged):
+            return 3, str(cause)
+        if isinstance(cause, (ConfigError, DataError)):
+            return 2, str(cause)
+        if isinstance(cause, UnicodeDecodeError):
+            return 2, (f"a data file is not UTF-8 text (byte {cause.object[cause.start:cause.start + 1]!r} at "
+                       f"offset {cause.start}); fix: save it as UTF-8")
+        if isinstance(cause, OSError) and cause.filename and cause.strerror:
+            return 2, f"{cause.filename}: {cause.strerror}; fix: check the path, its permissions and free space"
+        if isinstance(cause, FileNotFoundError):
+            return 2, str(cause)
+        if isinstance(cause, KeyboardInterrupt):
+            return 130, "interrupted"
+    first = str(chain[0]).strip().splitlines()
+    return 1, f"internal error: {type(chain[0]).__name__}: {first[0] if first else ''}"
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _show_progress()
-    from tfflows.components.errors import DataError
-    from tfflows.pipeline.config import ConfigError
-
+    if message := missing_extra(args.command):
+        print(message, file=sys.stderr)
+        return 2
+    args.terminal = Terminal(args.command, verbose=args.verbose)
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError) as error:
-        print(f"tfflows {args.command}: {error}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as error:  # every failure ends in one line (traceback: the log)
+        status, message = _failure(error)
+        args.terminal.failure(error, message)
+        return status
+    finally:
+        args.terminal.close()
 
 
 if __name__ == "__main__":

@@ -11,20 +11,23 @@ documented on the section's dataclass:
 - `push`      -> `components.push.config.PushConfig`    (serving export, model registry)
 
 Precedence: defaults < YAML file (`--config`) < CLI flags < `--set section.field=value`.
-Unknown or invalid fields are rejected with the list of valid ones.
+The whole configuration is checked strictly (`components.config.build_config`: every value against
+its field's type hint, then each section's own checks) before TensorFlow is imported; unknown
+fields, wrong types and invalid values end in one line naming the field path and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Tuple
 
 import yaml
 
-from tfflows.components.config import IngestConfig, TransformConfig
+from tfflows.components.config import ConfigError, IngestConfig, TransformConfig, build_config
 from tfflows.components.evaluate.config import EvaluateConfig
 from tfflows.components.push.config import PushConfig
 from tfflows.components.train.config import TrackingConfig, TrainConfig
@@ -32,10 +35,9 @@ from tfflows.components.train.config import TrackingConfig, TrainConfig
 __all__ = ["ConfigError", "RunConfig", "load_run_config", "config_to_dict"]
 
 DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory")
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with a one-line message naming the field and the fix."""
+PROGRESS = ("auto", "bar", "lines", "off")
+# TFX makes folders and ML Metadata contexts of the name: no path separators, no `..`.
+_PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,11 @@ class RunConfig:
         `--runner=DataflowRunner|FlinkRunner|SparkRunner` plus its flags runs the same code there.
       enable_cache: TFX caching: a component whose inputs and configuration did not change reuses
         its earlier outputs.
+      progress: how `tfflows run` shows training on the terminal: "bar" (one line rewritten in
+        place: epoch, loss, examples/s, ETA), "lines" (one line every ``progress_every_epochs``
+        epochs), "off", or "auto" (a bar on a terminal, lines otherwise). Every epoch's line is
+        in the run's log file (``<output>/logs/``) whatever this says.
+      progress_every_epochs: the period of "lines" progress.
       ingest, transform, train, tracking, evaluate, push: the components' sections.
 
     The embedded default (no file, no flags) is a quick run: two moons, a MAF of 5 layers with 64
@@ -60,8 +67,10 @@ class RunConfig:
 
     pipeline_name: str = "tfflows"
     output: str = "tfflows_output"
-    beam_pipeline_args: tuple = DEFAULT_BEAM_ARGS
+    beam_pipeline_args: Tuple[str, ...] = DEFAULT_BEAM_ARGS
     enable_cache: bool = True
+    progress: str = "auto"
+    progress_every_epochs: int = 10
     ingest: IngestConfig = field(default_factory=lambda: IngestConfig(dataset="moons"))
     transform: TransformConfig = field(default_factory=TransformConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
@@ -69,6 +78,19 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     push: PushConfig = field(default_factory=PushConfig)
+
+    def __post_init__(self) -> None:
+        if not _PIPELINE_NAME.fullmatch(self.pipeline_name) or ".." in self.pipeline_name:
+            raise ConfigError(f"pipeline_name {self.pipeline_name!r} is not a plain name (it names folders and "
+                              "ML Metadata contexts); fix: use letters, digits, '_', '-' or '.', e.g. tfflows")
+        if not self.output:
+            raise ConfigError("output is empty; fix: --output DIR")
+        if self.progress not in PROGRESS:
+            raise ConfigError(f"progress: expected one of {', '.join(PROGRESS)}, got {self.progress!r}; fix: "
+                              "set progress to one of them")
+        if self.progress_every_epochs < 1:
+            raise ConfigError(f"progress_every_epochs must be >= 1, but is {self.progress_every_epochs}; fix: "
+                              "set progress_every_epochs to 1 or more")
 
     @property
     def pipeline_root(self) -> str:
@@ -99,44 +121,15 @@ def config_to_dict(config) -> dict:
     return plain(dataclasses.asdict(config))
 
 
-def _merge(base: dict, update: dict, cls, where: str) -> dict:
-    """Deep-merges `update` into `base`, refusing keys that `cls` does not have."""
+def _merge(base: dict, update, cls) -> dict:
+    """Deep-merges `update` into `base`, section by section (`build_config` then checks every key)."""
     if not isinstance(update, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping of fields, got {update!r}")
-    valid = [f.name for f in dataclasses.fields(cls)]
+        return update
     nested = _nested_types(cls)
     merged = dict(base)
     for key, value in update.items():
-        path = f"{where}.{key}" if where else key
-        if key not in valid:
-            raise ConfigError(f"unknown field '{path}'; valid fields{' of ' + where if where else ''}: {', '.join(valid)}")
-        merged[key] = _merge(base.get(key) or {}, value, nested[key], path) if key in nested else value
+        merged[key] = _merge(base.get(key) or {}, value, nested[key]) if key in nested else value
     return merged
-
-
-def _coerce(hint, value):
-    """YAML 1.1 reads `1e-4` as a string: turn such values into floats where a float is expected."""
-    if isinstance(value, str) and (hint is float or float in typing.get_args(hint)):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _build(cls, values: dict, where: str):
-    nested = _nested_types(cls)
-    hints = typing.get_type_hints(cls)
-    kwargs = {k: (_build(nested[k], v, f"{where}.{k}" if where else k) if k in nested else _coerce(hints.get(k), v))
-              for k, v in values.items()}
-    for name, value in kwargs.items():  # YAML gives lists where the dataclasses hold tuples
-        if isinstance(value, list) and name == "beam_pipeline_args":
-            kwargs[name] = tuple(value)
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as error:
-        message = str(error).splitlines()[0]
-        raise ConfigError(f"invalid {where or 'config'}: {message}") from error
 
 
 def _parse_set(assignment: str) -> tuple[list[str], Any]:
@@ -162,9 +155,9 @@ def load_run_config(path: str | None = None, overrides: dict | None = None, assi
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML ({getattr(error, 'problem', error)})") from error
         if loaded is not None:
-            values = _merge(values, loaded, RunConfig, "")
+            values = _merge(values, loaded, RunConfig)
     if overrides:
-        values = _merge(values, overrides, RunConfig, "")
+        values = _merge(values, overrides, RunConfig)
     for assignment in assignments:
         keys, value = _parse_set(assignment)
         update: dict = {}
@@ -172,5 +165,5 @@ def load_run_config(path: str | None = None, overrides: dict | None = None, assi
         for key in keys[:-1]:
             cursor = cursor.setdefault(key, {})
         cursor[keys[-1]] = value
-        values = _merge(values, update, RunConfig, "")
-    return _build(RunConfig, values, "")
+        values = _merge(values, update, RunConfig)
+    return build_config(RunConfig, values)

@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import os
 
-import tfflows.models as models  # noqa: F401  (imports TFP with tf-keras before any component does)
+import tfflows.models.flows  # noqa: F401  (imports TFP with tf-keras before any component does)
 from tfx.orchestration import pipeline as tfx_pipeline
 
 from tfflows.components.evaluate.component import EvaluateFlow
@@ -22,33 +22,18 @@ from tfflows.components.push.component import PushFlow
 from tfflows.components.train.component import TrainFlow
 from tfflows.components.transform.component import TransformData
 from tfflows.pipeline.config import RunConfig
+from tfflows.pipeline.registry import resolved_tracking
 
 __all__ = ["create_pipeline", "resolved_sections"]
 
 
 def resolved_sections(config: RunConfig, tracking_uri: str):
-    """Tracking, evaluate and push sections with the run-level defaults filled in.
-
-    One MLflow store for the run (`tracking_uri`); evaluation metrics go to the training run; the
-    push folder defaults to the run's output; with tracking on, pushed models are registered
-    under `push.registered_model_name` (default: the pipeline name).
-    """
-    output = os.path.abspath(config.output)
-    tracking = dataclasses.replace(config.tracking, uri=tracking_uri)
-    active = tracking.active
-    artifacts = config.tracking.artifact_location or (
-        f"file://{os.path.join(output, 'mlartifacts')}" if tracking_uri.startswith("sqlite:") else None)
-    tracking = dataclasses.replace(tracking, artifact_location=artifacts)
-    evaluate = dataclasses.replace(config.evaluate, tracking_uri=tracking_uri if active else None,
-                                   experiment_name=tracking.experiment)
-    push = dataclasses.replace(
-        config.push,
-        push_base=config.push.push_base or output,
-        tracking_uri=(config.push.tracking_uri or tracking_uri) if active else None,
-        registered_model_name=(config.push.registered_model_name or config.pipeline_name) if active else None,
-        experiment_name=tracking.experiment,
-        artifact_location=config.push.artifact_location or artifacts)
-    return tracking, evaluate, push
+    """The tracking and push sections with the run-level defaults filled in: one tracking
+    configuration (`pipeline.registry.resolved_tracking`) handed to train, evaluate and push; the
+    push folder defaults to the run's output and the TF Serving model name is the pipeline's."""
+    push = dataclasses.replace(config.push, push_base=config.push.push_base or os.path.abspath(config.output),
+                               model_name=config.pipeline_name)
+    return resolved_tracking(config, tracking_uri), push
 
 
 def _sections(config: RunConfig) -> tuple:
@@ -67,7 +52,7 @@ def create_pipeline(config: RunConfig, pipeline_root: str, tracking_uri: str, me
                     local: bool = True):
     """The pipeline (five components; four for a VAE, three for reverse KL). `local=False` (cluster specs) leaves
     checkpoints to the trainer."""
-    tracking, evaluate, push = resolved_sections(config, tracking_uri)
+    tracking, push = resolved_sections(config, tracking_uri)
     data_components, data = [], {}
     if "ingest" in _sections(config):
         ingest = IngestExamples(config.ingest)
@@ -78,10 +63,10 @@ def create_pipeline(config: RunConfig, pipeline_root: str, tracking_uri: str, me
         data["transform_graph"] = transform.outputs["transform_graph"]
     train = TrainFlow(data.get("examples"), data.get("transform_graph"), config.train, tracking,
                       checkpoint_dir=_checkpoint_dir(config) if local else None)
-    evaluator = EvaluateFlow(model=train.outputs["model"], config=evaluate.to_json(),
-                             baseline_push_base=push.push_base, **data)
+    evaluator = EvaluateFlow(model=train.outputs["model"], config=config.evaluate.to_json(),
+                             baseline_push_base=push.push_base, tracking_config=tracking.to_json(), **data)
     pusher = PushFlow(model=train.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-                      config=push.to_json(), **data)
+                      config=push.to_json(), tracking_config=tracking.to_json(), **data)
     return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
+import shutil
 
-from tfflows.pipeline.config import RunConfig
+from tfflows.components.config import FILE_FORMATS
+from tfflows.components.errors import DataError
+from tfflows.pipeline.config import ConfigError, RunConfig
 
-__all__ = ["tracking_uri", "run_local", "compile_for_cluster", "RunResult"]
+__all__ = ["tracking_uri", "preflight", "run_local", "compile_for_cluster", "RunResult"]
 
 
 def tracking_uri(config: RunConfig) -> str:
@@ -71,8 +75,41 @@ def _read_json(folder: str | None, name: str) -> dict:
         return json.load(f)
 
 
+def _unwritable(folder: str) -> str | None:
+    """Why `folder` (or the folder that would hold it) cannot be written, or None."""
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return f"{probe} is not a folder"
+    if os.statvfs(probe).f_flag & os.ST_RDONLY:
+        return f"{probe} is on a read-only file system"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
+
+
+def preflight(config: RunConfig) -> None:
+    """What would otherwise fail only inside a component, after ML Metadata and `pipeline_root`
+    were created: a missing input file, an output folder that cannot be written. Checked before
+    anything is written; object-store URIs (``gs://``, ``s3://``) are left to the components."""
+    if config.train.objective != "reverse_kl":  # reverse KL ingests nothing
+        ingest = config.ingest
+        if ingest.dataset in FILE_FORMATS and not ingest.path:
+            raise DataError(ingest.dataset, "ingest.path", "no input file given", "pass --data PATH")
+        for name in ("path", "test_path"):
+            path = getattr(ingest, name)
+            if path and "://" not in path and not glob.glob(path):
+                raise DataError(path, f"ingest.{name}", "no such file or folder", "check the path given to --data")
+    if "://" not in config.output and (reason := _unwritable(config.output)):
+        raise ConfigError(f"output {config.output}: cannot write there ({reason}); fix: choose a writable --output")
+
+
 def run_local(config: RunConfig) -> RunResult:
-    """Runs the pipeline with TFX's LocalDagRunner and SQLite ML Metadata under `config.output`."""
+    """Runs the pipeline with TFX's LocalDagRunner and SQLite ML Metadata under `config.output`.
+
+    A first run into a fresh output that fails on its input (a `DataError`) leaves no
+    `metadata.sqlite` or `pipeline_root/` behind: nothing of it is worth caching or resuming."""
     from ml_metadata.metadata_store import metadata_store
     from tfx.orchestration import metadata
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
@@ -83,7 +120,15 @@ def run_local(config: RunConfig) -> RunResult:
     connection = metadata.sqlite_metadata_connection_config(os.path.abspath(config.metadata_path))
     uri = tracking_uri(config)
     pipeline = create_pipeline(config, os.path.abspath(config.pipeline_root), uri, connection)
-    LocalDagRunner().run(pipeline)
+    fresh = not os.path.exists(config.metadata_path) and not os.path.exists(config.pipeline_root)
+    try:
+        LocalDagRunner().run(pipeline)
+    except DataError:
+        if fresh:
+            shutil.rmtree(config.pipeline_root, ignore_errors=True)
+            if os.path.exists(config.metadata_path):
+                os.remove(config.metadata_path)
+        raise
     store = metadata_store.MetadataStore(connection)
     return RunResult(
         evaluation=_read_json(_latest_artifact_uri(store, "ModelEvaluation"), "evaluation.json"),

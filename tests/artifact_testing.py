@@ -52,3 +52,18 @@ def serve_in_fresh_process(export_dir, x, num_samples, seed=(1, 2), workdir=None
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     return np.asarray(out["lp"]), np.asarray(out["samples"]).reshape(num_samples, -1)
+
+
+def export_tiny_flow(root, d):
+    """(trained-model URI, SavedModel folder) of an untrained 1-layer MAF with identity preprocessing,
+    exported the way push exports it: a fast stand-in for serving and push tests."""
+    import os
+
+    from tfflows.components.push.export import export_saved_model
+
+    tf_keras.utils.set_random_seed(0)
+    flow = build_flow("maf", d, num_layers=1, hidden_units=[8])
+    flow.log_prob(tf.zeros([1, d]))  # builds the weights
+    model_uri = os.path.join(str(root), "model")
+    save_flow(flow, model_uri, {"epochs": 0})
+    return model_uri, export_saved_model(model_uri, None, None, os.path.join(str(root), "export"))

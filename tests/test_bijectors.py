@@ -12,13 +12,18 @@ import pytest
 import tensorflow as tf
 
 from tfflows.models.bijectors import (
+    Additive,
     AffineCoupling,
     BatchNormalization,
+    Coupling,
+    DiagonalScaling,
     GatedInverseAutoregressiveFlow,
     HybridAutoregressive,
     InverseAutoregressiveFlow,
+    LULinear,
     MaskedAutoregressiveFlow,
     Permutation,
+    RationalQuadraticSpline,
     split_indices,
 )
 from tfflows.models.made import MADE
@@ -34,18 +39,23 @@ def _triangular(degrees):
     return d[None, :] <= d[:, None]
 
 
-def _made(dim, order="natural", context=False, hidden=(7,)):
-    return MADE(dim, list(hidden), order=order, context_dim=CONTEXT_DIM if context else None, dtype=DT)
+def _made(dim, order="natural", context=False, hidden=(7,), num_params=2):
+    return MADE(dim, list(hidden), num_params=num_params, order=order, context_dim=CONTEXT_DIM if context else None,
+                dtype=DT)
 
 
-def make_maf(dim, context=False, order="natural", hidden=(7,), bound=1.5):
-    made = _made(dim, order, context, hidden)
-    return MaskedAutoregressiveFlow(made, max_log_scale=bound), _triangular(made.degrees_in)
+# Tail bound 2: a fair share of the N(0, 1) test rows lies in the identity tails.
+SPLINE = RationalQuadraticSpline(num_bins=5, tail_bound=2.0)
 
 
-def make_iaf(dim, context=False, order="reversed"):
-    made = _made(dim, order, context)
-    return InverseAutoregressiveFlow(made, max_log_scale=1.5), _triangular(made.degrees_in)
+def make_maf(dim, context=False, order="natural", hidden=(7,), bound=1.5, transformer=None):
+    made = _made(dim, order, context, hidden, num_params=transformer.num_params if transformer else 2)
+    return MaskedAutoregressiveFlow(made, max_log_scale=bound, transformer=transformer), _triangular(made.degrees_in)
+
+
+def make_iaf(dim, context=False, order="reversed", transformer=None):
+    made = _made(dim, order, context, num_params=transformer.num_params if transformer else 2)
+    return InverseAutoregressiveFlow(made, max_log_scale=1.5, transformer=transformer), _triangular(made.degrees_in)
 
 
 def make_gated_iaf(dim, context=False):
@@ -67,11 +77,18 @@ def make_coupling(dim, context=False, flip=False):
     return layer, _coupling_pattern(dim, cond, trans)
 
 
-def make_haf(dim, context=False, flip=False, order="natural"):
+def make_transformer_coupling(dim, context=False, transformer=SPLINE, split="halves"):
+    """A `Coupling` with any transformer: the coupling spline flow's layer, or NICE's (Additive)."""
+    cond, trans = split_indices(dim, split, False)
+    layer = Coupling(dim, [6], cond, trans, transformer, CONTEXT_DIM if context else None, dtype=DT)
+    return layer, _coupling_pattern(dim, cond, trans)
+
+
+def make_haf(dim, context=False, flip=False, order="natural", transformer=None):
     made_idx, coupling_idx = split_indices(dim, "parity", flip)
     layer = HybridAutoregressive(dim, made_idx, coupling_idx, [7], [6], made_order=order,
                                  context_dim=CONTEXT_DIM if context else None,
-                                 max_log_scale=None if flip else 1.5, dtype=DT)
+                                 max_log_scale=None if flip else 1.5, dtype=DT, transformer=transformer)
     allowed = _coupling_pattern(dim, made_idx, coupling_idx)
     degrees = layer.made.degrees_in
     for a, i in enumerate(made_idx):
@@ -102,9 +119,18 @@ CASES = {
     "haf_flipped_reversed": (lambda d, context=False: make_haf(d, context, True, "reversed"), [3, 6]),
     "batch_norm": (make_batch_norm, [1, 4]),
     "permutation": (make_permutation, [4]),
+    "spline_maf": (lambda d, context=False: make_maf(d, context, "random", transformer=SPLINE), [1, 3, 5]),
+    "spline_maf_no_hidden": (lambda d, context=False: make_maf(d, context, hidden=(), transformer=SPLINE), [3]),
+    "spline_iaf": (lambda d, context=False: make_iaf(d, context, transformer=SPLINE), [1, 4]),
+    "spline_coupling": (make_transformer_coupling, [2, 5]),
+    "spline_haf": (lambda d, context=False: make_haf(d, context, transformer=SPLINE), [3, 5]),
+    "nice_coupling": (lambda d, context=False: make_transformer_coupling(d, context, Additive(), "parity"), [2, 5]),
+    "lu_linear": (lambda d, context=False: (LULinear(d, seed=d, dtype=DT), np.ones((d, d), bool)), [1, 4]),
+    "diagonal_scaling": (lambda d, context=False: (DiagonalScaling(d, dtype=DT), np.eye(d, dtype=bool)), [3]),
 }
 PARAMS = [(name, dim) for name, (_, dims) in CASES.items() for dim in dims]
-CONDITIONAL = ["maf", "iaf", "gated_iaf", "coupling", "haf"]
+CONDITIONAL = ["maf", "iaf", "gated_iaf", "coupling", "haf", "spline_maf", "spline_iaf", "spline_coupling",
+               "spline_haf", "nice_coupling"]
 
 
 def build(name, dim, context=False, seed=0):

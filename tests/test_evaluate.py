@@ -1,4 +1,5 @@
-"""Evaluate component: test log-likelihood ± 2 s.e., bits/dim, NaN guard, baseline blessing."""
+"""Evaluate component: test log-likelihood ± 2 s.e., bits/dim, NaN guard, reference and baseline
+blessing."""
 
 from __future__ import annotations
 
@@ -25,11 +26,12 @@ def moons(tmp_path_factory):
     run_transform(ex, TransformConfig(), tg)
     good = train_flow_artifact(ex, tg, str(root / "good"), epochs=20)
     untrained = train_flow_artifact(ex, tg, str(root / "untrained"), epochs=0)
+    fair = train_flow_artifact(ex, tg, str(root / "fair"), epochs=2)  # beats the Gaussian, less than good
     nan_model = load_flow(untrained)
     var = nan_model.trainable_variables[0]
     var.assign(tf.fill(var.shape, float("nan")))
     save_flow(nan_model, str(root / "nan"))
-    return {"examples": ex, "transform": tg, "good": good, "untrained": untrained,
+    return {"examples": ex, "transform": tg, "good": good, "untrained": untrained, "fair": fair,
             "nan": str(root / "nan"), "root": root}
 
 
@@ -65,38 +67,52 @@ def test_nan_weights_not_blessed(moons, tmp_path):
 
 
 def test_worse_than_baseline_not_blessed_and_tolerance(moons, tmp_path):
-    worse = run_evaluate(moons["examples"], moons["transform"], moons["untrained"],
+    worse = run_evaluate(moons["examples"], moons["transform"], moons["fair"],
                          EvaluateConfig(), str(tmp_path / "a"),
                          baseline_model_uri=moons["good"])
-    assert not worse["blessed"] and "baseline" in worse["reason"]
+    assert worse["reference"]["margin"] > 0  # good enough on its own: the baseline decides
+    assert not worse["blessed"] and "vs baseline" in worse["reason"]
     gap = (worse["baseline_metrics"]["data_log_likelihood"]
            - worse["metrics"]["data_log_likelihood"])
     assert gap > 0
-    tolerant = run_evaluate(moons["examples"], moons["transform"], moons["untrained"],
+    tolerant = run_evaluate(moons["examples"], moons["transform"], moons["fair"],
                             EvaluateConfig(tolerance=gap + 0.01), str(tmp_path / "b"),
                             baseline_model_uri=moons["good"])
     assert tolerant["blessed"]
     better = run_evaluate(moons["examples"], moons["transform"], moons["good"],
                           EvaluateConfig(), str(tmp_path / "c"),
-                          baseline_model_uri=moons["untrained"])
+                          baseline_model_uri=moons["fair"])
     assert better["blessed"] and read_blessing(str(tmp_path / "c"))
     # Demanding more improvement than achieved (negative tolerance) refuses the blessing.
     strict = run_evaluate(moons["examples"], moons["transform"], moons["good"],
                           EvaluateConfig(tolerance=-(gap + 1.0)), str(tmp_path / "d"),
-                          baseline_model_uri=moons["untrained"])
+                          baseline_model_uri=moons["fair"])
     assert not strict["blessed"]
+
+
+def test_untrained_flow_loses_to_the_gaussian_even_against_a_worse_baseline(moons, tmp_path):
+    """An untrained flow is finite, and better than a NaN baseline, but not good: not blessed."""
+    result = run_evaluate(moons["examples"], moons["transform"], moons["untrained"], EvaluateConfig(),
+                          str(tmp_path / "e"), baseline_model_uri=moons["nan"])
+    assert not result["blessed"] and result["reference"]["margin"] < 0
+    assert "no better than its reference" in result["reason"] and "non-finite" in result["reason"]
 
 
 def test_metrics_logged_to_mlflow(moons, tmp_path):
     from mlflow.tracking import MlflowClient
 
+    from tfflows.components.train import TrackingConfig
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_evaluate(moons["examples"], moons["transform"], moons["good"],
-                          EvaluateConfig(tracking_uri=uri), str(tmp_path / "eval"))
+                          EvaluateConfig(), str(tmp_path / "eval"), tracking=TrackingConfig(uri=uri))
     run = MlflowClient(tracking_uri=uri).get_run(result["mlflow_run_id"])
     np.testing.assert_allclose(run.data.metrics["test_data_log_likelihood"],
                                result["metrics"]["data_log_likelihood"], rtol=1e-6)
     assert run.data.metrics["blessed"] == 1.0
+    # the margin over the Gaussian reference and the reason that states it
+    np.testing.assert_allclose(run.data.metrics["test_reference_margin"], result["reference"]["margin"], rtol=1e-6)
+    assert run.data.tags["blessing_reason"] == result["reason"] and "Gaussian" in result["reason"]
 
 
 def test_discrete_digits_bits_per_dim_reproducible(tmp_path):
@@ -134,3 +150,28 @@ def test_separate_blessing_folder(moons, tmp_path):
     assert not os.path.exists(tmp_path / "eval" / "BLESSED")
     with open(tmp_path / "blessing" / "evaluation.json") as f:
         assert json.load(f)["blessed"] is result["blessed"] is True
+
+
+def test_extreme_finite_rows_score_minus_inf_never_nan(moons, tmp_path):
+    """Scores are totally ordered (issue 18.6): a finite float32 row far outside the data gets a
+    finite score or -inf, never NaN (NaN fails every `score < threshold` test), in the flow, the
+    evaluator's scorer and the exported SavedModel."""
+    from tfflows.components.evaluate.executor import score_model
+    from tfflows.components.push import export_saved_model
+
+    rows = np.array([[0.5, 0.2], [1e30, 0.0], [3e38, 3e38], [-3e38, 1e30], [0.0, -1e30]], np.float32)
+    model = load_flow(moons["good"])
+    raw = model._log_prob(tf.constant(rows), None, False).numpy()  # before the guard
+    assert np.isnan(raw).any()  # what users saw: NaN at 3e38
+
+    def totally_ordered(scores):
+        scores = np.asarray(scores)
+        return not np.isnan(scores).any() and np.all(np.isfinite(scores) | (scores == -np.inf))
+
+    lp = model.log_prob(rows).numpy()
+    assert totally_ordered(lp) and np.isfinite(lp[0]) and np.isneginf(lp).sum() >= 1
+    np.testing.assert_allclose(lp[np.isfinite(raw)], raw[np.isfinite(raw)], rtol=1e-5)
+    assert totally_ordered(score_model(moons["good"], rows)[0])
+    export = export_saved_model(moons["good"], moons["transform"], None, str(tmp_path / "export"))
+    served = tf.saved_model.load(export).signatures["log_prob"](x=tf.constant(rows))["log_prob"].numpy()
+    assert totally_ordered(served) and np.isfinite(served[0])

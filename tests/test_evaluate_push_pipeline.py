@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-import tfflows.models as models  # noqa: F401  (TFP before TFX: TFP picks tf-keras only if imported first)
+import tfflows.models.flows  # noqa: F401  (TFP before TFX: TFP picks tf-keras only if imported first)
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types.standard_artifacts import Examples, Model, TransformGraph

@@ -20,6 +20,7 @@ KIND_OPTIONS = {
     "gated_iaf": {"num_layers": 2, "gated": True},
     "realnvp": {"num_layers": 3},
     "haf": {"num_layers": 4},
+    "nice": {"num_layers": 4},
 }
 
 
@@ -245,3 +246,91 @@ def test_outliers_get_finite_very_low_log_densities(kind):
     assert np.max(scores[1:]) < np.min(model.log_prob(data).numpy()), "outliers must score below every row"
     perturb(model, seed=1, scale=2.0)  # large weights: the regime where unbounded scales overflow
     assert np.all(np.isfinite(model.log_prob(far).numpy()))
+
+
+def test_nice_is_additive_couplings_on_alternating_parity_then_a_diagonal_scaling():
+    """NICE (Dinh et al. 2015): the couplings preserve volume, so the flow's log-det is the final
+    scaling's sum of log-scales, whatever x is; the split alternates even/odd positions."""
+    from tfflows.models.bijectors import Coupling, DiagonalScaling
+
+    model = flow("nice", 4)
+    assert [type(layer).__name__ for layer in model.flow_layers] == ["Coupling"] * 4 + ["DiagonalScaling"]
+    for k, layer in enumerate(model.flow_layers[:4]):
+        assert isinstance(layer, Coupling)
+        np.testing.assert_array_equal(layer.conditioning, [0, 2] if k % 2 == 0 else [1, 3])
+    x = tf.constant(np.random.default_rng(0).normal(size=(6, 4)) * 3.0)
+    _, log_det = model.inverse_and_log_det(x)
+    scaling = model.flow_layers[-1]
+    assert isinstance(scaling, DiagonalScaling)
+    np.testing.assert_allclose(log_det, np.full(6, scaling.log_scale.numpy().sum()), atol=1e-12)
+    assert not model.config.batch_norm
+
+
+def test_lu_layers_sit_between_layers():
+    model = build_flow("realnvp", 3, num_layers=3, hidden_units=[4], batch_norm=False, permutation="lu")
+    assert [type(layer).__name__ for layer in model.flow_layers] == [
+        "AffineCoupling", "LULinear", "AffineCoupling", "LULinear", "AffineCoupling"]
+
+
+@pytest.mark.parametrize("kind,options", [
+    ("maf", dict(transformer="spline", num_bins=3, permutation="lu", order="random")),
+    ("haf", dict(coupling_hidden_units=[5], transformer="spline")),
+    ("iaf", dict(gated=True)),
+    ("nice", {}),
+])
+def test_get_config_rebuilds_the_same_flow(kind, options):
+    """`get_config()` is one flat dict (what the train component writes to flow_config.json)."""
+    model = build_flow(kind, 4, num_layers=2, hidden_units=[6], dtype="float64", **options)
+    perturb(model, seed=1)
+    config = model.get_config()
+    fresh = build_flow(config.pop("kind"), config.pop("event_dim"), **config)
+    for target, source in zip(fresh.variables, model.variables, strict=True):
+        target.assign(source)
+    x = tf.constant(np.random.default_rng(0).normal(size=(3, 4)))
+    np.testing.assert_array_equal(fresh.log_prob(x), model.log_prob(x))
+
+
+def test_options_of_another_kind_are_refused_with_their_owner():
+    with pytest.raises(ValueError, match=r"\['gated'\] belong to kind\(s\) \{'gated': \['iaf'\]\}, not to 'maf'"):
+        build_flow("maf", 2, gated=True)
+
+
+def test_a_new_kind_is_one_registered_builder():
+    """A kind registered from outside the library builds, samples and is listed, with its own option."""
+    import dataclasses
+
+    from tfflows.models import FLOW_KINDS, flow_option_names, register_kind
+    from tfflows.models.base_densities import StandardNormal
+    from tfflows.models.bijectors import DiagonalScaling
+    from tfflows.models.builders import stack_layers
+    from tfflows.models.kinds import _REGISTRY
+
+    @dataclasses.dataclass
+    class ScaleOptions:
+        start: float = 0.0
+
+    def build(config):
+        def layer(k):
+            scaling = DiagonalScaling(config.event_dim, name=f"scale_{k}", dtype=config.dtype)
+            scaling.log_scale.assign(tf.fill([config.event_dim], tf.constant(config.options.start, config.dtype)))
+            return scaling
+        return stack_layers(config, layer), StandardNormal(config.event_dim)
+
+    register_kind("scales", ScaleOptions, batch_norm=False, build=build)
+    try:
+        assert "scales" in FLOW_KINDS and "start" in flow_option_names("scales")
+        model = build_flow("scales", 2, num_layers=3, start=0.5, dtype="float64")
+        np.testing.assert_allclose(model.log_prob(tf.zeros([1, 2], tf.float64)), [3.0 - np.log(2 * np.pi)], atol=1e-12)
+    finally:
+        del _REGISTRY["scales"]
+
+
+def test_kind_registry_and_options_import_without_tensorflow():
+    """The CLI validates configurations before TensorFlow is imported (issue 16)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tfflows.models.kinds import FLOW_KINDS, flow_option_names; "
+            "assert 'nice' in FLOW_KINDS and 'tail_bound' in flow_option_names('realnvp'); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

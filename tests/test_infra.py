@@ -1,11 +1,12 @@
-"""Checks of infra/: compose, Kubernetes, schedules, the MLflow image's entry point, and a real
-MLflow server on PostgreSQL (the backend infra/ deploys).
+"""Checks of infra/: every file (YAML, no secrets, no registry hosts), compose, the MLflow
+image's entry point, and a real MLflow server on PostgreSQL (the backend infra/ deploys), plus
+the helpers the other infra tests share. Kubernetes: tests/test_infra_k8s.py; schedules (cron,
+Airflow): tests/test_infra_schedule.py.
 
-No Docker engine, Kubernetes cluster or Airflow is needed: files are parsed and checked
-structurally, shell pieces run with stand-ins for the programs they call, the Airflow DAG is
-executed against a small recording stub of the two Airflow names it imports (unless Airflow
-itself is installed), and `docker compose config` runs only where a compose client exists.
-The `slow` tests start real `mlflow server` processes on 127.0.0.1.
+No Docker engine or Kubernetes cluster is needed: files are parsed and checked structurally,
+shell pieces run with stand-ins for the programs they call, and `docker compose config` runs
+only where a compose client exists. The `slow` tests start real `mlflow server` processes on
+127.0.0.1.
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import runpy
-import shlex
 import shutil
 import subprocess
 import sys
 import textwrap
-import types
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -85,6 +83,19 @@ def _containers(doc: dict) -> list[dict]:
         c for spec in _pod_specs(doc)
         for c in spec.get("containers", []) + spec.get("initContainers", [])
     ]
+
+
+def _check_cron_fields(fields: list[str]) -> None:
+    ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+    assert len(fields) == 5, fields
+    for field, (low, high) in zip(fields, ranges):
+        for part in field.split(","):
+            base, _, step = part.partition("/")
+            assert step == "" or step.isdigit(), field
+            if base == "*":
+                continue
+            for number in base.split("-"):
+                assert number.isdigit() and low <= int(number) <= high, f"{field} out of range"
 
 
 # ------------------------------------------------------------------------------------------
@@ -240,7 +251,13 @@ def test_compose_mlflow_auth_postgres_minio():
     )
     bucket = services["minio-create-bucket"]
     assert bucket["restart"] == "no"
-    assert "mc mb --ignore-existing" in "\n".join(bucket["command"])
+    # The same MinIO setup script as Kubernetes (tested in tests/test_infra_k8s.py).
+    assert bucket["entrypoint"] == ["/bin/sh", "/minio-setup.sh"]
+    assert "../k8s/minio-setup.sh:/minio-setup.sh:ro" in bucket["volumes"]
+    assert (COMPOSE_DIR / "../k8s/minio-setup.sh").is_file()
+    assert env["AWS_ACCESS_KEY_ID"] == bucket["environment"]["MLFLOW_S3_ACCESS_KEY"].replace(
+        " (MLflow's MinIO user)", "")
+    assert "MINIO_ROOT" not in env["AWS_SECRET_ACCESS_KEY"]
     # The image the compose file builds has what the command needs.
     dockerfile = (INFRA / "docker" / "mlflow" / "Dockerfile").read_text()
     assert '"mlflow[auth]==3.17.2"' in dockerfile
@@ -392,369 +409,6 @@ def test_mlflow_entrypoint_writes_auth_config(tmp_path, monkeypatch):
     env.pop("MLFLOW_BACKEND_STORE_URI")
     refused = subprocess.run(["sh", str(ENTRYPOINT)], env=env, capture_output=True, text=True)
     assert refused.returncode != 0 and "MLFLOW_BACKEND_STORE_URI" in refused.stderr
-
-
-# ------------------------------------------------------------------------------------------
-# Kubernetes
-# ------------------------------------------------------------------------------------------
-
-
-def test_k8s_docs_have_identity():
-    docs = _k8s_docs()
-    assert len(docs) >= 10
-    for path, doc in docs:
-        assert doc.get("apiVersion") and doc.get("kind"), path
-        assert doc.get("metadata", {}).get("name"), f"{path}: {doc.get('kind')} without a name"
-
-
-def test_k8s_kustomization_lists_every_manifest():
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    listed = set(kustomization["resources"])
-    present = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert listed == present
-    assert kustomization["namespace"] == "tfflows"
-
-
-def test_k8s_expected_workloads():
-    kinds = {(doc["kind"], doc["metadata"]["name"]) for _, doc in _k8s_docs()}
-    for expected in [
-        ("StatefulSet", "postgres"), ("Service", "postgres"),
-        ("Deployment", "minio"), ("Service", "minio"), ("Job", "minio-create-bucket"),
-        ("Deployment", "mlflow"), ("Service", "mlflow"),
-        ("Deployment", "tf-serving"), ("Service", "tf-serving"),
-        ("CronJob", "tfflows-pipeline"), ("PersistentVolumeClaim", "tfflows-output"),
-    ]:
-        assert expected in kinds, expected
-
-
-def test_k8s_images_pinned():
-    for path, doc in _k8s_docs():
-        for container in _containers(doc):
-            image = container["image"]
-            assert "@sha256:" in image or (":" in image and not image.endswith(":latest")), (
-                f"{path}: {container['name']} image {image!r} is not pinned to a tag"
-            )
-
-
-def test_k8s_secrets_only_through_secret_key_refs():
-    referenced = set()
-    for path, doc in _k8s_docs():
-        for container in _containers(doc):
-            defined = set()
-            for var in container.get("env", []):
-                name = var["name"]
-                if "valueFrom" in var:
-                    ref = var["valueFrom"].get("secretKeyRef")
-                    if ref:
-                        referenced.add(ref["name"])
-                        assert ref.get("key"), f"{path}: {name} secretKeyRef without key"
-                elif SECRET_NAME.search(name):
-                    pytest.fail(f"{path}: {container['name']} sets {name} without secretKeyRef")
-                else:
-                    value = str(var.get("value", ""))
-                    # $(VAR) may only use variables defined earlier in the same list.
-                    for used in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", value):
-                        assert used in defined, f"{path}: {name} uses $({used}) before it is set"
-                    assert not _literal_secrets(f"{name}={value}"), f"{path}: {name}"
-                defined.add(name)
-    assert {"tfflows-postgres", "tfflows-minio", "tfflows-mlflow",
-            "tfflows-pipeline-mlflow"} <= referenced
-    readme = README.read_text()
-    for secret in referenced:
-        assert re.search(rf"kubectl (-n \S+ )?create secret generic {secret}\b", readme), (
-            f"README.md must show how to create secret {secret}"
-        )
-
-
-def test_k8s_services_select_their_pods():
-    docs = [doc for _, doc in _k8s_docs()]
-    pod_labels = [
-        doc["spec"]["template"]["metadata"]["labels"] for doc in docs
-        if doc["kind"] in {"Deployment", "StatefulSet"}
-    ]
-    for doc in docs:
-        if doc["kind"] == "Service":
-            selector = doc["spec"]["selector"]
-            assert any(selector.items() <= labels.items() for labels in pod_labels), (
-                f"Service {doc['metadata']['name']} selects no pod"
-            )
-    for doc in docs:
-        if doc["kind"] in {"Deployment", "StatefulSet"}:
-            assert doc["spec"]["selector"]["matchLabels"].items() <= (
-                doc["spec"]["template"]["metadata"]["labels"].items()
-            )
-
-
-def test_k8s_mlflow_and_serving():
-    docs = {(d["kind"], d["metadata"]["name"]): d for _, d in _k8s_docs()}
-    (mlflow,) = _containers(docs["Deployment", "mlflow"])
-    assert "--app-name=basic-auth" in mlflow["args"]
-    env = {v["name"]: v for v in mlflow["env"]}
-    assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql+psycopg://$(DB_USER)")
-    (serving,) = _containers(docs["Deployment", "tf-serving"])
-    assert serving["image"].startswith("tensorflow/serving:")
-    assert {"name": "MODEL_NAME", "value": "tfflows"} in serving["env"]
-    (mount,) = serving["volumeMounts"]
-    assert (mount["mountPath"], mount["subPath"], mount["readOnly"]) == (
-        "/models/tfflows", "serving", True)
-    assert 8501 in [p["containerPort"] for p in serving["ports"]]
-
-
-def _check_cron_fields(fields: list[str]) -> None:
-    ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
-    assert len(fields) == 5, fields
-    for field, (low, high) in zip(fields, ranges):
-        for part in field.split(","):
-            base, _, step = part.partition("/")
-            assert step == "" or step.isdigit(), field
-            if base == "*":
-                continue
-            for number in base.split("-"):
-                assert number.isdigit() and low <= int(number) <= high, f"{field} out of range"
-
-
-def test_k8s_cronjob_runs_the_cli():
-    cron = next(d for _, d in _k8s_docs() if d["kind"] == "CronJob")
-    _check_cron_fields(cron["spec"]["schedule"].split())
-    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
-    (container,) = _containers(cron)
-    argv = container["command"] + container["args"]
-    assert argv[:2] == ["tfflows", "run"]
-    assert any(a.startswith("--config=") for a in argv)
-    assert "tracking.uri=http://mlflow:5000" in argv
-
-
-def test_kubeflow_recurring_run_with_stub_client(tmp_path):
-    module = runpy.run_path(str(K8S / "kubeflow" / "recurring_run.py"))
-    calls = []
-
-    class StubClient:
-        def get_experiment(self, experiment_name):
-            calls.append(("get_experiment", experiment_name))
-            raise ValueError("no such experiment")
-
-        def create_experiment(self, name):
-            calls.append(("create_experiment", name))
-            return types.SimpleNamespace(experiment_id="exp-1")
-
-        def create_recurring_run(self, **kwargs):
-            calls.append(("create_recurring_run", kwargs))
-            return types.SimpleNamespace(recurring_run_id="rr-1")
-
-    run = module["schedule_recurring_run"](
-        StubClient(), package_path="spec.json", experiment_name="tfflows",
-        job_name="tfflows-daily", cron="0 30 2 * * *", params={"a": "1"},
-    )
-    assert run.recurring_run_id == "rr-1"
-    kwargs = calls[-1][1]
-    assert kwargs["experiment_id"] == "exp-1" and kwargs["max_concurrency"] == 1
-    assert kwargs["pipeline_package_path"] == "spec.json" and kwargs["no_catchup"] is True
-    with pytest.raises(ValueError, match="6 fields"):
-        module["check_kfp_cron"]("30 2 * * *")
-    # The keyword arguments exist on the installed kfp.Client.
-    kfp = pytest.importorskip("kfp")
-    import inspect
-
-    accepted = inspect.signature(kfp.Client.create_recurring_run).parameters
-    assert set(kwargs) <= set(accepted)
-
-
-# ------------------------------------------------------------------------------------------
-# Airflow DAG (real Airflow when installed, else a recording stub of the names it imports)
-# ------------------------------------------------------------------------------------------
-
-
-def _airflow_stub(variant: str) -> tuple[dict[str, types.ModuleType], list]:
-    created: list = []
-
-    class DAG:
-        _current = None
-
-        def __init__(self, dag_id, **kwargs):
-            self.dag_id, self.kwargs, self.tasks = dag_id, kwargs, []
-
-        def __enter__(self):
-            DAG._current = self
-            return self
-
-        def __exit__(self, *exc):
-            DAG._current = None
-
-    class BashOperator:
-        def __init__(self, task_id, bash_command, **kwargs):
-            assert DAG._current is not None, "operator created outside the DAG context"
-            self.task_id, self.bash_command, self.kwargs = task_id, bash_command, kwargs
-            DAG._current.tasks.append(self)
-            created.append(self)
-
-    airflow = types.ModuleType("airflow")
-    airflow.__path__ = []
-    modules = {"airflow": airflow}
-    if variant == "airflow3":
-        sdk = types.ModuleType("airflow.sdk")
-        sdk.DAG = DAG
-        bash_module = types.ModuleType("airflow.providers.standard.operators.bash")
-        bash_module.BashOperator = BashOperator
-        for name in ["airflow.providers", "airflow.providers.standard",
-                     "airflow.providers.standard.operators"]:
-            package = types.ModuleType(name)
-            package.__path__ = []
-            modules[name] = package
-        modules |= {"airflow.sdk": sdk, bash_module.__name__: bash_module}
-    else:
-        airflow.DAG = DAG
-        operators = types.ModuleType("airflow.operators")
-        operators.__path__ = []
-        bash_module = types.ModuleType("airflow.operators.bash")
-        bash_module.BashOperator = BashOperator
-        modules |= {"airflow.operators": operators, "airflow.operators.bash": bash_module}
-    return modules, created
-
-
-def _render(template: str, variables: dict[str, str], login="pipeline", password="pw") -> str:
-    import jinja2
-
-    class _Values:
-        def get(self, key, default=None):
-            return variables.get(key, default)
-
-    context = {
-        "var": types.SimpleNamespace(value=_Values()),
-        "conn": types.SimpleNamespace(
-            tfflows_mlflow=types.SimpleNamespace(login=login, password=password)),
-    }
-    return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(
-        context)
-
-
-def _airflow_installed() -> bool:
-    try:
-        import airflow  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.parametrize("variant", ["airflow2", "airflow3"])
-def test_airflow_dag_with_stub(variant, monkeypatch):
-    if _airflow_installed():
-        pytest.skip("Airflow is installed: test_airflow_dag_with_real_airflow checks the DAG")
-    modules, created = _airflow_stub(variant)
-    for name in list(sys.modules):
-        if name == "airflow" or name.startswith("airflow."):
-            monkeypatch.delitem(sys.modules, name)
-    for name, module in modules.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    namespace = runpy.run_path(str(SCHEDULE / "airflow_dag.py"))
-    dag = namespace["dag"]
-    assert dag.dag_id == "tfflows_daily"
-    assert dag.kwargs["schedule"] == "@daily"
-    assert dag.kwargs["catchup"] is False and dag.kwargs["max_active_runs"] == 1
-    assert dag.kwargs["start_date"].tzinfo is not None
-    (task,) = created
-    assert dag.tasks == [task] and task.task_id == "tfflows_run"
-    assert task.kwargs["append_env"] is True
-
-    script = _render(task.bash_command, {})
-    lines = [ln for ln in script.splitlines() if ln.strip()]
-    assert lines[0] == "set -euo pipefail"
-    assert shlex.split(lines[1]) == [
-        "tfflows", "run", "--config", "/etc/tfflows/config.yaml", "--output", "/var/lib/tfflows"]
-    script = _render(task.bash_command, {
-        "tfflows_config": "/cfg/a b.yaml", "tfflows_output": "/out",
-        "tfflows_tracking_uri": "http://mlflow:5000", "tfflows_bin": "/opt/tfflows/.venv/bin/tfflows",
-    })
-    assert shlex.split(script.splitlines()[1]) == [
-        "/opt/tfflows/.venv/bin/tfflows", "run", "--config", "/cfg/a b.yaml", "--output", "/out",
-        "--set", "tracking.uri=http://mlflow:5000"]
-    env = {k: _render(v, {}) for k, v in task.kwargs["env"].items()}
-    assert env == {"MLFLOW_TRACKING_USERNAME": "pipeline", "MLFLOW_TRACKING_PASSWORD": "pw"}
-    # The rendered script is valid bash.
-    subprocess.run(["bash", "-n", "-c", script], check=True)
-
-
-def test_airflow_dag_with_real_airflow():
-    if not _airflow_installed():
-        pytest.skip("apache-airflow is not installed (not a project dependency); the DAG is "
-                    "checked against a recording stub in test_airflow_dag_with_stub")
-    from airflow.models import DagBag
-
-    bag = DagBag(dag_folder=str(SCHEDULE / "airflow_dag.py"), include_examples=False)
-    assert bag.import_errors == {}
-    assert "tfflows_daily" in bag.dags
-
-
-# ------------------------------------------------------------------------------------------
-# Single-machine cron
-# ------------------------------------------------------------------------------------------
-
-
-def _cron_entries() -> list[str]:
-    entries = []
-    for line in (SCHEDULE / "crontab").read_text().splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#") or re.match(r"^[A-Z_]+=", stripped):
-            continue
-        entries.append(stripped)
-    return entries
-
-
-def test_crontab_line_parses():
-    (entry,) = _cron_entries()
-    fields = entry.split(None, 5)
-    _check_cron_fields(fields[:5])
-    command = fields[5]
-    assert "%" not in command, "unescaped % in a crontab command becomes a newline"
-    argv = shlex.split(command)
-    assert argv[0].endswith("flock") and argv[1] == "-n"
-    assert argv[3].endswith("run_pipeline.sh")
-    assert argv[-3:] == [">>", "/var/log/tfflows/run.log", "2>&1"]
-
-
-def _localised_cron_command(tmp_path: Path) -> tuple[str, Path]:
-    (entry,) = _cron_entries()
-    command = entry.split(None, 5)[5]
-    log = tmp_path / "log" / "run.log"
-    log.parent.mkdir()
-    command = (command.replace("/usr/bin/flock", shutil.which("flock") or "flock")
-               .replace("/tmp/tfflows-run.lock", str(tmp_path / "run.lock"))
-               .replace("/opt/tfflows/infra/schedule/run_pipeline.sh",
-                        str(SCHEDULE / "run_pipeline.sh"))
-               .replace("/var/log/tfflows/run.log", str(log)))
-    return command, log
-
-
-@pytest.mark.skipif(shutil.which("flock") is None, reason="flock (util-linux) not installed")
-def test_cron_command_runs_once_at_a_time(tmp_path):
-    fake = tmp_path / "tfflows"
-    fake.write_text('#!/bin/sh\necho "fake tfflows $*"\necho "user=$MLFLOW_TRACKING_USERNAME"\n')
-    fake.chmod(0o755)
-    env_file = tmp_path / "env"
-    env_file.write_text(
-        f"TFFLOWS_BIN={fake}\nTFFLOWS_CONFIG=/cfg.yaml\nTFFLOWS_OUTPUT={tmp_path / 'out'}\n"
-        "TFFLOWS_TRACKING_URI=http://127.0.0.1:5000\nMLFLOW_TRACKING_USERNAME=pipeline\n"
-    )
-    command, log = _localised_cron_command(tmp_path)
-    env = {"PATH": os.environ["PATH"], "TFFLOWS_ENV_FILE": str(env_file)}
-    subprocess.run(["bash", "-c", command], env=env, check=True, timeout=60)
-    text = log.read_text()
-    assert (f"fake tfflows run --config /cfg.yaml --output {tmp_path / 'out'} "
-            "--set tracking.uri=http://127.0.0.1:5000") in text
-    assert "user=pipeline" in text and "exit status 0" in text
-    # While another run holds the lock (flock(1) uses flock(2), as fcntl.flock does), the next
-    # one exits at once without running.
-    import fcntl
-
-    before = log.read_text()
-    with open(tmp_path / "run.lock", "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        second = subprocess.run(["bash", "-c", command], env=env, timeout=60)
-    assert second.returncode != 0
-    assert log.read_text() == before
-    # A failing run's status reaches cron (and the log).
-    fake.write_text("#!/bin/sh\nexit 3\n")
-    third = subprocess.run(["bash", "-c", command], env=env, timeout=60)
-    assert third.returncode == 3 and "exit status 3" in log.read_text()
 
 
 # ------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -33,14 +34,14 @@ def test_defaults_file_and_set_precedence(tmp_path):
 
 
 @pytest.mark.parametrize("assignment,match", [
-    ("train.epoch=3", "unknown field 'train.epoch'; valid fields of train: kind, num_layers"),
+    ("train.epoch=3", "unknown field 'train.epoch' (did you mean 'epochs'?); valid fields of train: kind, num_layers"),
     ("trainer.epochs=3", "unknown field 'trainer'"),
-    ("train.epochs=-1", "invalid train: `epochs` must be an int >= 1"),
+    ("train.epochs=-1", "train.epochs must be an int >= 1, but is -1; fix: change train.epochs"),
     ("train.kind=glow", "kind"),
     ("noequals", "expected section.field=value"),
 ])
 def test_bad_settings_are_refused_with_the_valid_fields(assignment, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=re.escape(match)):
         load_run_config(None, None, [assignment])
 
 
@@ -53,7 +54,7 @@ def test_cli_rejects_bad_flags_and_configs(tmp_path):
         (["run", "--config", str(bad_yaml)], "not valid YAML"),
         (["run", "--config", str(unknown)], "unknown field 'train.epochz'"),
         (["run", "--config", str(tmp_path / "missing.yaml")], "cannot read the config file"),
-        (["run", "--set", "train.epochs=zero"], "epochs"),
+        (["run", "--set", "train.epochs=zero"], "train.epochs: expected an integer, got 'zero'"),
         (["run", "--data", str(tmp_path / "x.weird")], "cannot tell the format"),
         (["sample", "--model", str(tmp_path), "-n", "3", "--out", str(tmp_path / "s.npy")], "no SavedModel here"),
     ]:
@@ -84,6 +85,12 @@ def test_run_evaluate_sample_end_to_end(tmp_path):
     result = cli("run", "--dataset", "moons", "--model", "maf", "--epochs", "2", "--output", str(output), *TINY)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "test log-likelihood:" in result.stdout and "MLflow run:" in result.stdout
+    # quiet by default: no TensorFlow/absl/MLflow chatter, the whole output fits on one screen, the
+    # log file it names holds the rest
+    shown = (result.stdout + result.stderr).strip().splitlines()
+    assert len(shown) <= 20 and not any(w in result.stdout + result.stderr for w in ("absl", "oneDNN", "cuda")), shown
+    log = result.stdout.strip().splitlines()[-1].removeprefix("log: ")
+    assert os.path.dirname(log) == str(output / "logs") and "epoch 2" in open(log).read()
     version_dir = output / "serving" / "1"
     assert (version_dir / "saved_model.pb").exists(), result.stdout
 
@@ -110,7 +117,6 @@ def test_run_evaluate_sample_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_pipeline_logs_to_a_real_mlflow_server_over_http(tmp_path):
     """`tfflows run` against a real `mlflow server` on loopback, read back through its REST API."""
-    import re
 
     from tests import mlflow_server
 
@@ -160,7 +166,9 @@ def test_image_data_end_to_end_bits_per_dim_and_sample_grid(tmp_path):
     """Discrete image data (digits): evaluate reports bits/dim, sample draws an image grid."""
     output = tmp_path / "out"
     result = cli("run", "--dataset", "digits", "--epochs", "1", "--output", str(output), "--set",
-                 "ingest.max_examples=400", "--set", "train.num_layers=1", "--set", "train.hidden_units=[64]")
+                 "ingest.max_examples=400", "--set", "train.num_layers=1", "--set", "train.hidden_units=[64]",
+                 # plumbing, not quality: one epoch loses to the Gaussian reference
+                 "--set", "evaluate.reference_tolerance=1e6")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "bits/dim:" in result.stdout
     rows = np.random.default_rng(0).integers(0, 17, size=(10, 64)).astype("float32") + 0.5

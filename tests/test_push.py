@@ -21,7 +21,7 @@ from tfflows.components.config import IngestConfig, TransformConfig
 from tfflows.components.evaluate import EvaluateConfig, run_evaluate
 from tfflows.components.ingest import load_split, run_ingest
 from tfflows.components.push import PushConfig, export_saved_model, run_push
-from tfflows.components.push.executor import list_versions, publish_version
+from tfflows.components.artifacts import list_versions, publish_version
 from tfflows.components.push.export import FlowServingModule
 from tfflows.components.transform import load_transform, run_transform
 from tfflows.components.transform.preprocessing import logit_transform
@@ -194,30 +194,33 @@ def test_two_concurrent_pushes(data, tmp_path):
 
 
 def _registry_config(tmp_path, name="moons_flow"):
-    return PushConfig(push_base=str(tmp_path / "out"), registered_model_name=name,
-                      tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                      artifact_location=str(tmp_path / "mlartifacts"))
+    from tfflows.components.train.config import TrackingConfig
+
+    return PushConfig(push_base=str(tmp_path / "out")), TrackingConfig(
+        uri=f"sqlite:///{tmp_path / 'mlflow.db'}", registered_model_name=name,
+        artifact_location=str(tmp_path / "mlartifacts"))
 
 
 def test_registry_version_and_champion_alias_moves(data, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    config = _registry_config(tmp_path)
-    first = run_push(data["model"], data["transform"], data["examples"], data["blessing"], config)
-    client = MlflowClient(tracking_uri=config.tracking_uri)
+    config, tracking = _registry_config(tmp_path)
+    first = run_push(data["model"], data["transform"], data["examples"], data["blessing"], config,
+                     tracking=tracking)
+    client = MlflowClient(tracking_uri=tracking.uri)
     mv = client.get_model_version_by_alias("moons_flow", "champion")
     assert str(mv.version) == first["registered"]["version"] == "1"
     assert float(mv.tags["metric.data_log_likelihood"]) == pytest.approx(
         data["evaluation"]["metrics"]["data_log_likelihood"])
     assert mv.tags["serving_version"] == "1"
     second = run_push(data["model"], data["transform"], data["examples"], data["blessing"],
-                      config)
+                      config, tracking=tracking)
     assert str(client.get_model_version_by_alias("moons_flow", "champion").version) == "2"
     assert second["registered"]["version"] == "2"
     # The registered pyfunc loads (alias URI) and matches the in-process log_prob.
     import mlflow
 
-    mlflow.set_tracking_uri(config.tracking_uri)
+    mlflow.set_tracking_uri(tracking.uri)
     try:
         loaded = mlflow.pyfunc.load_model("models:/moons_flow@champion")
     finally:
@@ -244,10 +247,10 @@ def _post(url, payload):
 
 @pytest.mark.slow
 def test_mlflow_models_serve_rest_formats(data, tmp_path):
-    config = _registry_config(tmp_path, name="served_flow")
-    run_push(data["model"], data["transform"], data["examples"], data["blessing"], config)
+    config, tracking = _registry_config(tmp_path, name="served_flow")
+    run_push(data["model"], data["transform"], data["examples"], data["blessing"], config, tracking=tracking)
     port = _free_port()
-    env = dict(os.environ, MLFLOW_TRACKING_URI=config.tracking_uri,
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking.uri,
                PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([str(VENV_BIN / "mlflow"), "models", "serve", "-m",
@@ -277,8 +280,8 @@ def test_mlflow_models_serve_rest_formats(data, tmp_path):
         np.testing.assert_allclose(rows, expected, rtol=1e-5, atol=1e-5)
         columnar = _post(url + "/invocations", {"inputs": {"x": x.tolist()}})["predictions"]
         np.testing.assert_allclose(columnar, expected, rtol=1e-5, atol=1e-5)
-        samples = _post(url + "/invocations",
-                        {"inputs": {"num_samples": [4], "seed": [1, 2]}})["predictions"]
+        samples = _post(url + "/invocations", {"inputs": {"x": x[:1].tolist()}, "params": {
+            "signature_name": "sample", "num_samples": 4, "seed": [1, 2]}})["predictions"]
         assert np.asarray(samples).shape == (4, 2)
     finally:
         os.killpg(proc.pid, 15)

@@ -161,6 +161,78 @@ def test_nan_rolls_back_and_never_saves_nan(moons, tmp_path, caplog):
     assert "giving up" in caplog.text
 
 
+def test_divergence_counts_the_rollbacks_it_logged(moons, tmp_path, caplog):
+    """learning_rate=1e4 diverges for real: every rollback is logged once, the error counts the
+    same number, and nothing is saved (issue 18.3)."""
+    examples, graph = moons
+    caplog.set_level(logging.INFO, logger="tfflows.train")
+    config = TrainConfig(**{**TINY, "learning_rate": 1e4, "epochs": 4, "max_nan_retries": 2,
+                            "max_steps_per_epoch": 3})
+    with pytest.raises(TrainingDivergedError, match=r"\(2 rollback\(s\)\); nothing was saved") as error:
+        run_train(examples, graph, str(tmp_path / "model"), config)
+    assert "\n" not in str(error.value)
+    assert caplog.text.count("ROLLED BACK") == 2 and "after 2 rollback(s): giving up" in caplog.text
+    assert not os.path.exists(tmp_path / "model" / "flow_config.json")
+
+
+def _data_files(ckpt, number):
+    return [os.path.join(ckpt, n) for n in os.listdir(ckpt) if n.startswith(f"ckpt-{number}.data")]
+
+
+def test_unreadable_checkpoints_fall_back_with_a_warning(moons, tmp_path, caplog):
+    """A truncated newest checkpoint (a crash or a full disk while writing) and a corrupt
+    `checkpoint` state file: the run resumes from the newest readable checkpoint and says so
+    (issue 18.4), ending where an uninterrupted run ends."""
+    examples, graph = moons
+    caplog.set_level(logging.INFO, logger="tfflows.train")
+    ckpt, model = str(tmp_path / "ckpt"), str(tmp_path / "model")
+    run_train(examples, graph, model, TrainConfig(**TINY), checkpoint_dir=ckpt)
+    [newest] = _data_files(ckpt, 2)
+    with open(newest, "r+b") as f:
+        f.truncate(os.path.getsize(newest) // 2)
+    summary = run_train(examples, graph, model, TrainConfig(**{**TINY, "epochs": 3}), checkpoint_dir=ckpt)
+    assert "ckpt-2 is unreadable" in caplog.text and "resumed from" in caplog.text
+    assert os.path.join(ckpt, "ckpt-1") in caplog.text.split("resumed from")[1].splitlines()[0]
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+
+    caplog.clear()
+    with open(os.path.join(ckpt, "checkpoint"), "w") as f:
+        f.write("model_checkpoint_path: {{ corrupt")
+    summary = run_train(examples, graph, model, TrainConfig(**{**TINY, "epochs": 4}), checkpoint_dir=ckpt)
+    assert "checkpoint state file" in caplog.text and "unreadable" in caplog.text
+    assert "(epoch 3 done)" in caplog.text  # not a silent restart from epoch 1
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
+    full = run_train(examples, graph, str(tmp_path / "full"), TrainConfig(**{**TINY, "epochs": 4}),
+                     checkpoint_dir=str(tmp_path / "full_ckpt"))
+    for a, b in zip(full["history"], summary["history"]):
+        np.testing.assert_allclose(a["val_log_likelihood"], b["val_log_likelihood"], rtol=1e-4)
+
+
+def test_second_run_into_the_same_checkpoints_refuses_while_the_first_runs(moons, tmp_path):
+    """Two runs into one output at once (issue 18.5): the second stops with one line naming the
+    folder and the holder; the first is not disturbed, and the lock goes with it."""
+    from tfflows.components.errors import DataError
+
+    examples, graph = moons
+    ckpt, refused = str(tmp_path / "ckpt"), []
+
+    def second_run(epoch, model):
+        if epoch == 1:
+            with pytest.raises(DataError, match="in use by another training") as error:
+                run_train(examples, graph, str(tmp_path / "second"), TrainConfig(**TINY), checkpoint_dir=ckpt)
+            refused.append(str(error.value))
+
+    summary = run_train(examples, graph, str(tmp_path / "first"), TrainConfig(**TINY), checkpoint_dir=ckpt,
+                        epoch_hook=second_run)
+    assert summary["status"] == "ok" and summary["epochs_run"] == 2
+    assert len(refused) == 1 and ckpt in refused[0] and f"pid {os.getpid()}" in refused[0]
+    assert "\n" not in refused[0] and not os.path.exists(tmp_path / "second")
+    # released with the first run: a later run resumes from its checkpoints
+    again = run_train(examples, graph, str(tmp_path / "second"), TrainConfig(**{**TINY, "epochs": 3}),
+                      checkpoint_dir=ckpt)
+    assert again["epochs_run"] == 3
+
+
 def test_unreachable_tracking_server_does_not_stop_training(moons, tmp_path, caplog):
     examples, graph = moons
     caplog.set_level(logging.WARNING, logger="tfflows.train")

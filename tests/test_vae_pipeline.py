@@ -72,10 +72,13 @@ def test_bernoulli_needs_discrete_data(tmp_path):
 
 def test_importance_sampled_log_likelihood_bounds_the_elbo_and_blesses(digits, trained, tmp_path):
     uri, _ = trained
-    config = EvaluateConfig(importance_samples=32, batch_size=1000)
+    # A 3-epoch VAE does not beat the factorised reference (tests/test_blessing.py covers that
+    # rule); the waiver lets this test check the bound and the comparison with a pushed baseline.
+    config = EvaluateConfig(importance_samples=32, batch_size=1000, reference_tolerance=1e6)
     result = run_evaluate(digits, None, uri, config, str(tmp_path / "e"))
     m = result["metrics"]
     assert result["blessed"] and result["objective"] == "vae"
+    assert "reference tolerance" in result["reason"]
     assert m["log_likelihood"] >= m["elbo"] and np.isfinite(m["log_likelihood"])
     worse = str(tmp_path / "worse")
     run_train(digits, None, worse, TrainConfig(**{**TINY, "epochs": 1, "max_steps_per_epoch": 1,
@@ -104,7 +107,8 @@ def test_cli_runs_the_vae_pipeline(tmp_path):
     args = [sys.executable, "-m", "tfflows.pipeline.cli", "run", "--dataset", "digits", "--set", "train.objective=vae",
             "--set", "train.num_layers=1", "--set", "train.hidden_units=[16]", "--epochs", "2",
             "--set", "train.max_steps_per_epoch=5", "--set", "train.vae_options={latent_dim: 4, hidden_units: [32]}",
-            "--set", "evaluate.importance_samples=8", "--output", str(output)]
+            "--set", "evaluate.importance_samples=8", "--output", str(output),
+            "--set", "evaluate.reference_tolerance=1e6"]  # plumbing, not quality: 2 epochs lose to the reference
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "importance-sampled" in result.stdout and "VAE with IAF posterior" in result.stdout

@@ -5,8 +5,15 @@ Public API: `run_evaluate`, `EvaluateConfig`, `read_blessing`; the TFX component
 """
 
 from tfflows.components.evaluate.config import EvaluateConfig
-from tfflows.components.evaluate.executor import (BLESSED_FILE, EVALUATION_FILE, NOT_BLESSED_FILE,
-                                          read_blessing, run_evaluate)
 
 __all__ = ["BLESSED_FILE", "EVALUATION_FILE", "EvaluateConfig", "NOT_BLESSED_FILE",
            "read_blessing", "run_evaluate"]
+
+
+def __getattr__(name):
+    # The executor imports TensorFlow: loaded on first use, so that reading `EvaluateConfig` (the
+    # CLI's configuration check) stays TensorFlow-free.
+    if name in __all__:
+        from tfflows.components.evaluate import executor
+        return getattr(executor, name)
+    raise AttributeError(name)

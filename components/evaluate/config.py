@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tfflows.components.config import JsonConfig
-from typing import Optional
 
 __all__ = ["EvaluateConfig"]
 
@@ -19,12 +18,22 @@ class EvaluateConfig(JsonConfig):
     ``num_samples`` fresh samples; a VAE by its importance-sampled test log-likelihood (K =
     ``importance_samples``) and its ELBO.
 
+    Blessed means good: finite, better than a closed-form reference of the model's kind on the
+    same points (a flow fitted to data: the full-covariance Gaussian of the train split; a VAE:
+    the factorised model of the train split; reverse KL: the standard-normal q), and not worse
+    than the pushed model by more than ``tolerance`` (`components.evaluate.executor`).
+
     Attributes:
       split: the split scored (``"test"``; ``"eval"`` for quick checks).
-      tolerance: nats per example the new model may be worse than the baseline and still be
-        blessed: blessed iff ``new_ll >= baseline_ll - tolerance`` (data-space test
-        log-likelihood means, same test points; reverse KL: ELBO means, same target). A negative value demands an improvement of
-        at least ``-tolerance`` nats (``min_improvement``).
+      tolerance: nats per example the new model may be worse than the pushed model (the
+        baseline) and still be blessed: ``new_ll >= baseline_ll - tolerance`` (data-space test
+        log-likelihood means, same test points; reverse KL: ELBO means, same target). A
+        negative value demands an improvement of at least ``-tolerance`` nats
+        (``min_improvement``). It never excuses losing to the reference.
+      reference_tolerance: nats per example the model may fall short of its closed-form
+        reference (e.g. the train split's full-covariance Gaussian) and still be blessed: blessed
+        only if ``new_ll - reference_ll > -reference_tolerance``. 0 (the default): it must beat
+        the reference. Raise it only for smoke runs that check the plumbing with a few epochs.
       dequantization_seed: discrete data only: the stateless seed of the uniform noise
         ``x + U[0, 1)`` added to the integer test levels. Fixed, so that every evaluation
         (new model and baseline, today and in a later run) scores the same dequantised points.
@@ -34,22 +43,18 @@ class EvaluateConfig(JsonConfig):
         log-likelihood log (1/K) sum_k p(x, z_k) / q(z_k | x) (the IAF paper uses 128).
       sample_seed: reverse-KL flows and VAEs: stateless seed of those samples (fixed, so the new model and
         the baseline are scored alike).
-      tracking_uri: MLflow tracking URI (e.g. ``sqlite:///mlflow.db``); None: no logging.
-      run_id: MLflow run to log the metrics to (e.g. the trainer's run); None with a
-        ``tracking_uri`` starts a new run in ``experiment_name``.
-      experiment_name: experiment of a new run.
+
+    The metrics go to the training's MLflow run (`TrackingConfig`, passed beside this section).
     """
 
     split: str = "test"
     tolerance: float = 0.0
+    reference_tolerance: float = 0.0
     dequantization_seed: int = 0
     batch_size: int = 1000
     num_samples: int = 10_000
     importance_samples: int = 128
     sample_seed: int = 1
-    tracking_uri: Optional[str] = None
-    run_id: Optional[str] = None
-    experiment_name: str = "tfflows"
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "eval", "test"):

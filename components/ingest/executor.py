@@ -4,7 +4,9 @@
 `components.ingest.streaming` with Beam), writes ``Split-{train,eval,test}/`` gzipped
 TFRecords of tf.Example with one float feature ``x`` of length D, and
 ``dataset_metadata.json``, into a temporary folder that is moved into ``output_uri`` only when
-everything succeeded: bad input raises `DataError` and leaves ``output_uri`` untouched.
+everything succeeded and the written splits hold exactly the rows the pipeline counted
+(`components.ingest.verify`): bad input or lost output raises `DataError` and leaves
+``output_uri`` untouched.
 """
 
 from __future__ import annotations
@@ -12,21 +14,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
-import uuid
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
 
+from tfflows.components.artifacts import publish_dir, staging_dir
 from tfflows.components.config import IngestConfig
-from tfflows.components.errors import DataError
+from tfflows.components.errors import DataError, reraise_data_error
 from tfflows.components.ingest import loaders, streaming
 from tfflows.components.ingest.metadata import FEATURE_KEY, DatasetMetadata, write_metadata
-from tfflows.components.ingest.runner import pipeline_options
+from tfflows.components.ingest.runner import check_runner, pipeline_options
+from tfflows.components.ingest.verify import (METRICS_NAMESPACE, counter_totals, lost_output,
+                                              verify_splits)
 
-__all__ = ["run_ingest", "SPLITS", "publish_dir", "reraise_data_error"]
+__all__ = ["run_ingest", "SPLITS"]
 
 SPLITS = loaders.SPLITS
 _CHUNK = 512
@@ -37,8 +40,10 @@ def _row_digest(row: np.ndarray) -> int:
     return int.from_bytes(hashlib.sha256(row.astype("<f4").tobytes()).digest()[:16], "little")
 
 
-def _to_example(row: np.ndarray) -> bytes:
+def _to_example(row: np.ndarray, split: str) -> bytes:
     import tensorflow as tf
+
+    beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"ingest_rows_{split}").inc()
 
     feature = tf.train.Feature(float_list=tf.train.FloatList(value=row.tolist()))
     return tf.train.Example(
@@ -75,7 +80,7 @@ def _write_splits(rows, out_dir: str) -> None:
     parts = rows | "BySplit" >> beam.Partition(lambda kv, n: SPLITS.index(kv[0]), len(SPLITS))
     for split, part in zip(SPLITS, parts):
         _ = (part
-             | f"Serialize{split}" >> beam.Map(lambda kv: _to_example(kv[1]))
+             | f"Serialize{split}" >> beam.Map(lambda kv: _to_example(kv[1], kv[0]))
              | f"Write{split}" >> beam.io.WriteToTFRecord(
                  os.path.join(out_dir, f"Split-{split}", "data_tfrecord"),
                  file_name_suffix=".gz",
@@ -88,16 +93,35 @@ def _write_splits(rows, out_dir: str) -> None:
                                                shard_name_template=""))
 
 
-def _read_stats(out_dir: str) -> Dict[str, Tuple[int, int]]:
+def _read_stats(out_dir: str, runner: str) -> Dict[str, Tuple[int, int]]:
+    import tensorflow as tf  # gfile: the staging folder may be on an object store
+
     path = os.path.join(out_dir, _STATS)
+    if not tf.io.gfile.exists(path):
+        raise lost_output("ingest", runner, "split statistics",
+                          f"the job reported success but its counted side output {_STATS} "
+                          "is missing")
     stats = {}
-    with open(path) as f:
+    with tf.io.gfile.GFile(path) as f:
         for line in f:
             if line.strip():
                 split, count, digest = json.loads(line)
                 stats[split] = (int(count), int(digest))
-    os.remove(path)
+    tf.io.gfile.remove(path)
     return stats
+
+
+def _check_counts(sizes: Dict[str, int], counters: Optional[Dict[str, int]],
+                 runner: str) -> None:
+    """The side output's row counts against the serialising step's counters (when reported)."""
+    if counters is None:
+        return
+    for split in SPLITS:
+        serialised = counters.get(f"ingest_rows_{split}", 0)
+        if serialised != sizes[split]:
+            raise lost_output("ingest", runner, f"split {split!r}",
+                              f"{serialised} rows were serialised but the split statistics "
+                              f"count {sizes[split]}")
 
 
 def _chunks(splits: Dict[str, np.ndarray]) -> Iterable[Tuple[str, np.ndarray]]:
@@ -105,38 +129,6 @@ def _chunks(splits: Dict[str, np.ndarray]) -> Iterable[Tuple[str, np.ndarray]]:
         x = np.asarray(splits[split], dtype=np.float32)
         for start in range(0, len(x), _CHUNK):
             yield split, x[start:start + _CHUNK]
-
-
-_DATA_ERROR_LINE = re.compile(r"DataError: (.+)")
-
-
-def reraise_data_error(err: BaseException) -> None:
-    """Raises the `DataError` behind a Beam failure, if any (Beam wraps worker exceptions)."""
-    seen = set()
-    cause: Optional[BaseException] = err
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, DataError):
-            raise DataError(cause.source, cause.where, cause.problem, cause.fix) from None
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    match = _DATA_ERROR_LINE.search(str(err))
-    if match:
-        error = DataError("", "", "", "")
-        error.args = (match.group(1).strip().split(" [while running")[0],)
-        raise error from None
-
-
-def publish_dir(tmp_dir: str, output_uri: str) -> None:
-    """Moves every entry of ``tmp_dir`` into ``output_uri`` (created if absent), then removes it."""
-    import tensorflow as tf
-
-    if tf.io.gfile.exists(output_uri) and tf.io.gfile.listdir(output_uri):
-        raise FileExistsError(f"output_uri {output_uri!r} is not empty; pass a new folder")
-    tf.io.gfile.makedirs(output_uri)
-    for name in tf.io.gfile.listdir(tmp_dir):
-        name = name.rstrip("/")
-        tf.io.gfile.rename(os.path.join(tmp_dir, name), os.path.join(output_uri, name))
-    tf.io.gfile.rmtree(tmp_dir)
 
 
 def run_ingest(config: IngestConfig, output_uri: str,
@@ -170,25 +162,28 @@ def run_ingest(config: IngestConfig, output_uri: str,
         for split in SPLITS:  # validated before anything is written
             loaders.check_finite(np.asarray(data.splits[split]), f"{where} ({split} split)",
                                  names)
-    tmp_dir = os.path.join(os.path.dirname(os.path.abspath(output_uri)) if "://" not in
-                           output_uri else os.path.dirname(output_uri),
-                           f".{os.path.basename(output_uri.rstrip('/'))}.tmp-{uuid.uuid4().hex}")
+    runner = check_runner(beam_pipeline_args)
+    tmp_dir = staging_dir(output_uri)
     try:
         try:
-            with beam.Pipeline(options=pipeline_options(beam_pipeline_args)) as pipeline:
-                if streamed:
-                    rows = pipeline | "Read" >> source.read
-                else:
-                    rows = (pipeline | "Chunks" >> beam.Create(list(_chunks(data.splits)))
-                            | "Rows" >> beam.FlatMap(lambda kv: ((kv[0], r) for r in kv[1])))
-                _write_splits(rows, tmp_dir)
+            pipeline = beam.Pipeline(options=pipeline_options(beam_pipeline_args))
+            if streamed:
+                rows = pipeline | "Read" >> source.read
+            else:
+                rows = (pipeline | "Chunks" >> beam.Create(list(_chunks(data.splits)))
+                        | "Rows" >> beam.FlatMap(lambda kv: ((kv[0], r) for r in kv[1])))
+            _write_splits(rows, tmp_dir)
+            result = pipeline.run()
+            result.wait_until_finish()
         except DataError:
             raise
         except Exception as err:  # Beam wraps the DoFn's DataError
             reraise_data_error(err)
             raise
-        stats = _read_stats(tmp_dir)
+        stats = _read_stats(tmp_dir, runner)
         sizes = {s: stats.get(s, (0, 0))[0] for s in SPLITS}
+        _check_counts(sizes, counter_totals(result), runner)
+        verify_splits(tmp_dir, sizes, "ingest", runner)
         empty = [s for s in SPLITS if sizes[s] == 0]
         if empty:
             raise DataError(where, f"split {empty[0]!r}", "received no rows",

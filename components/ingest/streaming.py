@@ -102,12 +102,27 @@ def _check_row(row: np.ndarray, where: str, names: List[str], levels: Optional[i
 
 
 def _read_header(path: str) -> List[str]:
-    with open(path, "r", newline="") as f:
-        line = f.readline()
+    with open(path, "rb") as f:
+        raw = f.readline()
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(path, "line 1 (header)", f"is not UTF-8 text (byte {raw[err.start:err.start + 1]!r} at "
+                        f"column {err.start + 1})", "save the file as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
     if not line.strip():
         raise DataError(path, "row 1 (header)", "file is empty or has no header line",
                         "write a header line of column names first")
     return [h.strip() for h in next(csv.reader([line]))]
+
+
+def _line_number(filename: str, line: str) -> str:
+    """Where `line` is in `filename`: Beam's text source gives rows without their line numbers,
+    so a refused row's number is found by reading the file once (only when a row is refused)."""
+    with open(filename, "r", newline="", encoding="utf-8", errors="replace") as f:
+        for number, text in enumerate(f, start=1):
+            if text.rstrip("\r\n") == line:
+                return f"line {number}"
+    return "a line"
 
 
 class _ParseCsvLine(beam.DoFn):
@@ -123,6 +138,12 @@ class _ParseCsvLine(beam.DoFn):
         filename, line = element
         if not line.strip():
             return
+        try:
+            yield from self._parse(filename, line)
+        except DataError as err:
+            raise DataError(err.source, f"{_line_number(filename, line)} {err.where}", err.problem, err.fix) from None
+
+    def _parse(self, filename: str, line: str) -> Iterable[Tuple[str, np.ndarray]]:
         shown = line if len(line) <= 40 else line[:37] + "..."
         where = f"row {shown!r}"
         cells = next(csv.reader(io.StringIO(line)))

@@ -1,8 +1,8 @@
 """Push of a blessed flow: versioned SavedModel for TF Serving + MLflow registry version.
 
 Public API: `run_push`, `export_saved_model`, `PushConfig`; the TFX component is
-`components.push.component.PushFlow`. (Imports are lazy: the pyfunc wrapper must not pull in
-the project when a serving process unpickles it.)
+`components.push.component.PushFlow`. (Imports are lazy: importing the package does not
+pull in TensorFlow.)
 """
 
 from tfflows.components.push.config import PushConfig

@@ -8,6 +8,7 @@ and ``log_prob`` is log q(x) itself.
 
 - ``serving_default`` and ``log_prob``: input ``x`` [None, D] in RAW feature space; output
   ``log_prob`` [None] = ``log p_z(z) + log_det`` (nats, data space; batch norm in eval mode).
+  Never NaN: a row that overflows the model scores -inf (`models.flows.totally_ordered`).
   For discrete data ``x`` is a dequantised point in ``[0, L)^D``.
 - ``sample``: inputs ``num_samples`` (int32 scalar) and ``seed`` (int32 [2], stateless: the
   same seed gives the same samples); output ``samples`` [num_samples, D] in RAW feature space,
@@ -36,9 +37,48 @@ import os
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["SIGNATURES", "FlowServingModule", "VAEServingModule", "export_saved_model", "preprocessing_constants"]
+from tfflows.components.artifacts import METADATA_FILE
+from tfflows.models.flows import totally_ordered
+
+__all__ = ["SIGNATURES", "WARMUP_FILE", "FlowServingModule", "VAEServingModule", "export_saved_model",
+           "preprocessing_constants", "read_warmup_requests", "write_warmup_requests"]
 
 SIGNATURES = ("serving_default", "log_prob", "sample")
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # TF Serving replays these before serving
+WARMUP_ROWS = 3
+
+
+def write_warmup_requests(export_dir: str, rows: np.ndarray, num_samples: int = 2) -> str:
+    """``assets.extra/tf_serving_warmup_requests``: a TFRecord of `PredictionLog` protos, one
+    ``log_prob`` request on ``rows`` (raw rows, float32 [N, D]) and one ``sample`` request, which
+    TF Serving runs when it loads the version, so the first real request does not pay for graph
+    warm-up (TF Serving's SavedModel warm-up format)."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    requests = (("log_prob", {"x": np.asarray(rows, np.float32)}),
+                ("sample", {"num_samples": np.int32(num_samples), "seed": np.array([0, 0], np.int32)}))
+    path = os.path.join(export_dir, WARMUP_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature, inputs in requests:
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=signature))
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def read_warmup_requests(export_dir: str) -> list:
+    """``[(signature_name, {input name: ndarray}), ...]`` parsed back from the warm-up file."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    out = []
+    for record in tf.data.TFRecordDataset(os.path.join(export_dir, WARMUP_FILE)).as_numpy_iterator():
+        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        out.append((request.model_spec.signature_name,
+                    {k: tf.make_ndarray(v) for k, v in request.inputs.items()}))
+    return out
 
 
 def _read_preprocessing(transform_graph_uri: str) -> dict:
@@ -107,7 +147,7 @@ class FlowServingModule(tf.Module):
         else:
             out = self.tft_layer({"x": x})
             lp = self.flow.log_prob(out["z"], training=False) + out["log_det"]
-        return {"log_prob": tf.identity(lp, name="log_prob")}
+        return {"log_prob": tf.identity(totally_ordered(lp), name="log_prob")}
 
     def _inverse_preprocessing(self, z):
         """Raw ``x`` from model-space ``z`` (float32 in and out, float64 inside)."""
@@ -140,14 +180,14 @@ class VAEServingModule(tf.Module):
 
     def _log_prob(self, x):
         lp = self.vae.importance_log_likelihood(x, self.importance_samples, seed=tf.constant([0, 0]))
-        return {"log_prob": tf.identity(lp, name="log_prob")}
+        return {"log_prob": tf.identity(totally_ordered(lp), name="log_prob")}
 
     def _sample(self, num_samples, seed):
         return {"samples": tf.identity(self.vae.sample(num_samples, seed=seed), name="samples")}
 
 
 def export_saved_model(model_uri: str, transform_graph_uri, metadata,
-                       export_dir: str, importance_samples: int = 128) -> str:
+                       export_dir: str, importance_samples: int = 128, rows=None) -> str:
     """Writes the SavedModel of a trained flow with its preprocessing to ``export_dir``.
 
     Args:
@@ -158,6 +198,8 @@ def export_saved_model(model_uri: str, transform_graph_uri, metadata,
         or None.
       export_dir: the folder written (absent or empty).
       importance_samples: VAEs only: K of the exported `log_prob`.
+      rows: a few raw rows of the data (e.g. the test split's first) for the TF Serving warm-up
+        requests (`write_warmup_requests`); None: samples of the model itself.
 
     Returns:
       ``export_dir``.
@@ -167,7 +209,7 @@ def export_saved_model(model_uri: str, transform_graph_uri, metadata,
     flow = load_flow(model_uri)
     summary = read_summary(model_uri)
     if summary.get("objective") == "vae":
-        return _export_vae(flow, summary, metadata, export_dir, importance_samples)
+        return _export_vae(flow, summary, metadata, export_dir, importance_samples, rows)
     constants = (preprocessing_constants(transform_graph_uri) if transform_graph_uri else
                  {"method": "identity", "event_dim": flow.event_dim, "num_levels": None, "logit_lambda": None})
     d = int(constants["event_dim"])
@@ -179,15 +221,17 @@ def export_saved_model(model_uri: str, transform_graph_uri, metadata,
                   "log_prob": module.log_prob.get_concrete_function(),
                   "sample": module.sample.get_concrete_function()}
     tf.saved_model.save(module, export_dir, signatures=signatures)
-    tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
-    with tf.io.gfile.GFile(os.path.join(export_dir, "assets.extra", "tfflows.json"), "w") as f:
+    # A flow fitted to a target has no data rows: its own samples stand in.
+    write_warmup_requests(export_dir, rows[:WARMUP_ROWS] if rows is not None else module.sample(
+        tf.constant(WARMUP_ROWS), tf.constant([0, 0]))["samples"].numpy())
+    with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE), "w") as f:
         json.dump({"preprocessing": constants, "flow_kind": flow.config.kind,
                    "objective": summary.get("objective", "max_likelihood"), "target": summary.get("target"),
                    "dataset": dataclasses.asdict(metadata) if metadata is not None else None}, f, indent=2)
     return export_dir
 
 
-def _export_vae(vae, summary: dict, metadata, export_dir: str, importance_samples: int) -> str:
+def _export_vae(vae, summary: dict, metadata, export_dir: str, importance_samples: int, rows) -> str:
     module = VAEServingModule(vae, importance_samples)
     signatures = {"serving_default": module.log_prob.get_concrete_function(),
                   "log_prob": module.log_prob.get_concrete_function(),
@@ -195,8 +239,9 @@ def _export_vae(vae, summary: dict, metadata, export_dir: str, importance_sample
     tf.saved_model.save(module, export_dir, signatures=signatures)
     # The served space is the VAE's own: [0, 1] (binary for Bernoulli), so images are shown as is.
     dataset = dict(dataclasses.asdict(metadata), discrete=False, num_levels=1) if metadata is not None else None
-    tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
-    with tf.io.gfile.GFile(os.path.join(export_dir, "assets.extra", "tfflows.json"), "w") as f:
+    write_warmup_requests(export_dir, np.asarray(rows[:WARMUP_ROWS]) * summary["data_scale"] if rows is not None
+                          else module.sample(tf.constant(WARMUP_ROWS), tf.constant([0, 0]))["samples"].numpy())
+    with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE), "w") as f:
         json.dump({"objective": "vae", "flow_kind": "vae", "vae": summary.get("vae"),
                    "data_scale": summary.get("data_scale"), "importance_samples": int(importance_samples),
                    "preprocessing": {"method": "scale", "factor": summary.get("data_scale")},

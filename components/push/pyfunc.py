@@ -1,24 +1,27 @@
-"""An MLflow pyfunc wrapper of the exported SavedModel (served by ``mlflow models serve``).
+"""MLflow models-from-code pyfunc of a pushed flow: this file IS the model's code.
 
-A `tf.Module` logged with ``mlflow.tensorflow`` does not serve (not callable; EagerTensors
-are not JSON-encodable), so this small `PythonModel` loads the SavedModel from its
-``saved_model`` artifact and returns NumPy. It imports nothing from this project: the class
-is pickled by value when logged, so a serving process needs only NumPy and TensorFlow.
+`registry.log_pushed_model` logs it with ``python_model=<this file's path>``: MLflow copies the
+file into the model and runs it when the model is loaded, so nothing is pickled and the model
+loads with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``. It imports only MLflow, NumPy and
+TensorFlow (never this project): a serving process needs no tfflows code. The SavedModel (the
+``saved_model`` artifact, the very folder TF Serving loads) is loaded with plain TensorFlow.
+(A `tf.Module` logged with ``mlflow.tensorflow`` does not serve: it is not callable and its
+EagerTensors are not JSON-encodable.)
 
-Inputs accepted by `predict` (the REST payloads of ``/invocations`` in brackets):
+Signature: input ``x``, a float32 tensor [-1, D] of raw rows; params ``signature_name``
+(``"log_prob"``, the default, or ``"sample"``), ``num_samples`` (int, for ``sample``) and ``seed``
+(two ints, for ``sample``). REST payloads of ``mlflow models serve`` (``/invocations``):
 
-- rows ``[N, D]`` as an array or a DataFrame (``{"instances": [[...], ...]}``,
-  ``{"dataframe_split": ...}``) -> ``log_prob`` [N];
-- ``{"x": [N, D]}`` (``{"inputs": {"x": [[...]]}}``) -> ``log_prob`` [N];
-- ``{"num_samples": n, "seed": [a, b]}`` -> ``samples`` [n, D] in raw feature space.
+- ``{"instances": [[...], ...]}`` or ``{"inputs": {"x": [[...], ...]}}`` -> ``log_prob`` [N];
+- ``{"inputs": {"x": [[...]]}, "params": {"signature_name": "sample", "num_samples": n,
+  "seed": [a, b]}}`` -> ``samples`` [n, D] in raw feature space (the rows are ignored).
 """
 
-from __future__ import annotations
-
+import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 
-__all__ = ["FlowPyfuncModel"]
+SIGNATURES = ("log_prob", "sample")
 
 
 class FlowPyfuncModel(mlflow.pyfunc.PythonModel):
@@ -31,25 +34,23 @@ class FlowPyfuncModel(mlflow.pyfunc.PythonModel):
         self._log_prob = self._model.signatures["log_prob"]
         self._sample = self._model.signatures["sample"]
 
-    def _rows(self, model_input):
-        if isinstance(model_input, dict):
-            model_input = model_input["x"]
-        if hasattr(model_input, "to_numpy"):  # pandas DataFrame
-            values = model_input.to_numpy()
-            if values.dtype == object:  # one column holding a row per cell
-                values = np.stack([np.asarray(v, np.float32) for v in values[:, 0]])
-            model_input = values
-        x = np.asarray(model_input, np.float32)
-        return x.reshape(1, -1) if x.ndim == 1 else x
-
     def predict(self, context, model_input, params=None):
-        """log_prob [N] for rows, samples [n, D] for ``{"num_samples", "seed"}``."""
+        """log_prob [N] of the rows, or samples [n, D] with ``params["signature_name"] == "sample"``."""
         import tensorflow as tf
 
-        if isinstance(model_input, dict) and "num_samples" in model_input:
-            n = int(np.asarray(model_input["num_samples"]).reshape(-1)[0])
-            seed = np.asarray(model_input.get("seed", [0, 0]), np.int32).reshape(2)
-            out = self._sample(num_samples=tf.constant(n, tf.int32), seed=tf.constant(seed))
+        params = params or {}
+        name = params.get("signature_name") or "log_prob"
+        if name not in SIGNATURES:
+            raise ValueError(f"params.signature_name must be one of {SIGNATURES}, got {name!r}")
+        if name == "sample":
+            seed = np.asarray(params.get("seed") or [0, 0], np.int32).reshape(2)
+            out = self._sample(num_samples=tf.constant(int(params.get("num_samples") or 1), tf.int32),
+                               seed=tf.constant(seed))
             return out["samples"].numpy()
-        out = self._log_prob(x=tf.constant(self._rows(model_input)))
-        return out["log_prob"].numpy()
+        if isinstance(model_input, dict):
+            model_input = model_input["x"]
+        x = np.asarray(model_input, np.float32)
+        return self._log_prob(x=tf.constant(x.reshape(1, -1) if x.ndim == 1 else x))["log_prob"].numpy()
+
+
+mlflow.models.set_model(FlowPyfuncModel())

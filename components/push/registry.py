@@ -1,76 +1,225 @@
-"""MLflow Model Registry: one pushed SavedModel -> a new registered version + alias.
+"""MLflow side of a push: the pushed SavedModel as an MLflow model of the TRAINING run, its
+registry version, the ``champion`` alias and TF Serving's ``stable``/``canary`` version labels.
 
-Uses `MlflowClient` only (no fluent API, so no process-wide tracking URI is set): the pyfunc
-model is saved to a temporary folder, uploaded as the artifacts ``flow/`` of a new run, and
-registered from there.
+One story per run: the pyfunc (`pyfunc.py`, models-from-code: no pickle) is logged as an MLflow 3
+LoggedModel whose source run is the training run (the evaluation metrics of that run, logged at
+step 0, are linked to the model); the registry version points at the same run and model; the push
+is recorded on the run as ``push.*`` tags. Only `MlflowClient` calls (through
+`components.tracking.Tracker`): no process-wide tracking URI is set.
+
+Registry workflow: a blessed push moves the alias (``TrackingConfig.alias``) to its version;
+`set_champion` moves it on request (`tfflows promote --version N`, `tfflows rollback`). Either
+rewrites ``<push_base>/models.config``, the TF Serving model config whose ``stable`` label names
+the champion's serving version and ``canary`` the newest pushed one (when newer).
 """
 
 from __future__ import annotations
 
-import math
+import importlib.metadata
 import os
 import tempfile
-from typing import Optional
+import time
+from typing import List, Optional
 
-__all__ = ["register_pushed_model"]
+import numpy as np
 
-ARTIFACT_PATH = "flow"
+__all__ = ["MODEL_NAME", "SERVING_CONFIG_FILE", "describe", "log_and_register", "previous_version", "register_push", "set_champion",
+           "write_serving_config"]
+
+MODEL_NAME = "flow"  # the LoggedModel's name in its run
+SERVING_CONFIG_FILE = "models.config"
 
 
-def register_pushed_model(saved_model_dir: str, config, metrics: Optional[dict] = None,
-                          tags: Optional[dict] = None) -> dict:
-    """Logs the pyfunc wrapper of ``saved_model_dir`` and registers it as a new version.
+def _signature(event_dim: int):
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
-    The version gets the metrics as tags (``metric.<name>``) plus ``tags``; ``config.alias``
-    (``champion``) is moved to it.
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, event_dim), "x")]),
+        params=ParamSchema([ParamSpec("signature_name", "string", "log_prob"),
+                            ParamSpec("num_samples", "long", 1),
+                            ParamSpec("seed", "long", [0, 0], (-1,))]))
 
-    Returns:
-      ``{"name", "version", "run_id", "model_uri"}`` (``model_uri`` = ``models:/name/version``).
-    """
-    import cloudpickle
+
+def _requirements() -> List[str]:
+    """Exact versions of what the served model imports (tested together)."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in ("mlflow", "tensorflow", "numpy")]
+
+
+def _link_evaluation_metrics(client, run_id: str, model_id: str) -> None:
+    """The run's step-0 metrics (the evaluation's) linked to the model; same timestamps, so the
+    run's history gains no duplicate points."""
+    from mlflow.entities import Metric
+
+    linked = []
+    for key in client.get_run(run_id).data.metrics:
+        linked += [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id)
+                   for m in client.get_metric_history(run_id, key) if m.step == 0 and m.model_id is None]
+    if linked:
+        client.log_batch(run_id, metrics=linked)
+
+
+def _log_model(tracker, run_id: str, saved_model_dir: str, rows: np.ndarray) -> str:
+    """The pyfunc of ``saved_model_dir`` as a READY LoggedModel of ``run_id``: (model id, artifact location)."""
     import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
 
     from tfflows.components.push import pyfunc
 
-    cloudpickle.register_pickle_by_value(pyfunc)  # the served model needs no project code
+    client = tracker.client
+    run = client.get_run(run_id)
+    model = client.create_logged_model(run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
+                                       params=dict(run.data.params), tags={"flavor": "python_function"})
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, MODEL_NAME)
+        meta = Model(artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run_id,
+                     model_id=model.model_id)
+        mlflow.pyfunc.save_model(
+            local, python_model=pyfunc.__file__, artifacts={"saved_model": saved_model_dir},
+            signature=_signature(rows.shape[1]), input_example={"x": rows[:3]},
+            pip_requirements=_requirements(), mlflow_model=meta)
+        client.log_model_artifacts(model.model_id, local)
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    _link_evaluation_metrics(client, run_id, model.model_id)
+    return model.model_id, model.artifact_location
+
+
+def log_and_register(tracker, saved_model_dir: str, rows: np.ndarray, serving_version: int,
+                     destination: str, metrics: Optional[dict] = None) -> Optional[dict]:
+    """Logs the pushed model to the tracker's run, registers it and moves the alias to it.
+
+    Args:
+      tracker: a `components.tracking.Tracker` on the training run (or on a run opened for this
+        push when the training was not tracked).
+      saved_model_dir: the pushed version's folder.
+      rows: a few raw rows (the model's input example).
+      serving_version: the TF Serving version (a version tag).
+      destination: its folder (a version tag).
+      metrics: the evaluation's metrics, as ``metric.<name>`` version tags.
+
+    Returns:
+      ``{"name", "version", "run_id", "model_id", "model_uri"}`` (``model_uri`` =
+      ``models:/name/version``), or None when nothing was registered (the tracker logged why).
+    """
+    config = tracker.config
+    run_id = tracker.run_id
+    logged = tracker.guard("the pushed model", _log_model, tracker, run_id, saved_model_dir, rows)
+    if logged is None or not config.registered_model_name:
+        return None
+    model_id, source = logged
+
+    def _register():
+        from mlflow.exceptions import MlflowException
+
+        client, name = tracker.client, config.registered_model_name
+        try:
+            client.create_registered_model(name)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        tags = {f"metric.{k}": str(v) for k, v in (metrics or {}).items() if v is not None}
+        tags.update(serving_version=str(serving_version), serving_destination=destination)
+        # The source is the model's own artifact folder: a models:/<id> source would be resolved
+        # through MLflow's process-wide tracking URI, which this helper never sets.
+        version = str(client.create_model_version(name, source, run_id=run_id, tags=tags,
+                                                  model_id=model_id).version)
+        client.set_registered_model_alias(name, config.alias, version)
+        return {"name": name, "version": version, "run_id": run_id, "model_id": model_id,
+                "model_uri": f"models:/{name}/{version}"}
+
+    registered = tracker.guard("the registry version", _register)
+    tracker.set_tags({"push.serving_version": serving_version, "push.destination": destination,
+                      "push.model_id": model_id,
+                      "push.registered_version": registered["version"] if registered else "not registered"})
+    return registered
+
+
+def register_push(tracking, model_uri: str, saved_model_dir: str, serving_version: int, destination: str,
+                  metrics: Optional[dict] = None) -> Optional[dict]:
+    """`log_and_register` on the training's run (the model summary's ``mlflow_run_id``), or on a
+    ``push`` run of its own when the training was not tracked. Never raises: MLflow is optional to
+    a push (one warning line says what was not logged)."""
+    from tfflows.components.flow_artifact import read_summary
+    from tfflows.components.push.export import read_warmup_requests
+    from tfflows.components.tracking import Tracker
+
+    run_id = read_summary(model_uri).get("mlflow_run_id")
+    tracker = Tracker(tracking, run_id=run_id, what="push")
+    if tracker.start_run(run_name="push", resume=False) is None:
+        tracker.report()
+        return None
+    rows = dict(read_warmup_requests(saved_model_dir))["log_prob"]["x"]
+    registered = log_and_register(tracker, saved_model_dir, rows, serving_version, destination, metrics)
+    if run_id is None:
+        tracker.end()
+    else:
+        tracker.report()
+    return registered
+
+
+def write_serving_config(push_base: str, model_name: str, stable: int, canary: Optional[int] = None) -> str:
+    """Writes ``<push_base>/models.config``: TF Serving's model config (text protobuf) serving the
+    ``stable`` version (and ``canary`` when given) of ``<push_base>/serving`` under those labels.
+
+    TF Serving re-reads it with ``--model_config_file_poll_wait_seconds``; clients pick a version
+    with ``/v1/models/<name>/labels/stable:predict``. Written to a temporary file and renamed, so
+    the server never reads half a file."""
+    versions = [stable] + ([canary] if canary and canary != stable else [])
+    labels = "\n".join(f'    version_labels {{ key: "{label}" value: {v} }}'
+                       for label, v in zip(("stable", "canary"), versions))
+    specific = "\n".join(f"        versions: {v}" for v in versions)
+    text = (f"# Written by tfflows (push, promote, rollback) at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}.\n"
+            "model_config_list {\n  config {\n"
+            f'    name: "{model_name}"\n    base_path: "{os.path.join(os.path.abspath(push_base), "serving")}"\n'
+            '    model_platform: "tensorflow"\n'
+            f"    model_version_policy {{\n      specific {{\n{specific}\n      }}\n    }}\n{labels}\n  }}\n}}\n")
+    path = os.path.join(push_base, SERVING_CONFIG_FILE)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _serving_version(client, name: str, version: str) -> int:
+    tag = client.get_model_version(name, version).tags.get("serving_version")
+    if tag is None:
+        raise ValueError(f"registered model {name!r} version {version} has no serving_version tag: it was "
+                         "not pushed by tfflows")
+    return int(tag)
+
+
+def previous_version(client, name: str, alias: str) -> str:
+    """The highest registered version below the one ``alias`` names (what a rollback returns to)."""
+    current = int(client.get_model_version_by_alias(name, alias).version)
+    older = [int(v.version) for v in client.search_model_versions(f"name='{name}'") if int(v.version) < current]
+    if not older:
+        raise ValueError(f"registered model {name!r}: version {current} holds alias {alias!r} and there is no "
+                         "older version to roll back to")
+    return str(max(older))
+
+
+def set_champion(tracker, version: str, push_base: Optional[str], latest_serving_version: Optional[int]) -> dict:
+    """Moves the alias to ``version`` and rewrites the TF Serving config under ``push_base``.
+
+    Raises (unlike the pipeline's logging) when the registry cannot be reached or the version does
+    not exist: promote and rollback are explicit requests."""
+    config, client = tracker.config, tracker.client
+    if client is None:
+        raise RuntimeError(f"MLflow at {config.uri} is not reachable: {', '.join(tracker.not_logged)}")
     name = config.registered_model_name
-    client = MlflowClient(tracking_uri=config.tracking_uri,
-                          registry_uri=config.registry_uri or config.tracking_uri)
-    experiment = client.get_experiment_by_name(config.experiment_name)
-    experiment_id = (experiment.experiment_id if experiment is not None
-                     else client.create_experiment(config.experiment_name,
-                                              artifact_location=config.artifact_location))
-    run = client.create_run(experiment_id, run_name="push")
-    run_id = run.info.run_id
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, ARTIFACT_PATH)
-            mlflow.pyfunc.save_model(
-                local, python_model=pyfunc.FlowPyfuncModel(),
-                artifacts={"saved_model": saved_model_dir},
-                pip_requirements=["tensorflow", "numpy", "pandas", "mlflow"])
-            client.log_artifacts(run_id, local, ARTIFACT_PATH)
-        for key, value in (metrics or {}).items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                client.log_metric(run_id, key, float(value))
-        client.set_terminated(run_id)
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
-        raise
-    try:
-        client.create_registered_model(name)
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{ARTIFACT_PATH}"
-    version = str(client.create_model_version(name, source, run_id=run_id).version)
-    for key, value in (metrics or {}).items():
-        if value is not None:
-            client.set_model_version_tag(name, version, f"metric.{key}", str(value))
-    for key, value in (tags or {}).items():
-        client.set_model_version_tag(name, version, key, str(value))
+    serving = _serving_version(client, name, version)
     client.set_registered_model_alias(name, config.alias, version)
-    return {"name": name, "version": version, "run_id": run_id,
-            "model_uri": f"models:/{name}/{version}"}
+    path = write_serving_config(push_base, name, serving, latest_serving_version) if push_base else None
+    return {"name": name, "version": version, "serving_version": serving, "serving_config": path,
+            "alias": config.alias}
+
+
+def describe(result: dict) -> str:
+    """One line for the CLI."""
+    line = (f"{result['name']}@{result['alias']} -> version {result['version']} "
+            f"(serving version {result['serving_version']})")
+    return line + (f"; TF Serving config {result['serving_config']} (label stable)" if result["serving_config"] else "")
+

@@ -7,8 +7,15 @@ Public API: `run_train` (executor logic), `TrainConfig`, `TrackingConfig`,
 """
 
 from tfflows.components.train.config import TrackingConfig, TrainConfig
-from tfflows.components.train.executor import (TrainingDivergedError, default_checkpoint_dir,
-                                       make_dataset, run_train)
 
 __all__ = ["TrackingConfig", "TrainConfig", "TrainingDivergedError", "default_checkpoint_dir",
            "make_dataset", "run_train"]
+
+
+def __getattr__(name):
+    # The executor imports TensorFlow: loaded on first use, so that reading `TrainConfig` (the
+    # CLI's configuration check) stays TensorFlow-free.
+    if name in __all__:
+        from tfflows.components.train import executor
+        return getattr(executor, name)
+    raise AttributeError(name)

@@ -4,9 +4,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from tfflows.components.config import JsonConfig
 
@@ -27,14 +26,14 @@ class TrainConfig(JsonConfig):
 
     Attributes:
       kind: the flow kind, one of `models.FLOW_KINDS` ("made", "made_mog", "maf", "iaf",
-        "realnvp", "haf", "planar"); reverse_kl takes "planar", "iaf" or "realnvp".
+        "realnvp", "haf", "nice", "planar"); reverse_kl takes "planar", "iaf" or "realnvp".
       num_layers: number of flow layers K (`models.FlowConfig.num_layers`).
       hidden_units: hidden widths of each MADE / conditioner, e.g. ``(512,)``.
       batch_norm: batch-norm bijectors between layers (None: the flow kind's default).
       num_components: mixture components per conditional for "made_mog" / MAF MoG (None:
         the kind's default).
       l2: weight of the L2 penalty on all kernels (1e-6 in the MAF paper).
-      flow_options: any further `models.FlowConfig` fields (e.g. ``{"order": "random",
+      flow_options: any further options of the kind (`models.kinds.flow_option_names(kind)`, e.g. ``{"order": "random",
         "activation": "tanh"}``); the explicit fields above win over keys repeated here.
       objective: "max_likelihood" (fit the flow to the ingested data: the default) or
         "reverse_kl" (variational inference: fit the flow q to the unnormalised density
@@ -55,7 +54,8 @@ class TrainConfig(JsonConfig):
       anneal_epochs: reverse_kl only: the target's weight beta rises linearly from 0.01 to 1
         over this many epochs (Rezende & Mohamed's annealing); 0: beta = 1 throughout.
       epochs: maximum number of passes over the train split.
-      batch_size: examples per step (100 in the papers).
+      batch_size: examples per step (100 in the papers); with several replicas the global batch,
+        split evenly across them.
       learning_rate: Adam's base learning rate (1e-4 in the papers).
       lr_schedule: "constant", "cosine" (cosine decay from ``learning_rate`` to
         ``learning_rate * lr_min_fraction`` over ``epochs``) or "exponential" (multiplied by
@@ -77,7 +77,8 @@ class TrainConfig(JsonConfig):
       mixed_precision: reserved; True is refused (a flow's log-determinant sums need float32).
       jit_compile: compile the train step with XLA on a single device (20-50 % more examples/s
         on CPU, `benchmarks/speed.py`). If XLA cannot compile a step, the run says so and goes on
-        with the plain graph. With several replicas the plain graph is used.
+        with the plain graph. With several replicas (GPUs, or workers under ``TF_CONFIG``) only
+        each replica's gradient computation is compiled; the all-reduce runs in the plain graph.
       resume: continue from the newest checkpoint in the checkpoint folder if there is one;
         False deletes that folder's checkpoints and starts afresh.
       max_nan_retries: how many times a non-finite loss or weight is answered by rolling back
@@ -89,7 +90,7 @@ class TrainConfig(JsonConfig):
 
     kind: str = "maf"
     num_layers: int = 5
-    hidden_units: tuple = (512,)
+    hidden_units: Tuple[int, ...] = (512,)
     batch_norm: Optional[bool] = None
     num_components: Optional[int] = None
     l2: float = 1e-6
@@ -143,14 +144,19 @@ class TrainConfig(JsonConfig):
         if self.mixed_precision:
             raise ValueError("`mixed_precision` must be False, but is True: flows' log-determinants "
                              "lose too much in float16; train in float32.")
-        from tfflows.models.flows import FLOW_KINDS, FlowConfig
+        from tfflows.models.kinds import FLOW_KINDS, flow_option_names
 
         if self.kind not in FLOW_KINDS:
             raise ValueError(f"`kind` must be one of {FLOW_KINDS}, but is {self.kind!r}")
-        unknown = set(self.flow_options) - {f.name for f in dataclasses.fields(FlowConfig)}
+        # Checked here, before any component runs (the flow builder would only fail after ingest).
+        if self.objective != "vae" and (not isinstance(self.num_layers, int) or self.num_layers < 1):
+            raise ValueError(f"`num_layers` must be an int >= 1, but is {self.num_layers!r}")
+        if any(h < 1 for h in self.hidden_units):
+            raise ValueError(f"`hidden_units` must be widths >= 1, e.g. [64, 64], but is {list(self.hidden_units)}")
+        unknown = set(self.flow_options) - set(flow_option_names(self.kind))
         if unknown:
-            raise ValueError(f"`flow_options` has unknown option(s) {sorted(unknown)}; valid ones are the fields "
-                             "of models.FlowConfig")
+            raise ValueError(f"`flow_options` has unknown option(s) {sorted(unknown)}; fix: use the options of "
+                             f"kind {self.kind!r}: {', '.join(flow_option_names(self.kind))}")
         self._check_objective()
         clash = {"kind", "event_dim"} & set(self.flow_options)
         if clash:
@@ -167,14 +173,15 @@ class TrainConfig(JsonConfig):
             raise ValueError("`vae_options` is set, but only objective 'vae' uses it; set objective: vae or "
                              "drop vae_options")
         if self.objective == "vae":
-            from tfflows.models.vae import LIKELIHOODS
-
             unknown = sorted(set(self.vae_options) - set(VAE_OPTIONS))
             if unknown:
                 raise ValueError(f"`vae_options` has unknown option(s) {unknown}; valid ones are {list(VAE_OPTIONS)}")
-            if self.vae_options.get("likelihood", "bernoulli") not in LIKELIHOODS:
-                raise ValueError(f"`vae_options.likelihood` must be one of {LIKELIHOODS}, but is "
-                                 f"{self.vae_options['likelihood']!r}")
+            if "likelihood" in self.vae_options:  # models.vae imports TensorFlow: read only when set
+                from tfflows.models.vae import LIKELIHOODS
+
+                if self.vae_options["likelihood"] not in LIKELIHOODS:
+                    raise ValueError(f"`vae_options.likelihood` must be one of {LIKELIHOODS}, but is "
+                                     f"{self.vae_options['likelihood']!r}")
             if not isinstance(self.num_layers, int) or self.num_layers < 0:
                 raise ValueError(f"`num_layers` (IAF steps of the VAE posterior) must be an int >= 0, but is "
                                  f"{self.num_layers!r}")
@@ -244,19 +251,31 @@ class TrainConfig(JsonConfig):
 
 @dataclass(frozen=True)
 class TrackingConfig(JsonConfig):
-    """Where and whether the training is recorded in MLflow.
+    """MLflow, for the whole run: the one place its settings live (train, evaluate, push and
+    `tfflows promote|rollback` read this section; `components.tracking` is the helper).
+
+    MLflow is optional to a run's outcome: when a call fails the run goes on and one warning line
+    says what was not logged.
 
     Attributes:
       uri: MLflow tracking URI: ``sqlite:///<path>/mlflow.db`` for a local store or
-        ``http(s)://host:port`` for a tracking server. None disables tracking.
-      experiment: experiment name (created when missing).
-      run_name: name of the MLflow run (None: MLflow picks one).
+        ``http(s)://host:port`` for a tracking server. None disables tracking (the pipeline
+        fills in ``<output>/mlflow.db``).
+      experiment: experiment name (created when missing; the pipeline's default is its name).
+      run_name: name of the training's MLflow run (None: MLflow picks one).
       enabled: False turns tracking off whatever ``uri`` says.
       artifact_location: artifact root of a newly created experiment (None: for a
-        ``sqlite:///`` store, ``mlartifacts`` beside the database file; for a server, the
-        server's default).
+        ``sqlite:///`` store, ``mlartifacts`` beside the database file, the store's ``Default``
+        experiment included; for a server, the server's default).
       timeout_s: HTTP timeout of each request to a tracking server; an unreachable server is
-        detected by one health probe of this timeout and then skipped (training goes on).
+        detected by one health probe of this timeout and then skipped.
+      max_retries: retries of a failed HTTP request (about 1 s, 2 s, 4 s ... apart), so that an
+        outage costs seconds, not MLflow's default of minutes.
+      registry_uri: MLflow Model Registry URI (None: the tracking URI).
+      registered_model_name: registry name of pushed models (None: no registration; the
+        pipeline's default is its name).
+      alias: registry alias moved to a version by a blessed push and by `tfflows promote` /
+        `tfflows rollback` (the version TF Serving's ``stable`` label names).
     """
 
     uri: Optional[str] = None
@@ -265,8 +284,17 @@ class TrackingConfig(JsonConfig):
     enabled: bool = True
     artifact_location: Optional[str] = None
     timeout_s: float = 5.0
+    max_retries: int = 2
+    registry_uri: Optional[str] = None
+    registered_model_name: Optional[str] = None
+    alias: str = "champion"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
+            raise ValueError(f"`timeout_s` must be a positive number of seconds, but is {self.timeout_s!r}")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"`max_retries` must be an int >= 0, but is {self.max_retries!r}")
 
     @property
     def active(self) -> bool:
         return bool(self.enabled and self.uri)
-

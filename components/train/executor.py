@@ -1,47 +1,68 @@
-"""Executor logic of the train component as plain functions: `run_train` and its helpers.
+"""Executor logic of the train component: `run_train` and the `Trainer` behind it.
 
 The loop is the same for every objective (`objectives.py`: maximum likelihood on data, reverse
-KL to a target); one epoch at a time, all state in one checkpoint:
+KL to a target, the VAE's ELBO); one epoch at a time, all state in one checkpoint:
 
 1. epoch ``e`` draws its data order and dequantisation noise (reverse KL: its samples of q)
    from seeds derived from ``(seed, e)`` only, so an interrupted run that resumes from the
-   checkpoint of epoch ``e - 1`` sees exactly what an uninterrupted run sees;
+   checkpoint of epoch ``e - 1`` sees exactly what an uninterrupted run sees (`Trainer.epoch_step`);
 2. after the epoch's steps: the mean train value of the metric and its validation value
    (log-likelihood in model space with batch norm in evaluation mode and fixed dequantisation
    noise; reverse KL: the ELBO on fixed samples);
 3. a non-finite loss, validation value or weight rolls back to the last checkpoint, halves the
-   learning rate and retries (at most ``max_nan_retries`` times, then status "diverged");
+   learning rate and retries, at most ``max_nan_retries`` times; one more non-finite epoch ends
+   the run with status "diverged" (`Trainer.rollback_step`);
 4. the best epoch's weights are kept (early stopping after ``patience`` epochs without
    improvement); a checkpoint (model, optimizer, epoch, best state, history, MLflow run id) is
-   written after every epoch;
+   written after every epoch (`Trainer.accept_step`);
 5. at the end: best weights, batch-norm statistics of the whole (dequantised, transformed)
-   train split, `save_flow`, MLflow figures (loss curve; samples and density, or the fitted
-   density beside the target) and artifacts.
+   train split, `save_flow`, MLflow figures and artifacts (`Trainer.summary_step`).
+
+Checkpoints: a run resumes from the newest checkpoint it can read; an unreadable one (a
+truncated file after a crash or a full disk) is skipped with a warning, and an unreadable
+``checkpoint`` state file is reported and worked around (the checkpoints are found from their
+files). One run at a time may use a checkpoint folder: a second one refuses while the first
+holds the lock file ``<checkpoint_dir>.lock`` (local folders; the lock dies with its process).
+
+Several machines: when ``TF_CONFIG`` names more than one task (as Kubeflow's TFJob and Vertex
+custom jobs set it), training runs under `tf.distribute.MultiWorkerMirroredStrategy`: every
+worker reads the same global batches, takes its slice of each (``batch_size`` is the global
+batch) and the gradients are all-reduced, so all workers hold identical weights. Only the chief
+writes checkpoints, MLflow records and the trained model; the others write theirs to a
+temporary folder (saving takes part in collective operations, so they must still save) and all
+resume from the chief's checkpoints. Run one worker with
+``python -m tfflows.components.train.executor`` (`main`; see ``infra/k8s/training/``).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import fcntl
 import json
 import logging
 import math
 import os
+import re
+import shutil
+import sys
 import tempfile
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from tfflows.components.errors import DataError
 from tfflows.components.flow_artifact import save_flow
+from tfflows.components.tracking import Tracker
 from tfflows.components.train.config import TrackingConfig, TrainConfig
 from tfflows.components.train.objectives import epoch_seed, make_dataset, make_objective
-from tfflows.components.train.tracking import RunTracker
 from tfflows.models import FlowModel
 from tfflows.models.flows import kernel_l2
 
-__all__ = ["run_train", "make_dataset", "epoch_seed", "default_checkpoint_dir",
+__all__ = ["Trainer", "run_train", "make_dataset", "epoch_seed", "default_checkpoint_dir",
            "TrainingDivergedError"]
 
 logger = logging.getLogger("tfflows.train")
@@ -59,6 +80,12 @@ def default_checkpoint_dir(model_uri: str) -> str:
 
 
 def _strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when ``TF_CONFIG`` names several tasks, else the GPUs of this
+    machine (mirrored), one GPU, or the default (CPU)."""
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    tasks = resolver.cluster_spec().as_dict()
+    if sum(len(tasks.get(kind, ())) for kind in ("chief", "worker")) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
@@ -70,6 +97,10 @@ def _strategy() -> tf.distribute.Strategy:
 def _all_finite(variables) -> bool:
     return all(bool(tf.reduce_all(tf.math.is_finite(v)).numpy()) for v in variables
                if v.dtype.is_floating)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 class _State:
@@ -94,8 +125,21 @@ class _State:
                     nan_retries=self.nan_retries, stopped=self.stopped, history=self.history,
                     run_id=self.run_id, best_weights=self.best_weights)
 
-    def get_history(self) -> List[dict]:
+    def get_history(self) -> list[dict]:
         return json.loads(self.history.numpy().decode())
+
+
+@dataclasses.dataclass
+class _Epoch:
+    """What one epoch's steps gave: its learning rate, values, examples and time."""
+
+    epoch: int
+    learning_rate: float
+    train_value: float
+    val_value: float
+    examples: int
+    seconds: float
+    finite: bool
 
 
 def _check_checkpoint_dir(checkpoint_dir: str, signature: dict, resume: bool) -> None:
@@ -117,6 +161,361 @@ def _check_checkpoint_dir(checkpoint_dir: str, signature: dict, resume: bool) ->
         json.dump(signature, f, indent=2, sort_keys=True)
 
 
+def _checkpoints_newest_first(checkpoint_dir: str) -> List[str]:
+    """``ckpt-<n>`` prefixes found from their index files (not from the ``checkpoint`` state
+    file, which a crash can leave corrupt), newest first."""
+    numbers = []
+    for name in tf.io.gfile.listdir(checkpoint_dir) if tf.io.gfile.isdir(checkpoint_dir) else []:
+        match = re.fullmatch(r"ckpt-(\d+)\.index", name)
+        if match:
+            numbers.append(int(match.group(1)))
+    return [os.path.join(checkpoint_dir, f"ckpt-{n}") for n in sorted(numbers, reverse=True)]
+
+
+class _FolderLock:
+    """An exclusive lock on ``<folder>.lock`` for the life of a run (`fcntl.flock`: the kernel
+    drops it when the process dies, so a killed run never leaves a stale lock)."""
+
+    def __init__(self, folder: str):
+        self.path = folder.rstrip("/") + ".lock"
+        self.handle = None
+        if "://" in folder:  # object stores have no flock; a cluster job runs one chief anyway
+            return
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise DataError(folder, "", f"checkpoint folder in use by another training ({holder})",
+                            "wait for that run to finish, or write this run to another output folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
+class Trainer:
+    """One training run. `run` = set-up and restore, then per epoch `epoch_step` followed by
+    `accept_step` (finite) or `rollback_step` (not), then `summary_step`.
+
+    Args: those of `run_train`.
+    """
+
+    def __init__(self, examples_uri: Optional[str], transform_graph_uri: Optional[str], model_uri: str,
+                 train_config: TrainConfig, tracking_config: Optional[TrackingConfig] = None,
+                 checkpoint_dir: Optional[str] = None, *, epoch_hook: Optional[EpochHook] = None):
+        # First: a multi-worker strategy must exist before TensorFlow runs any other op.
+        self.strategy = _strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        self.chief = bool(self.strategy.extended.should_checkpoint)
+        self.config = train_config
+        self.examples_uri = examples_uri
+        self.epoch_hook = epoch_hook
+        if self.replicas > 1 and train_config.objective != "max_likelihood":
+            raise ValueError(f"objective {train_config.objective!r} trains on one device (its batches carry "
+                             "per-step seeds that cannot be split across replicas); run it without TF_CONFIG "
+                             "on one GPU or the CPU")
+        self.checkpoint_dir = checkpoint_dir or default_checkpoint_dir(model_uri)
+        # Non-chief workers write what they must write to a folder of their own, deleted at the end.
+        self._scratch = None if self.chief else tempfile.mkdtemp(prefix="tfflows-worker-")
+        self.model_uri = model_uri if self.chief else os.path.join(self._scratch, "model")
+        self.save_dir = self.checkpoint_dir if self.chief else os.path.join(self._scratch, "checkpoints")
+        tracking_config = tracking_config or TrackingConfig(enabled=False)
+        self.tracking_config = tracking_config if self.chief else dataclasses.replace(tracking_config, enabled=False)
+        self.objective = make_objective(train_config, examples_uri, transform_graph_uri)
+        self.metric = self.objective.metric
+        self.train_key, self.val_key = f"train_{self.metric}", f"val_{self.metric}"
+        tf_keras.utils.set_random_seed(train_config.seed)
+        with self.strategy.scope():
+            self.model = self.objective.build_model()
+            self.optimizer = tf_keras.optimizers.Adam(learning_rate=train_config.learning_rate)
+            self.optimizer.build(self.model.trainable_variables)
+        # Outside the scope: a multi-worker scope broadcasts initial values, which strings cannot
+        # be; every worker computes the same state anyway.
+        self.state = _State(self.model)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                              **self.state.trackables())
+        self.num_parameters = int(sum(np.prod(v.shape) for v in self.model.trainable_variables))
+        self._plain_step = tf.function(lambda batch: self._replicated_step(batch, self._gradients))
+        if self.replicas > 1:
+            # XLA cannot compile collective ops on CPU (TF 2.21 under MultiWorkerMirroredStrategy:
+            # UnimplementedError, and the process crashed after it): only each replica's
+            # gradients are compiled; the all-reduce and the update stay in the plain graph.
+            xla_gradients = tf.function(self._gradients, jit_compile=True)
+            self._compiled_step = tf.function(lambda batch: self._replicated_step(batch, xla_gradients))
+        else:
+            self._compiled_step = tf.function(self._plain_step.python_function, jit_compile=True)
+        self.use_xla = train_config.jit_compile
+        self.status, self.rollbacks = "ok", []
+        self.trained_examples, self.train_time = 0, 0.0
+        self.lock = self.manager = self.tracker = self.restore_point = None
+        self._candidates: List[str] = []
+
+    # ----- set-up -------------------------------------------------------------------------
+    def _barrier(self) -> None:
+        """Waits for every worker (an all-reduce of one number)."""
+        if self.multi_worker:
+            self.strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                 self.strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+    def _prepare_checkpoints(self) -> None:
+        if self.chief:
+            self.lock = _FolderLock(self.checkpoint_dir)
+            signature = {"flow": self.model.get_config(), "data_fingerprint": self.objective.fingerprint,
+                         "batch_size": self.config.batch_size, "seed": self.config.seed,
+                         "objective": self.config.objective}
+            _check_checkpoint_dir(self.checkpoint_dir, json.loads(json.dumps(signature)), self.config.resume)
+        self._barrier()  # the others read the chief's folder only once it is ready ...
+        self._candidates = _checkpoints_newest_first(self.checkpoint_dir)
+        self._barrier()  # ... and before the chief may write its epoch-0 checkpoint there
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.save_dir, max_to_keep=3,
+                                                  checkpoint_name="ckpt")
+
+    def _restore(self) -> None:
+        """Restores the newest readable checkpoint of the (chief's) folder, or saves epoch 0."""
+        candidates = self._candidates
+        state_file = os.path.join(self.checkpoint_dir, "checkpoint")
+        if candidates and tf.io.gfile.exists(state_file) and tf.train.get_checkpoint_state(self.checkpoint_dir) is None:
+            logger.warning("the checkpoint state file %s is unreadable (corrupt); resuming from the "
+                           "checkpoint files beside it instead", state_file)
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (IndexError, ValueError, AssertionError, tf.errors.OpError) as error:
+                logger.warning("checkpoint %s is unreadable (%s); trying the one before it", path,
+                               _first_line(error))
+                continue
+            self.restore_point = path
+            logger.info("resumed from %s (epoch %d done)", path, int(self.state.epoch.numpy()))
+            return
+        if candidates:
+            raise DataError(self.checkpoint_dir, "", f"none of its {len(candidates)} checkpoints is readable",
+                            "delete that folder or set train.resume=false to start afresh")
+        self.restore_point = self.manager.save(checkpoint_number=0)  # epoch 0: the first rollback point
+
+    def _open_tracking(self) -> None:
+        self.tracker = Tracker(self.tracking_config, run_id=self.state.run_id.numpy().decode() or None)
+        if self.tracker.start_run():
+            self.state.run_id.assign(self.tracker.run_id)
+        self.tracker.log_params({"train": dataclasses.asdict(self.config),
+                                 "flow": self.model.get_config(),
+                                 "data": self.objective.params,
+                                 "num_parameters": self.num_parameters,
+                                 "replicas": self.replicas})
+        if self.examples_uri:  # the splits it is trained, validated and tested on, as the run's dataset inputs
+            from tfflows.components.ingest import read_metadata
+
+            self.tracker.log_datasets(self.objective.params["name"], self.objective.fingerprint,
+                                      self.examples_uri, read_metadata(self.examples_uri).split_sizes)
+
+    # ----- one step -----------------------------------------------------------------------
+    def _gradients(self, batch):
+        """(loss, the batch's metric value, gradients) on one replica's slice of the batch."""
+        l2 = float(self.config.l2)
+        with tf.GradientTape() as tape:
+            objective_loss, value = self.objective.step_values(self.model, batch)
+            loss = objective_loss + l2 * kernel_l2(self.model.trainable_variables) if l2 else objective_loss
+            # Each replica holds 1/replicas of the global batch; the all-reduce sums the gradients.
+            scaled = loss / self.replicas
+        return loss, value, tape.gradient(scaled, self.model.trainable_variables)
+
+    def _replicated_step(self, batch, gradients):
+        def step_fn(replica_batch):
+            loss, value, grads = gradients(replica_batch)
+            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+            return loss, value
+
+        loss, value = self.strategy.run(step_fn, args=(batch,))
+        mean = tf.distribute.ReduceOp.MEAN
+        return self.strategy.reduce(mean, loss, axis=None), self.strategy.reduce(mean, value, axis=None)
+
+    def train_step(self, batch):
+        """One step, XLA-compiled when ``jit_compile`` and XLA can compile it (else the plain graph)."""
+        if self.use_xla:
+            try:
+                return self._compiled_step(batch)
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+                if "compil" not in str(error).lower():
+                    raise
+                # Compilation fails before anything runs, so the plain graph can take this batch.
+                self.use_xla = False
+                logger.warning("XLA could not compile the train step (%s); using the plain graph",
+                               _first_line(error))
+        return self._plain_step(batch)
+
+    def _distributed(self, data: tf.data.Dataset):
+        if self.multi_worker:
+            # Every worker reads every global batch and keeps its slice: the same global batches
+            # as one worker, whatever the number of files.
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            data = data.with_options(options)
+        return self.strategy.experimental_distribute_dataset(data)
+
+    # ----- one epoch ----------------------------------------------------------------------
+    def epoch_step(self, epoch: int) -> _Epoch:
+        """The epoch's steps, then its train and validation values."""
+        config, metric = self.config, self.metric
+        lr = config.learning_rate_at(epoch) * float(self.state.lr_scale.numpy())
+        self.optimizer.learning_rate = lr
+        start, values, seen = time.perf_counter(), [], 0
+        for step, batch in enumerate(self._distributed(self.objective.batches(epoch)), start=1):
+            loss, value = self.train_step(batch)
+            values.append(value)
+            seen += config.batch_size
+            if step % config.log_every_steps == 0:
+                elapsed = time.perf_counter() - start
+                logger.info("epoch %d step %d loss %.4f %s %.4f (%.0f examples/s)", epoch, step,
+                            float(loss.numpy()), metric, float(value.numpy()), seen / max(elapsed, 1e-9))
+        if self.epoch_hook is not None:
+            self.epoch_hook(epoch, self.model)
+        elapsed = time.perf_counter() - start
+        train_value = float(tf.reduce_mean(tf.stack(values)).numpy()) if values else float("nan")
+        val_value = self.objective.validate(self.model)
+        finite = math.isfinite(train_value) and math.isfinite(val_value) and _all_finite(self.model.variables)
+        return _Epoch(epoch, lr, train_value, val_value, seen, elapsed, finite)
+
+    def rollback_step(self, result: _Epoch) -> bool:
+        """Back to the last checkpoint with the learning rate halved; False (status "diverged",
+        the last checkpoint restored) once ``max_nan_retries`` rollbacks did not help."""
+        state, metric = self.state, self.metric
+        retries = int(state.nan_retries.numpy()) + 1
+        restored = self.restore_point
+        self.checkpoint.restore(restored).assert_existing_objects_matched()
+        if retries > self.config.max_nan_retries:
+            logger.error("NON-FINITE loss or weights in epoch %d (train %s %s, val %s) after "
+                         "%d rollback(s): giving up, status 'diverged'", result.epoch, metric,
+                         result.train_value, result.val_value, len(self.rollbacks))
+            self.status = "diverged"
+            return False
+        scale = float(state.lr_scale.numpy()) * 0.5
+        state.nan_retries.assign(retries)
+        state.lr_scale.assign(scale)
+        self.rollbacks.append({"epoch": result.epoch, self.train_key: result.train_value,
+                               self.val_key: result.val_value, "restored": restored})
+        logger.warning(
+            "NON-FINITE loss or weights in epoch %d (train %s %s, val %s): ROLLED BACK to "
+            "checkpoint %s (epoch %d) and halved the learning rate to %.3g (retry %d of %d)",
+            result.epoch, metric, result.train_value, result.val_value, restored,
+            int(state.epoch.numpy()), self.config.learning_rate_at(int(state.epoch.numpy()) + 1) * scale,
+            retries, self.config.max_nan_retries)
+        self.tracker.set_tags({f"rollback_epoch_{result.epoch}": f"restored {restored}, lr x{scale:g}"})
+        return True
+
+    def accept_step(self, result: _Epoch) -> None:
+        """Records a finite epoch: history, best weights, early stopping, checkpoint, MLflow."""
+        state, epoch = self.state, result.epoch
+        self.trained_examples += result.examples
+        self.train_time += result.seconds
+        record = {"epoch": epoch, self.train_key: result.train_value, self.val_key: result.val_value,
+                  "learning_rate": result.learning_rate,
+                  "examples_per_sec": result.examples / max(result.seconds, 1e-9)}
+        history = state.get_history() + [record]
+        if result.val_value > float(state.best_val.numpy()):
+            state.best_val.assign(result.val_value)
+            state.best_epoch.assign(epoch)
+            state.bad_epochs.assign(0)
+            for best, v in zip(state.best_weights, self.model.variables):
+                best.assign(v)
+        else:
+            state.bad_epochs.assign_add(1)
+        if self.config.patience and int(state.bad_epochs.numpy()) >= self.config.patience:
+            state.stopped.assign(True)
+            logger.info("early stopping after epoch %d: no better validation %s for %d epochs "
+                        "(best %.4f at epoch %d)", epoch, self.metric, self.config.patience,
+                        float(state.best_val.numpy()), int(state.best_epoch.numpy()))
+        state.history.assign(json.dumps(history))
+        state.epoch.assign(epoch)
+        self.restore_point = self.manager.save(checkpoint_number=epoch)
+        logger.info("epoch %d: train %s %.4f, val %s %.4f, lr %.3g, %.0f examples/s", epoch, self.metric,
+                    result.train_value, self.metric, result.val_value, result.learning_rate,
+                    record["examples_per_sec"],
+                    extra={"epoch": epoch, "epochs": self.config.epochs})  # the CLI's progress bar/lines
+        self.tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+
+    # ----- the end ------------------------------------------------------------------------
+    def summary_step(self) -> Dict:
+        """Best weights and batch-norm statistics, then the artifact, its summary and MLflow."""
+        state, metric, config = self.state, self.metric, self.config
+        best_epoch = int(state.best_epoch.numpy())
+        if best_epoch == 0:
+            self.tracker.set_tags({"status": "diverged"})
+            self.tracker.end("FAILED")
+            raise TrainingDivergedError(
+                f"training diverged: no epoch ended with finite loss and weights "
+                f"({len(self.rollbacks)} rollback(s)); nothing was saved to {self.model_uri}. Lower "
+                f"learning_rate (now {config.learning_rate}) or check the data.")
+        for v, best in zip(self.model.variables, state.best_weights):
+            v.assign(best)
+        self.objective.finish(self.model)
+        final_val = self.objective.validate(self.model)
+        if not (_all_finite(self.model.variables) and math.isfinite(final_val)):
+            self.tracker.end("FAILED")
+            raise TrainingDivergedError(
+                f"the best epoch's model is not finite after setting batch-norm statistics "
+                f"(validation {metric} {final_val}); nothing was saved to {self.model_uri}")
+        summary = {
+            "objective": config.objective,
+            "metric": metric,
+            "status": self.status,
+            "epochs_run": int(state.epoch.numpy()),
+            "best_epoch": best_epoch,
+            f"best_val_{metric}": float(state.best_val.numpy()),
+            f"final_val_{metric}": final_val,
+            "early_stopped": bool(state.stopped.numpy()),
+            "history": state.get_history(),
+            "rollbacks": self.rollbacks,
+            "nan_retries": int(state.nan_retries.numpy()),
+            "train_time_s": self.train_time,
+            "examples_per_sec": self.trained_examples / self.train_time if self.train_time else None,
+            "num_parameters": self.num_parameters,
+            "replicas": self.replicas,
+            "data_fingerprint": self.objective.fingerprint,
+            "event_dim": self.objective.event_dim,
+            "kind": "vae" if config.objective == "vae" else config.kind,
+            "train_config": json.loads(config.to_json()),
+            "checkpoint_dir": self.checkpoint_dir,
+            "mlflow_run_id": self.tracker.run_id,
+            **self.objective.summary(self.model),
+        }
+        save_flow(self.model, self.model_uri, summary)
+        logger.info("saved %s model (best epoch %d, val %s %.4f, status %s) to %s", summary["kind"],
+                    best_epoch, metric, summary[f"best_val_{metric}"], self.status, self.model_uri)
+        _log_run_end(self.tracker, self.model, summary, self.objective, self.model_uri)
+        summary["mlflow_not_logged"] = sorted(set(self.tracker.not_logged))
+        return summary
+
+    def run(self) -> Dict:
+        try:
+            self._prepare_checkpoints()
+            self._restore()
+            self._open_tracking()
+            state = self.state
+            while int(state.epoch.numpy()) < self.config.epochs and not bool(state.stopped.numpy()):
+                result = self.epoch_step(int(state.epoch.numpy()) + 1)
+                if result.finite:
+                    self.accept_step(result)
+                elif not self.rollback_step(result):
+                    break
+            return self.summary_step()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+
+
 def run_train(examples_uri: Optional[str], transform_graph_uri: Optional[str], model_uri: str,
               train_config: TrainConfig, tracking_config: Optional[TrackingConfig] = None,
               checkpoint_dir: Optional[str] = None, *,
@@ -128,7 +527,8 @@ def run_train(examples_uri: Optional[str], transform_graph_uri: Optional[str], m
         objective "reverse_kl".
       transform_graph_uri: its TransformGraph artifact (`components.transform.run_transform`);
         None for objective "reverse_kl".
-      model_uri: folder of the Model artifact (written by `save_flow`).
+      model_uri: folder of the Model artifact (written by `save_flow`; by the chief only when
+        several workers train).
       train_config: the objective, the flow and the optimisation.
       tracking_config: MLflow tracking (None: none).
       checkpoint_dir: checkpoint folder; a re-run with the same folder resumes
@@ -142,205 +542,19 @@ def run_train(examples_uri: Optional[str], transform_graph_uri: Optional[str], m
       and keeps the best finite epoch), epochs_run, best_epoch, best_val_<metric>,
       final_val_<metric> (after the train-set batch-norm statistics), history (train_<metric>,
       val_<metric> per epoch), rollbacks, train_time_s, examples_per_sec, num_parameters,
-      data_fingerprint, mlflow_run_id; reverse_kl adds target and importance_diagnostics
-      (ESS/n, log Z, KL estimates from 10,000 samples).
+      replicas, data_fingerprint, mlflow_run_id; reverse_kl adds target and
+      importance_diagnostics (ESS/n, log Z, KL estimates from 10,000 samples).
 
     Raises:
       TrainingDivergedError: no epoch ended with a finite model; no artifact is written.
       ValueError: ``checkpoint_dir`` holds checkpoints of a different training.
+      DataError: another run holds ``checkpoint_dir``, or none of its checkpoints is readable.
     """
-    tracking_config = tracking_config or TrackingConfig(enabled=False)
-    objective = make_objective(train_config, examples_uri, transform_graph_uri)
-    metric = objective.metric
-    d = objective.event_dim
-    checkpoint_dir = checkpoint_dir or default_checkpoint_dir(model_uri)
-
-    strategy = _strategy()
-    tf_keras.utils.set_random_seed(train_config.seed)
-    with strategy.scope():
-        model = objective.build_model()
-        optimizer = tf_keras.optimizers.Adam(learning_rate=train_config.learning_rate)
-        optimizer.build(model.trainable_variables)
-        state = _State(model)
-    signature = {"flow": model.get_config(), "data_fingerprint": objective.fingerprint,
-                 "batch_size": train_config.batch_size, "seed": train_config.seed,
-                 "objective": train_config.objective}
-    _check_checkpoint_dir(checkpoint_dir, json.loads(json.dumps(signature)), train_config.resume)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.trackables())
-    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3,
-                                         checkpoint_name="ckpt")
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logger.info("resumed from %s (epoch %d done)", manager.latest_checkpoint,
-                    int(state.epoch.numpy()))
-    else:
-        manager.save(checkpoint_number=0)  # epoch 0: the rollback point of the first epoch
-    num_parameters = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-    l2 = float(train_config.l2)
-    replicas = strategy.num_replicas_in_sync
-
-    def step_fn(batch):
-        with tf.GradientTape() as tape:
-            objective_loss, value = objective.step_values(model, batch)
-            loss = objective_loss + l2 * kernel_l2(model.trainable_variables) if l2 else objective_loss
-            scaled = loss / replicas
-        grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, value
-
-    def replicated_step(batch):
-        loss, value = strategy.run(step_fn, args=(batch,))
-        mean = tf.distribute.ReduceOp.MEAN
-        return strategy.reduce(mean, loss, axis=None), strategy.reduce(mean, value, axis=None)
-
-    compiled_step = tf.function(replicated_step, jit_compile=True)
-    plain_step = tf.function(replicated_step)
-    use_xla = train_config.jit_compile and replicas == 1
-
-    def train_step(batch):
-        nonlocal use_xla
-        if use_xla:
-            try:
-                return compiled_step(batch)
-            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
-                if "compil" not in str(error).lower():
-                    raise
-                # Compilation fails before anything runs, so the plain graph can take this batch.
-                use_xla = False
-                logger.warning("XLA could not compile the train step (%s); using the plain graph",
-                               str(error).strip().splitlines()[0][:200])
-        return plain_step(batch)
-
-    tracker = RunTracker(tracking_config, run_id=state.run_id.numpy().decode() or None)
-    if tracker.run_id:
-        state.run_id.assign(tracker.run_id)
-    tracker.log_params({"train": dataclasses.asdict(train_config),
-                        "flow": model.get_config(),
-                        "data": objective.params,
-                        "num_parameters": num_parameters})
-
-    status, rollbacks = "ok", []
-    trained_examples, train_time = 0, 0.0
-    train_key, val_key = f"train_{metric}", f"val_{metric}"
-    while int(state.epoch.numpy()) < train_config.epochs and not bool(state.stopped.numpy()):
-        epoch = int(state.epoch.numpy()) + 1
-        lr = train_config.learning_rate_at(epoch) * float(state.lr_scale.numpy())
-        optimizer.learning_rate = lr
-        data = objective.batches(epoch)
-        start, values, seen = time.perf_counter(), [], 0
-        for step, batch in enumerate(strategy.experimental_distribute_dataset(data), start=1):
-            loss, value = train_step(batch)
-            values.append(value)
-            seen += train_config.batch_size
-            if step % train_config.log_every_steps == 0:
-                elapsed = time.perf_counter() - start
-                logger.info("epoch %d step %d loss %.4f %s %.4f (%.0f examples/s)", epoch, step,
-                            float(loss.numpy()), metric, float(value.numpy()), seen / max(elapsed, 1e-9))
-        if epoch_hook is not None:
-            epoch_hook(epoch, model)
-        elapsed = time.perf_counter() - start
-        train_value = float(tf.reduce_mean(tf.stack(values)).numpy()) if values else float("nan")
-        val_value = objective.validate(model)
-        if not (math.isfinite(train_value) and math.isfinite(val_value) and _all_finite(model.variables)):
-            retries = int(state.nan_retries.numpy()) + 1
-            scale = float(state.lr_scale.numpy()) * 0.5
-            restored = manager.latest_checkpoint
-            rollbacks.append({"epoch": epoch, train_key: train_value, val_key: val_value,
-                              "restored": restored})
-            if retries > train_config.max_nan_retries:
-                logger.error("NON-FINITE loss or weights in epoch %d (train %s %s, val %s) after "
-                             "%d rollback(s): giving up, status 'diverged'", epoch, metric, train_value,
-                             val_value, retries - 1)
-                checkpoint.restore(restored).assert_existing_objects_matched()
-                status = "diverged"
-                break
-            checkpoint.restore(restored).assert_existing_objects_matched()
-            state.nan_retries.assign(retries)
-            state.lr_scale.assign(scale)
-            logger.warning(
-                "NON-FINITE loss or weights in epoch %d (train %s %s, val %s): ROLLED BACK to "
-                "checkpoint %s (epoch %d) and halved the learning rate to %.3g (retry %d of %d)",
-                epoch, metric, train_value, val_value, restored, int(state.epoch.numpy()),
-                train_config.learning_rate_at(int(state.epoch.numpy()) + 1) * scale, retries,
-                train_config.max_nan_retries)
-            tracker.set_tags({f"rollback_epoch_{epoch}": f"restored {restored}, lr x{scale:g}"})
-            continue
-        trained_examples += seen
-        train_time += elapsed
-        history = state.get_history()
-        record = {"epoch": epoch, train_key: train_value, val_key: val_value,
-                  "learning_rate": lr, "examples_per_sec": seen / max(elapsed, 1e-9)}
-        history.append(record)
-        if val_value > float(state.best_val.numpy()):
-            state.best_val.assign(val_value)
-            state.best_epoch.assign(epoch)
-            state.bad_epochs.assign(0)
-            for best, v in zip(state.best_weights, model.variables):
-                best.assign(v)
-        else:
-            state.bad_epochs.assign_add(1)
-        if train_config.patience and int(state.bad_epochs.numpy()) >= train_config.patience:
-            state.stopped.assign(True)
-            logger.info("early stopping after epoch %d: no better validation %s for %d epochs "
-                        "(best %.4f at epoch %d)", epoch, metric, train_config.patience,
-                        float(state.best_val.numpy()), int(state.best_epoch.numpy()))
-        state.history.assign(json.dumps(history))
-        state.epoch.assign(epoch)
-        manager.save(checkpoint_number=epoch)
-        logger.info("epoch %d: train %s %.4f, val %s %.4f, lr %.3g, %.0f examples/s", epoch, metric,
-                    train_value, metric, val_value, lr, record["examples_per_sec"])
-        tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
-
-    history = state.get_history()
-    best_epoch = int(state.best_epoch.numpy())
-    if best_epoch == 0:
-        tracker.set_tags({"status": "diverged"})
-        tracker.end("FAILED")
-        raise TrainingDivergedError(
-            f"training diverged: no epoch ended with finite loss and weights "
-            f"({len(rollbacks)} rollback(s)); nothing was saved to {model_uri}. Lower "
-            f"learning_rate (now {train_config.learning_rate}) or check the data.")
-    for v, best in zip(model.variables, state.best_weights):
-        v.assign(best)
-    objective.finish(model)
-    final_val = objective.validate(model)
-    if not (_all_finite(model.variables) and math.isfinite(final_val)):
-        tracker.end("FAILED")
-        raise TrainingDivergedError(
-            f"the best epoch's model is not finite after setting batch-norm statistics "
-            f"(validation {metric} {final_val}); nothing was saved to {model_uri}")
-    summary = {
-        "objective": train_config.objective,
-        "metric": metric,
-        "status": status,
-        "epochs_run": int(state.epoch.numpy()),
-        "best_epoch": best_epoch,
-        f"best_val_{metric}": float(state.best_val.numpy()),
-        f"final_val_{metric}": final_val,
-        "early_stopped": bool(state.stopped.numpy()),
-        "history": history,
-        "rollbacks": rollbacks,
-        "nan_retries": int(state.nan_retries.numpy()),
-        "train_time_s": train_time,
-        "examples_per_sec": trained_examples / train_time if train_time else None,
-        "num_parameters": num_parameters,
-        "data_fingerprint": objective.fingerprint,
-        "event_dim": d,
-        "kind": "vae" if train_config.objective == "vae" else train_config.kind,
-        "train_config": json.loads(train_config.to_json()),
-        "checkpoint_dir": checkpoint_dir,
-        "mlflow_run_id": tracker.run_id,
-        **objective.summary(model),
-    }
-    save_flow(model, model_uri, summary)
-    logger.info("saved %s model (best epoch %d, val %s %.4f, status %s) to %s", summary["kind"],
-                best_epoch, metric, summary[f"best_val_{metric}"], status, model_uri)
-    _log_run_end(tracker, model, summary, objective, model_uri)
-    summary["mlflow_not_logged"] = sorted(set(tracker.not_logged))
-    return summary
+    return Trainer(examples_uri, transform_graph_uri, model_uri, train_config, tracking_config,
+                   checkpoint_dir, epoch_hook=epoch_hook).run()
 
 
-def _log_run_end(tracker: RunTracker, model: FlowModel, summary: dict, objective, model_uri: str) -> None:
+def _log_run_end(tracker: Tracker, model: FlowModel, summary: dict, objective, model_uri: str) -> None:
     """Final metrics, the loss curve, the objective's figures and the model folder to MLflow."""
     if not tracker.config.active:
         return
@@ -368,3 +582,39 @@ def _log_run_end(tracker: RunTracker, model: FlowModel, summary: dict, objective
                     tracker.log_artifact(path, "plots")
     tracker.log_artifact(model_uri, "model")
     tracker.end("FINISHED")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """One training worker (the command of each task of a TFJob / Vertex custom job).
+
+    ``python -m tfflows.components.train.executor --examples DIR --transform-graph DIR --model DIR
+    --train-config train.json [--tracking-config tracking.json] [--checkpoint-dir DIR]``: the
+    config files hold `TrainConfig` / `TrackingConfig` JSON (their ``to_json``); the folders are
+    artifacts of an earlier ``tfflows run`` on storage every worker sees. ``TF_CONFIG`` decides
+    the workers; prints the summary's status line.
+    """
+    parser = argparse.ArgumentParser(prog="python -m tfflows.components.train.executor")
+    parser.add_argument("--examples", help="ingested Examples folder (not for reverse_kl)")
+    parser.add_argument("--transform-graph", help="TransformGraph folder (not for reverse_kl)")
+    parser.add_argument("--model", required=True, help="output folder of the trained model (chief)")
+    parser.add_argument("--train-config", required=True, help="TrainConfig JSON file")
+    parser.add_argument("--tracking-config", help="TrackingConfig JSON file (default: no MLflow)")
+    parser.add_argument("--checkpoint-dir", help="shared checkpoint folder (default: beside --model)")
+    args = parser.parse_args(argv)
+
+    def read(path):
+        with open(path) as f:
+            return f.read()
+
+    tracking = TrackingConfig.from_json(read(args.tracking_config)) if args.tracking_config else None
+    summary = run_train(args.examples, args.transform_graph, args.model,
+                        TrainConfig.from_json(read(args.train_config)), tracking, args.checkpoint_dir)
+    metric = summary["metric"]
+    print(f"status {summary['status']}: {summary['epochs_run']} epochs on {summary['replicas']} replica(s), "
+          f"best val {metric} {summary[f'best_val_{metric}']:.4f} (epoch {summary['best_epoch']})")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

@@ -3,7 +3,9 @@
 `run_transform` analyses the ``analyze_splits`` of an ingested Examples artifact with
 tf.Transform on Beam and writes the transform graph (``transform_fn/``,
 ``transformed_metadata/``) plus ``preprocessing.json`` (the resolved method and constants)
-into ``output_uri``, through a temporary folder moved into place only on success.
+into ``output_uri``, through a temporary folder moved into place only on success. Every split
+of the input is first checked against the row counts ingest recorded, and the analysis must
+have seen exactly the rows of ``analyze_splits`` (`components.ingest.verify`).
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from typing import Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
 
 from tfflows.components.config import TransformConfig
-from tfflows.components.errors import DataError
-from tfflows.components.ingest.executor import publish_dir, reraise_data_error
-from tfflows.components.ingest.metadata import DatasetMetadata, read_metadata, split_files
-from tfflows.components.ingest.runner import pipeline_options
+from tfflows.components.artifacts import publish_dir, staging_dir
+from tfflows.components.errors import DataError, reraise_data_error
+from tfflows.components.ingest.metadata import DatasetMetadata, read_metadata
+from tfflows.components.ingest.loaders import SPLITS
+from tfflows.components.ingest.runner import check_runner, pipeline_options
+from tfflows.components.ingest.verify import (METRICS_NAMESPACE, counter_totals, lost_output,
+                                              verify_splits)
 from tfflows.components.transform.preprocessing import make_preprocessing_fn
 
 __all__ = ["PREPROCESSING_FILE", "resolve", "run_transform", "benchmark_transform_config"]
@@ -90,6 +94,29 @@ def _probe_constant_columns(tmp_dir: str, resolved: dict, source: str) -> None:
                         "drop the column at ingestion (IngestConfig.columns) or add noise")
 
 
+def _count_rows(batch) -> None:
+    beam.metrics.Metrics.counter(METRICS_NAMESPACE, "transform_rows").inc(batch.num_rows)
+
+
+def _verify_output(tmp_dir: str, counters, resolved: dict, metadata: DatasetMetadata,
+                   runner: str) -> None:
+    """The transform graph's files are there and the analysis saw every row it should."""
+    import tensorflow as tf
+
+    for needed in ("transform_fn/saved_model.pb", "transformed_metadata/schema.pbtxt"):
+        if not tf.io.gfile.exists(os.path.join(tmp_dir, needed)):
+            raise lost_output("transform", runner, needed,
+                              "the job reported success but this file of the transform graph "
+                              "is missing")
+    if counters is not None:
+        splits = resolved["analyze_splits"]
+        want = sum(metadata.split_sizes[s] for s in splits)
+        got = counters.get("transform_rows", 0)
+        if got != want:
+            raise lost_output("transform", runner, f"splits {'+'.join(splits)}",
+                              f"the analysis read {got} rows, ingest recorded {want}")
+
+
 def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
                   beam_pipeline_args: Optional[Sequence[str]] = None) -> dict:
     """Analyses an ingested Examples artifact and writes the tf.Transform graph.
@@ -118,34 +145,36 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
         config.min_std)
     schema = schema_utils.schema_from_feature_spec(
         {"x": tf.io.FixedLenFeature([metadata.event_dim], tf.float32)})
-    patterns = []
-    for split in config.analyze_splits:
-        if not split_files(examples_uri, split):
-            raise DataError(examples_uri, f"Split-{split}", "holds no TFRecord files",
-                            "ingest the dataset again or change analyze_splits")
-        patterns.append(os.path.join(examples_uri, f"Split-{split}", "*.gz"))
-    parent = os.path.dirname(os.path.abspath(output_uri))
-    tmp_dir = os.path.join(parent, f".{os.path.basename(output_uri.rstrip('/'))}"
-                                   f".tmp-{uuid.uuid4().hex}")
+    runner = check_runner(beam_pipeline_args)
+    # Train and evaluate read the other splits without Beam: check all of them here, once.
+    verify_splits(examples_uri, {s: metadata.split_sizes[s] for s in SPLITS}, "transform",
+                  runner, fix_hint=f"the examples changed after ingest recorded "
+                                   f"{metadata.split_sizes}; ingest the dataset again")
+    patterns = [os.path.join(examples_uri, f"Split-{split}", "*.gz")
+                for split in config.analyze_splits]
+    tmp_dir = staging_dir(output_uri)
     try:
         with tempfile.TemporaryDirectory() as tft_tmp:
             try:
-                with beam.Pipeline(options=pipeline_options(beam_pipeline_args)) as pipeline:
-                    with tft_beam.Context(temp_dir=tft_tmp, force_tf_compat_v1=False):
-                        sources = [tfxio.TFExampleRecord(file_pattern=p, schema=schema)
-                                   for p in patterns]
-                        batches = [pipeline | f"Read{i}" >> s.BeamSource()
-                                   for i, s in enumerate(sources)]
-                        raw = batches | "FlattenSplits" >> beam.Flatten()
-                        transform_fn = ((raw, sources[0].TensorAdapterConfig())
-                                        | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
-                        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
-                            tmp_dir)
+                pipeline = beam.Pipeline(options=pipeline_options(beam_pipeline_args))
+                with tft_beam.Context(temp_dir=tft_tmp, force_tf_compat_v1=False):
+                    sources = [tfxio.TFExampleRecord(file_pattern=p, schema=schema)
+                               for p in patterns]
+                    batches = [pipeline | f"Read{i}" >> s.BeamSource()
+                               for i, s in enumerate(sources)]
+                    raw = batches | "FlattenSplits" >> beam.Flatten()
+                    _ = raw | "CountRows" >> beam.Map(_count_rows)
+                    transform_fn = ((raw, sources[0].TensorAdapterConfig())
+                                    | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
+                    _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(tmp_dir)
+                result = pipeline.run()
+                result.wait_until_finish()
             except DataError:
                 raise
             except Exception as err:
                 reraise_data_error(err)
                 raise
+        _verify_output(tmp_dir, counter_totals(result), resolved, metadata, runner)
         if resolved["method"] == "standardize":
             _probe_constant_columns(tmp_dir, resolved, metadata.source)
         with open(os.path.join(tmp_dir, PREPROCESSING_FILE), "w") as f:

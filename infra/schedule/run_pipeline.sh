@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One scheduled tfflows run (called by infra/schedule/crontab under flock).
+# One scheduled tfflows run (called by infra/schedule/crontab).
 #
 # Reads settings from TFFLOWS_ENV_FILE (default /etc/tfflows/env, keep it mode 600), e.g.
 #   TFFLOWS_CONFIG=/etc/tfflows/config.yaml
@@ -9,6 +9,10 @@
 #   MLFLOW_TRACKING_PASSWORD=...
 # and runs `tfflows run --config ... --output ... [--set tracking.uri=...]`, printing UTC start
 # and end lines around the CLI's own output; exits with the CLI's status.
+# One run at a time per output folder: the lock file is OUTPUT/.tfflows-cron.lock (flock(2) on a
+# file only the output's owner can write; a lock in world-writable /tmp could be taken, or
+# replaced by a symlink, by any local user). While a run holds it, a new one logs one line and
+# exits 75 (EX_TEMPFAIL) without running.
 set -euo pipefail
 
 TFFLOWS_HOME="${TFFLOWS_HOME:-$(cd "$(dirname "$0")/../.." && pwd)}"
@@ -21,13 +25,20 @@ if [ -f "$ENV_FILE" ]; then
 fi
 
 TFFLOWS_BIN="${TFFLOWS_BIN:-$TFFLOWS_HOME/.venv/bin/tfflows}"
-args=(run --config "${TFFLOWS_CONFIG:-/etc/tfflows/config.yaml}"
-      --output "${TFFLOWS_OUTPUT:-/var/lib/tfflows}")
+OUTPUT="${TFFLOWS_OUTPUT:-/var/lib/tfflows}"
+args=(run --config "${TFFLOWS_CONFIG:-/etc/tfflows/config.yaml}" --output "$OUTPUT")
 if [ -n "${TFFLOWS_TRACKING_URI:-}" ]; then
     args+=(--set "tracking.uri=${TFFLOWS_TRACKING_URI}")
 fi
 
 stamp() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+mkdir -p "$OUTPUT"
+LOCK="$OUTPUT/.tfflows-cron.lock"
+exec 9>>"$LOCK"  # fd 9 (and the lock) is inherited by tfflows: held until the run ends
+if ! flock -n 9; then
+    echo "[$(stamp)] tfflows scheduled run skipped: another run holds $LOCK"
+    exit 75
+fi
 echo "[$(stamp)] tfflows scheduled run start (pid $$): ${args[*]}"
 status=0
 "$TFFLOWS_BIN" "${args[@]}" || status=$?

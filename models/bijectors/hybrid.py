@@ -7,9 +7,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfflows.models.bijectors.base import FlowBijector, bound_log_scale
+from tfflows.models.bijectors.base import FlowBijector
 from tfflows.models.bijectors.coupling import ConditionerNet
-from tfflows.models.bijectors.maf import affine_step, shift_and_log_scale
+from tfflows.models.bijectors.transformers import Affine
 from tfflows.models.made import MADE
 
 __all__ = ["HybridAutoregressive"]
@@ -39,6 +39,11 @@ class HybridAutoregressive(FlowBijector):
     triangular, the b-block diagonal and b depends on all of a (thesis fig. 6.2). The flow builder
     alternates which positions (even/odd) form a every layer and reverses the MADE order every two
     layers (thesis 6.2.3).
+
+    With a non-affine `transformer` (e.g. `RationalQuadraticSpline`) both halves use its
+    elementwise map instead of the affine law: the MADE gives its P parameters per element of a
+    (the forward still runs the O(D·H) loop), and one relu network of x_a gives those of b;
+    the log-determinant is the sum of the elementwise log-derivatives of both halves.
     """
 
     def __init__(
@@ -54,19 +59,27 @@ class HybridAutoregressive(FlowBijector):
         max_log_scale: float | None = None,
         name: str = "haf",
         dtype="float32",
+        transformer=None,
     ):
         parameters = dict(locals())
-        self.max_log_scale = max_log_scale
+        self.transformer = transformer or Affine(max_log_scale)
+        affine = isinstance(self.transformer, Affine)
         self.made_indices = np.asarray(made_indices)
         self.coupling_indices = np.asarray(coupling_indices)
         self._merge = np.argsort(np.concatenate([self.made_indices, self.coupling_indices]))
         n_a, n_b = len(self.made_indices), len(self.coupling_indices)
         self.made = MADE(
-            n_a, made_hidden_units, order=made_order, activation=activation, context_dim=context_dim,
-            name=f"{name}_made", dtype=dtype,
+            n_a, made_hidden_units, num_params=self.transformer.num_params, order=made_order,
+            activation=activation, context_dim=context_dim, name=f"{name}_made", dtype=dtype,
         )
-        self.scale_net = ConditionerNet(coupling_hidden_units, n_b, "tanh", name=f"{name}_scale", dtype=dtype)
-        self.shift_net = ConditionerNet(coupling_hidden_units, n_b, "relu", name=f"{name}_shift", dtype=dtype)
+        self.coupling_net = None
+        if affine:  # the thesis' coupling half: a tanh scale network and a relu shift network
+            self.scale_net = ConditionerNet(coupling_hidden_units, n_b, "tanh", name=f"{name}_scale", dtype=dtype)
+            self.shift_net = ConditionerNet(coupling_hidden_units, n_b, "relu", name=f"{name}_shift", dtype=dtype)
+        else:
+            self.coupling_net = ConditionerNet(coupling_hidden_units, n_b * self.transformer.num_params, "relu",
+                                               name=f"{name}_coupling", dtype=dtype)
+        self._coupling_shape = [n_b, self.transformer.num_params]
         super().__init__(event_dim, parameters, name)
 
     def _split(self, v):
@@ -75,19 +88,21 @@ class HybridAutoregressive(FlowBijector):
     def _merged(self, part_a, part_b):
         return tf.gather(tf.concat([part_a, part_b], axis=-1), self._merge, axis=-1)
 
-    def _scale_and_shift(self, x_a, context):
-        return bound_log_scale(self.scale_net(x_a, context), self.max_log_scale), self.shift_net(x_a, context)
+    def _coupling_params(self, x_a, context):
+        """The transformer's parameters [batch, D - d, P] for the coupling half."""
+        if self.coupling_net is not None:
+            return tf.reshape(self.coupling_net(x_a, context), [-1, *self._coupling_shape])
+        # Affine's raw log-scale is bounded by the transformer itself.
+        return tf.stack([self.shift_net(x_a, context), self.scale_net(x_a, context)], axis=-1)
 
     def inverse_and_log_det(self, x, context=None, training=False):
         x_a, x_b = self._split(x)
-        shift, log_scale = shift_and_log_scale(self.made(x_a, context=context), self.max_log_scale)
-        s, t = self._scale_and_shift(x_a, context)
-        u_a = (x_a - shift) * tf.exp(-log_scale)
-        u_b = (x_b - t) * tf.exp(-s)
-        return self._merged(u_a, u_b), -tf.reduce_sum(log_scale, axis=-1) - tf.reduce_sum(s, axis=-1)
+        u_a, log_det_a = self.transformer.to_base(self.made(x_a, context=context), x_a)
+        u_b, log_det_b = self.transformer.to_base(self._coupling_params(x_a, context), x_b)
+        return self._merged(u_a, u_b), tf.reduce_sum(log_det_a, axis=-1) + tf.reduce_sum(log_det_b, axis=-1)
 
     def forward_and_log_det(self, u, context=None, training=False):
         u_a, u_b = self._split(u)
-        x_a, log_det_a = self.made.autoregressive_loop(affine_step(self.max_log_scale), u_a, context=context)
-        s, t = self._scale_and_shift(x_a, context)
-        return self._merged(x_a, u_b * tf.exp(s) + t), log_det_a + tf.reduce_sum(s, axis=-1)
+        x_a, log_det_a = self.made.autoregressive_loop(self.transformer.to_data, u_a, context=context)
+        x_b, log_det_b = self.transformer.to_data(self._coupling_params(x_a, context), u_b)
+        return self._merged(x_a, x_b), log_det_a + tf.reduce_sum(log_det_b, axis=-1)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfflows.models.bijectors.base import FlowBijector
-from tfflows.models.bijectors.maf import affine_step, shift_and_log_scale
+from tfflows.models.bijectors.maf import check_made_params
+from tfflows.models.bijectors.transformers import Affine
 from tfflows.models.made import MADE
 
 __all__ = ["InverseAutoregressiveFlow", "GatedInverseAutoregressiveFlow"]
@@ -27,22 +28,25 @@ class InverseAutoregressiveFlow(FlowBijector):
     This is the IAF paper's x = sigma(u)·u + m(u) with sigma = exp(-alpha) and m = -mu·exp(-alpha),
     written so that `InverseAutoregressiveFlow(made)` and `MaskedAutoregressiveFlow(made)` are exact
     inverses of each other (MAF paper, appendix A): this layer's forward is MAF's inverse.
+
+    With `transformer` (e.g. `RationalQuadraticSpline`) the same holds for its elementwise map
+    tau: forward x_i = tau(u_i; theta_i(u_<i)) in one pass, inverse u_i = tau^-1(x_i; theta_i(u_<i))
+    in `MADE.autoregressive_loop`, log|det dx/du| = sum_i log tau'(u_i).
     """
 
-    def __init__(self, made: MADE, max_log_scale: float | None = None, name: str = "iaf"):
+    def __init__(self, made: MADE, max_log_scale: float | None = None, name: str = "iaf", transformer=None):
         parameters = dict(locals())
-        self.max_log_scale = max_log_scale
-        if made.num_params != 2:
-            raise ValueError(f"IAF needs a Gaussian MADE (num_params=2), but num_params is {made.num_params}.")
+        self.transformer = transformer or Affine(max_log_scale)
+        check_made_params(made, self.transformer, "IAF")
         self.made = made
         super().__init__(made.event_dim, parameters, name)
 
     def forward_and_log_det(self, u, context=None, training=False):
-        shift, log_scale = shift_and_log_scale(self.made(u, context=context), self.max_log_scale)
-        return (u - shift) * tf.exp(-log_scale), -tf.reduce_sum(log_scale, axis=-1)
+        x, log_det = self.transformer.to_base(self.made(u, context=context), u)
+        return x, tf.reduce_sum(log_det, axis=-1)
 
     def inverse_and_log_det(self, x, context=None, training=False):
-        return self.made.autoregressive_loop(affine_step(self.max_log_scale), x, context=context)
+        return self.made.autoregressive_loop(self.transformer.to_data, x, context=context)
 
 
 class GatedInverseAutoregressiveFlow(FlowBijector):

@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfflows.models.bijectors.base import FlowBijector, bound_log_scale
+from tfflows.models.bijectors.base import FlowBijector
+from tfflows.models.bijectors.transformers import Affine
 from tfflows.models.made import MADE
 
-__all__ = ["MaskedAutoregressiveFlow", "affine_step", "shift_and_log_scale"]
-
-
-def shift_and_log_scale(params, max_log_scale):
-    """(mu, alpha) from a Gaussian MADE's outputs [..., 2], alpha bounded by `max_log_scale`."""
-    return params[..., 0], bound_log_scale(params[..., 1], max_log_scale)
-
-
-def affine_step(max_log_scale):
-    """The sequential step x_i = u_i·exp(alpha_i) + mu_i, returning (x_i, alpha_i)."""
-
-    def step(params, u_i):
-        shift, log_scale = shift_and_log_scale(params, max_log_scale)
-        return u_i * tf.exp(log_scale) + shift, log_scale
-
-    return step
+__all__ = ["MaskedAutoregressiveFlow"]
 
 
 class MaskedAutoregressiveFlow(FlowBijector):
@@ -42,6 +28,11 @@ class MaskedAutoregressiveFlow(FlowBijector):
     Density evaluation (the inverse) is one MADE pass; sampling (the forward) runs
     `MADE.autoregressive_loop`, the incremental O(D·H) loop.
 
+    With `transformer` (e.g. `RationalQuadraticSpline`, Durkan et al. 2019's autoregressive
+    neural spline flow) the affine law above is replaced by that transformer's elementwise map,
+    u_i = tau(x_i; theta_i(x_<i)), with theta_i the MADE's P = `transformer.num_params` outputs;
+    log|det du/dx| = sum_i log tau'(x_i). `max_log_scale` is then unused.
+
     #### Example
 
     ```python
@@ -51,17 +42,23 @@ class MaskedAutoregressiveFlow(FlowBijector):
     ```
     """
 
-    def __init__(self, made: MADE, max_log_scale: float | None = None, name: str = "maf"):
+    def __init__(self, made: MADE, max_log_scale: float | None = None, name: str = "maf", transformer=None):
         parameters = dict(locals())
-        self.max_log_scale = max_log_scale
-        if made.num_params != 2:
-            raise ValueError(f"MAF needs a Gaussian MADE (num_params=2), but num_params is {made.num_params}.")
+        self.transformer = transformer or Affine(max_log_scale)
+        check_made_params(made, self.transformer, "MAF")
         self.made = made
         super().__init__(made.event_dim, parameters, name)
 
     def inverse_and_log_det(self, x, context=None, training=False):
-        shift, log_scale = shift_and_log_scale(self.made(x, context=context), self.max_log_scale)
-        return (x - shift) * tf.exp(-log_scale), -tf.reduce_sum(log_scale, axis=-1)
+        u, log_det = self.transformer.to_base(self.made(x, context=context), x)
+        return u, tf.reduce_sum(log_det, axis=-1)
 
     def forward_and_log_det(self, u, context=None, training=False):
-        return self.made.autoregressive_loop(affine_step(self.max_log_scale), u, context=context)
+        return self.made.autoregressive_loop(self.transformer.to_data, u, context=context)
+
+
+def check_made_params(made: MADE, transformer, layer: str) -> None:
+    """Refuses a MADE whose outputs per dimension do not match the transformer's parameters."""
+    if made.num_params != transformer.num_params:
+        raise ValueError(f"{layer} with a {type(transformer).__name__} transformer needs a MADE with "
+                         f"num_params={transformer.num_params}, but num_params is {made.num_params}.")

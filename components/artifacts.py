@@ -1,0 +1,429 @@
+"""The artifact layer the components share: serving layout, version claims, blessing files and
+atomic output folders, on local (POSIX) paths and on object stores (``s3://``, ``gs://``).
+
+Serving layout (what TF Serving watches)::
+
+    <push_base>/serving/<integer version>/saved_model.pb, variables/, assets.extra/...
+
+Claiming a version without overwriting one, and without readers seeing half a model:
+
+- POSIX: the SavedModel is written to ``serving/.tmp-<uuid>`` (not an integer: TF Serving
+  ignores it) and ``os.rename``-d to ``max version + 1``. Renaming onto an existing non-empty
+  folder fails, so the rename is the claim; a push that loses a race retries the next number.
+- Object stores have no atomic rename. A version is claimed by creating the marker object
+  ``serving/.tfflows-versions/<v>.json`` only if it is absent (S3 ``If-None-Match: *``, GCS
+  ``ifGenerationMatch=0``): the store refuses the second creation, so two pushes never share
+  ``v``. The owner then uploads the files under ``serving/<v>/`` with ``saved_model.pb`` last
+  and rewrites its marker to ``{"state": "complete"}``. `list_versions` and the readers below
+  list only complete versions; an abandoned claim leaves a gap in the numbers, never a model
+  that is read half-written. (TF Serving lists integer prefixes itself: it may see ``<v>/``
+  while variables are uploading, but a SavedModel without its ``saved_model.pb`` fails to load
+  and is retried by the server, and ``saved_model.pb`` lands only after every other file.)
+
+Object-store clients: boto3 for ``s3://`` (endpoint and credentials from the standard AWS
+variables, e.g. ``AWS_ENDPOINT_URL`` for MinIO) and google-cloud-storage for ``gs://``
+(application default credentials; ``STORAGE_EMULATOR_HOST`` for an emulator). Both are
+imported only when such a URI is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from typing import Optional
+
+__all__ = ["BLESSED_FILE", "EVALUATION_FILE", "METADATA_FILE", "NOT_BLESSED_FILE", "PUSH_INFO",
+           "SERVING_DIR", "current_pushed_model", "is_object_store", "join", "list_versions",
+           "local_export_dir", "local_model_dir", "publish_dir", "publish_version", "read_blessing", "read_evaluation",
+           "read_json", "resolve_version", "staging_dir", "write_blessing", "write_evaluation"]
+
+SERVING_DIR = "serving"
+CLAIMS_DIR = ".tfflows-versions"  # not an integer: TF Serving ignores it
+METADATA_FILE = "assets.extra/tfflows.json"  # dataset metadata and preprocessing, beside the SavedModel
+PUSH_INFO = "assets.extra/tfflows_push.json"  # which trained model a version was pushed from
+SAVED_MODEL_FILE = "saved_model.pb"
+EVALUATION_FILE = "evaluation.json"
+BLESSED_FILE = "BLESSED"
+NOT_BLESSED_FILE = "NOT_BLESSED"
+_SCHEMES = ("s3://", "gs://")
+
+
+def is_object_store(uri: str) -> bool:
+    return str(uri).startswith(_SCHEMES)
+
+
+def join(uri: str, *parts: str) -> str:
+    """``os.path.join`` for local paths, ``/``-joined keys for object-store URIs."""
+    if is_object_store(uri):
+        return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+    return os.path.join(uri, *parts)
+
+
+class _Store:
+    """The few object-store operations the layer needs, on one bucket."""
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Writes ``key`` only if it does not exist; False when it already does."""
+        raise NotImplementedError
+
+    def put(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def upload(self, path: str, key: str) -> None:
+        raise NotImplementedError
+
+    def get(self, key: str) -> Optional[bytes]:
+        """The object's bytes, or None when it does not exist."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def children(self, prefix: str) -> list:
+        """Names directly under ``prefix/`` (objects and sub-prefixes, without the prefix)."""
+        raise NotImplementedError
+
+    def keys(self, prefix: str) -> list:
+        """Every object key under ``prefix/``."""
+        raise NotImplementedError
+
+    def download(self, key: str, path: str) -> None:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+
+class _S3(_Store):
+    def __init__(self, bucket: str):
+        import boto3
+
+        self.bucket, self.client = bucket, boto3.client("s3")
+
+    def create(self, key, data):
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as error:
+            # 412: the key exists; 409: a concurrent conditional write to it is in flight.
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                return False
+            raise
+
+    def put(self, key, data):
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def upload(self, path, key):
+        self.client.upload_file(path, self.bucket, key)
+
+    def get(self, key):
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    def exists(self, key):
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise
+
+    def _list(self, prefix, delimiter):
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix.rstrip("/") + "/", Delimiter=delimiter)
+        for page in pages:
+            yield from (o["Key"] for o in page.get("Contents", []))
+            yield from (p["Prefix"] for p in page.get("CommonPrefixes", []))
+
+    def children(self, prefix):
+        start = len(prefix.rstrip("/")) + 1
+        return [k[start:].rstrip("/") for k in self._list(prefix, "/")]
+
+    def keys(self, prefix):
+        return list(self._list(prefix, ""))
+
+    def download(self, key, path):
+        self.client.download_file(self.bucket, key, path)
+
+    def delete(self, key):
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+
+class _GCS(_Store):
+    def __init__(self, bucket: str):
+        from google.cloud import storage
+
+        self.bucket = storage.Client().bucket(bucket)
+
+    def create(self, key, data):
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            self.bucket.blob(key).upload_from_string(data, if_generation_match=0)
+            return True
+        except PreconditionFailed:
+            return False
+
+    def put(self, key, data):
+        self.bucket.blob(key).upload_from_string(data)
+
+    def upload(self, path, key):
+        self.bucket.blob(key).upload_from_filename(path)
+
+    def get(self, key):
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return self.bucket.blob(key).download_as_bytes()
+        except NotFound:
+            return None
+
+    def exists(self, key):
+        return self.bucket.blob(key).exists()
+
+    def children(self, prefix):
+        prefix = prefix.rstrip("/") + "/"
+        blobs = self.bucket.client.list_blobs(self.bucket, prefix=prefix, delimiter="/")
+        names = [b.name[len(prefix):] for b in blobs]  # consumes the pages, which fills .prefixes
+        return names + [p[len(prefix):].rstrip("/") for p in blobs.prefixes]
+
+    def keys(self, prefix):
+        return [b.name for b in self.bucket.client.list_blobs(self.bucket, prefix=prefix.rstrip("/") + "/")]
+
+    def download(self, key, path):
+        self.bucket.blob(key).download_to_filename(path)
+
+    def delete(self, key):
+        self.bucket.blob(key).delete()
+
+
+def _store(uri: str):
+    """(store, key) of an object-store URI."""
+    scheme, rest = uri.split("://", 1)
+    bucket, _, key = rest.partition("/")
+    return (_S3 if scheme == "s3" else _GCS)(bucket), key.rstrip("/")
+
+
+def _exists(uri: str) -> bool:
+    if is_object_store(uri):
+        store, key = _store(uri)
+        return store.exists(key)
+    return os.path.exists(uri)
+
+
+def _read(uri: str) -> Optional[bytes]:
+    if is_object_store(uri):
+        store, key = _store(uri)
+        return store.get(key)
+    if not os.path.isfile(uri):
+        return None
+    with open(uri, "rb") as f:
+        return f.read()
+
+
+def read_json(uri: str) -> Optional[dict]:
+    """The JSON object in the file (local or object store), or None when it does not exist."""
+    data = _read(uri)
+    return None if data is None else json.loads(data)
+
+
+def _write(uri: str, data: bytes) -> None:
+    if is_object_store(uri):
+        store, key = _store(uri)
+        store.put(key, data)
+    else:
+        os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
+        with open(uri, "wb") as f:
+            f.write(data)
+
+
+def _remove(uri: str) -> None:
+    if is_object_store(uri):
+        store, key = _store(uri)
+        if store.exists(key):
+            store.delete(key)
+    elif os.path.exists(uri):
+        os.remove(uri)
+
+
+# --- serving layout -------------------------------------------------------------------------
+
+
+def _claims(serving_dir: str) -> dict:
+    """Object store: {version: marker state} of every claimed version."""
+    store, key = _store(serving_dir)
+    out = {}
+    for name in store.children(f"{key}/{CLAIMS_DIR}"):
+        stem = name[:-len(".json")] if name.endswith(".json") else ""
+        if stem.isdigit():
+            marker = store.get(f"{key}/{CLAIMS_DIR}/{name}")
+            out[int(stem)] = json.loads(marker).get("state") if marker else None
+    return out
+
+
+def list_versions(serving_dir: str) -> list:
+    """The complete integer versions under ``serving_dir``, ascending.
+
+    POSIX: integer folders (published by rename, so complete); object store: versions whose
+    marker says complete. In-flight pushes and abandoned claims are never listed.
+    """
+    if is_object_store(serving_dir):
+        return sorted(v for v, state in _claims(serving_dir).items() if state == "complete")
+    if not os.path.isdir(serving_dir):
+        return []
+    return sorted(int(n) for n in os.listdir(serving_dir)
+                  if n.isdigit() and os.path.isdir(os.path.join(serving_dir, n)))
+
+
+def _next_version(serving_dir: str) -> int:
+    """One more than any version taken (claimed or present), complete or not."""
+    if is_object_store(serving_dir):
+        store, key = _store(serving_dir)
+        taken = set(_claims(serving_dir)) | {int(n) for n in store.children(key) if n.isdigit()}
+    else:
+        taken = set(list_versions(serving_dir))
+    return max(taken, default=0) + 1
+
+
+def _upload_tree(local_dir: str, store: _Store, prefix: str) -> None:
+    """Uploads every file of ``local_dir`` under ``prefix/``, ``saved_model.pb`` last."""
+    files = sorted(os.path.relpath(os.path.join(root, name), local_dir)
+                   for root, _, names in os.walk(local_dir) for name in names)
+    for rel in sorted(files, key=lambda r: r == SAVED_MODEL_FILE):
+        store.upload(os.path.join(local_dir, rel), f"{prefix}/{rel.replace(os.sep, '/')}")
+
+
+def publish_version(tmp_dir: str, serving_dir: str, max_attempts: int = 100) -> int:
+    """Publishes the SavedModel folder ``tmp_dir`` as the next free version of ``serving_dir``.
+
+    POSIX: ``tmp_dir`` must be inside ``serving_dir`` and is renamed (then gone). Object store:
+    ``tmp_dir`` is a local folder, uploaded after the version is claimed (left in place).
+    Returns the version; raises RuntimeError after ``max_attempts`` claims lost to other pushes.
+    """
+    import errno
+
+    for _ in range(max_attempts):
+        version = _next_version(serving_dir)
+        if is_object_store(serving_dir):
+            store, key = _store(serving_dir)
+            marker = f"{key}/{CLAIMS_DIR}/{version}.json"
+            owner = uuid.uuid4().hex
+            if not store.create(marker, json.dumps({"state": "claimed", "owner": owner}).encode()):
+                continue
+            _upload_tree(tmp_dir, store, f"{key}/{version}")
+            store.put(marker, json.dumps({"state": "complete", "owner": owner}).encode())
+            return version
+        try:
+            os.rename(tmp_dir, os.path.join(serving_dir, str(version)))
+            return version
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise RuntimeError(f"{serving_dir}: could not claim a version in {max_attempts} attempts")
+
+
+def resolve_version(path: str) -> str:
+    """A version folder as given, or the newest complete version inside a serving/ folder."""
+    if _exists(join(path, SAVED_MODEL_FILE)):
+        return path
+    versions = list_versions(path)
+    if not versions:
+        raise FileNotFoundError(f"{path}: no SavedModel here; pass serving/<version> or the serving/ "
+                                f"folder of a run")
+    return join(path, str(versions[-1]))
+
+
+def local_model_dir(version_dir: str, cache_dir: str) -> str:
+    """A local folder holding the SavedModel ``version_dir`` (downloaded into ``cache_dir`` from an
+    object store: TensorFlow 2.21 reads neither s3:// nor, without credentials, gs://)."""
+    if not is_object_store(version_dir):
+        return version_dir
+    store, key = _store(version_dir)
+    target = os.path.join(cache_dir, os.path.basename(key))
+    for name in store.keys(key):
+        path = os.path.join(target, *name[len(key) + 1:].split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        store.download(name, path)
+    return target
+
+
+def current_pushed_model(push_base: str) -> Optional[str]:
+    """The trained-model URI of the highest pushed version (the evaluator's baseline), or None."""
+    serving_dir = join(push_base, SERVING_DIR)
+    for version in reversed(list_versions(serving_dir)):
+        info = read_json(join(serving_dir, str(version), PUSH_INFO))
+        if info is not None:
+            return info.get("model_uri")
+    return None
+
+
+# --- blessing -------------------------------------------------------------------------------
+
+
+def write_blessing(blessing_uri: str, blessed: bool) -> None:
+    """Writes the empty ``BLESSED`` or ``NOT_BLESSED`` file (the stock Evaluator's layout)."""
+    for name in (BLESSED_FILE, NOT_BLESSED_FILE):
+        _remove(join(blessing_uri, name))
+    _write(join(blessing_uri, BLESSED_FILE if blessed else NOT_BLESSED_FILE), b"")
+
+
+def read_blessing(blessing_uri: str) -> bool:
+    """True iff ``blessing_uri`` holds ``BLESSED`` (and not ``NOT_BLESSED``)."""
+    return _exists(join(blessing_uri, BLESSED_FILE)) and not _exists(join(blessing_uri, NOT_BLESSED_FILE))
+
+
+def write_evaluation(folder: str, result: dict) -> None:
+    _write(join(folder, EVALUATION_FILE), json.dumps(result, indent=2, sort_keys=True).encode())
+
+
+def read_evaluation(folder: str) -> Optional[dict]:
+    """``evaluation.json`` of an evaluation or blessing folder, or None."""
+    return read_json(join(folder, EVALUATION_FILE))
+
+
+# --- atomic output folders ------------------------------------------------------------------
+
+
+def staging_dir(output_uri: str) -> str:
+    """A fresh sibling of ``output_uri`` to write into before `publish_dir` moves it in place."""
+    base = output_uri.rstrip("/")
+    parent = os.path.dirname(base if "://" in base else os.path.abspath(base))
+    return f"{parent}/.{os.path.basename(base)}.tmp-{uuid.uuid4().hex}"
+
+
+def publish_dir(tmp_dir: str, output_uri: str) -> None:
+    """Moves every entry of ``tmp_dir`` into ``output_uri`` (created if absent), then removes it."""
+    import tensorflow as tf
+
+    if tf.io.gfile.exists(output_uri) and tf.io.gfile.listdir(output_uri):
+        raise FileExistsError(f"output_uri {output_uri!r} is not empty; pass a new folder")
+    tf.io.gfile.makedirs(output_uri)
+    for name in tf.io.gfile.listdir(tmp_dir):
+        name = name.rstrip("/")
+        tf.io.gfile.rename(os.path.join(tmp_dir, name), os.path.join(output_uri, name))
+    tf.io.gfile.rmtree(tmp_dir)
+
+
+def local_export_dir(serving_dir: str) -> str:
+    """An empty local folder for a push's SavedModel before `publish_version`: inside
+    ``serving_dir`` on POSIX (the rename stays on one file system), a temporary folder for an
+    object store. The caller removes it afterwards (a published POSIX one is gone already)."""
+    if is_object_store(serving_dir):
+        return tempfile.mkdtemp(prefix="tfflows-push-")
+    os.makedirs(serving_dir, exist_ok=True)
+    path = os.path.join(serving_dir, f".tmp-{uuid.uuid4().hex}")
+    os.mkdir(path)
+    return path
