@@ -8,18 +8,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
-TFFLOWS = [sys.executable, "-m", "tfflows.pipeline.cli"]
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.cli_testing import cli
+
 TINY = ["--set", "train.num_layers=1", "--set", "train.hidden_units=[8]", "--set", "train.batch_size=50",
         "--set", "train.jit_compile=false", "--set", "ingest.num_samples=300"]
 
-
-def cli(*args, timeout=900):
-    return subprocess.run([*TFFLOWS, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def one_line(result, status: int) -> str:

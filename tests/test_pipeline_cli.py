@@ -6,21 +6,16 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests.cli_testing import REPO, TFFLOWS, cli
 from tfflows.pipeline.config import ConfigError, RunConfig, load_run_config
 
-TFFLOWS = [sys.executable, "-m", "tfflows.pipeline.cli"]
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--set", "ingest.num_samples=400", "--set", "train.num_layers=2", "--set", "train.hidden_units=[16]",
         "--set", "train.learning_rate=0.003", "--set", "train.batch_size=50"]
 
-
-def cli(*args, timeout=600):
-    return subprocess.run([*TFFLOWS, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def test_defaults_file_and_set_precedence(tmp_path):
