@@ -10,6 +10,12 @@ Trains the papers' configurations with the papers' recipe and scores the test sp
   - Spline MAF (5) and Spline Real NVP (5): the same flows with rational-quadratic spline
     transformers (Durkan et al. 2019; 8 bins on [-3, 3]); NICE (4): four additive couplings and
     a diagonal scaling (Dinh et al. 2015), no batch norm.
+  - Image data only (datasets with an image shape: digits, mnist, cifar10): Glow (L=2, K=4, 64
+    hidden channels) and Real NVP image (L=2, 3 couplings per mask type, 2 residual blocks of 32
+    channels: its full-resolution 3x3 ResNets cost the most), multi-scale convolutional flows
+    (Kingma & Dhariwal 2018; Dinh et al. 2017 section 3.6), learning rate 1e-3; `--hidden`,
+    `--hidden-layers` and `--no-batch-norm` do not apply to them. On a CPU their first epoch
+    includes about a minute of graph tracing, so give them ``--max-minutes 3`` or more.
 
 Recipe (defaults; MAF paper section 4 and appendix, thesis chapter 7): Adam with learning rate
 1e-4 (MADE and MADE MoG 1e-3), L2 1e-6 on all kernels, batch 100, batch norm between layers
@@ -50,9 +56,12 @@ import json
 import math
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tfflows.components.transform import Preprocessing
 
 __all__ = ["MODELS", "PUBLISHED", "main", "make_gmm", "prepare_data", "gaussian_log_prob", "train_model"]
 
@@ -73,6 +82,12 @@ MODELS: Dict[str, dict] = {
     "spline_realnvp5": dict(label="Spline Real NVP (5)", kind="realnvp", num_layers=5,
                             options=dict(transformer="spline")),
     "nice4": dict(label="NICE (4)", kind="nice", num_layers=4),
+    # Multi-scale image flows (image datasets only): the kinds' own options; `architecture` labels the table row.
+    "glow": dict(label="Glow (L=2, K=4)", kind="glow", lr=1e-3, architecture="2 levels × 4 steps, 64 ch",
+                 options=dict(levels=2, steps_per_level=4, hidden_channels=64)),
+    "realnvp_image": dict(label="Real NVP image (L=2)", kind="realnvp_image", lr=1e-3,
+                          architecture="2 levels × 3+3 couplings, 2 res. blocks, 32 ch",
+                          options=dict(levels=2, couplings_per_level=3, residual_blocks=2, hidden_channels=32)),
 }
 ALL_MODELS = list(MODELS)
 
@@ -118,33 +133,32 @@ class Prepared:
     splits: Dict[str, np.ndarray]  # raw x (integer levels for discrete data)
     discrete: bool
     num_levels: Optional[int]
-    method: str  # "logit", "standardize" or "identity"
-    lam: Optional[float] = None
-    mean: Optional[np.ndarray] = None
-    std: Optional[np.ndarray] = None
+    preprocessing: Preprocessing  # the transform component's map, constants fixed here
     true_log_prob: Optional[object] = None  # gmm only: x -> exact log p(x)
     entropy: Optional[float] = None
     entropy_2se: Optional[float] = None
     note: str = ""
+    image_shape: Optional[List[int]] = None  # images: [H, W] or [H, W, C] (the ingest metadata's)
 
     @property
     def event_dim(self) -> int:
         return int(self.splits["train"].shape[1])
 
+    @property
+    def method(self) -> str:
+        return self.preprocessing.method
+
+    @property
+    def lam(self) -> Optional[float]:
+        return self.preprocessing.logit_lambda
+
     def to_model_space(self, x: np.ndarray, rng: Optional[np.random.Generator] = None):
-        """(z, log|det dz/dx|) of raw rows; discrete rows are dequantised with `rng` first."""
+        """(z float32, log|det dz/dx| float64) of raw rows; discrete rows are dequantised with `rng` first."""
         x = np.asarray(x, np.float64)
         if self.discrete:
             x = x + rng.uniform(size=x.shape)
-        if self.method == "logit":
-            from tfflows.components.transform.preprocessing import logit_transform
-
-            z, log_det = logit_transform(x, self.num_levels, self.lam)
-            return z.numpy(), log_det.numpy().astype(np.float64)
-        if self.method == "standardize":
-            z = (x - self.mean) / self.std
-            return z.astype(np.float32), np.full(len(x), -np.log(self.std).sum())
-        return x.astype(np.float32), np.zeros(len(x))
+        z, log_det = self.preprocessing.forward(x)
+        return z.numpy().astype(np.float32), log_det.numpy()
 
 
 def make_gmm(dim: int = 2, components: int = 8, seed: int = 0):
@@ -179,7 +193,9 @@ def make_gmm(dim: int = 2, components: int = 8, seed: int = 0):
 
 def prepare_data(args) -> Prepared:
     """Loads (ingest component) or generates (gmm) the splits and fixes the transform."""
+    from tfflows.components.transform import Preprocessing
     from tfflows.components.transform.conversions import mean_and_two_se
+    from tfflows.components.transform.preprocessing import Moments
 
     if args.dataset == "gmm":
         sample, log_prob = make_gmm(args.gmm_dim, args.gmm_components, args.seed)
@@ -187,13 +203,13 @@ def prepare_data(args) -> Prepared:
         splits = {"train": sample(args.gmm_train, rng), "eval": sample(args.gmm_train // 5, rng),
                   "test": sample(args.gmm_test, rng)}
         h, h_se = mean_and_two_se(-log_prob(sample(args.entropy_samples, np.random.default_rng(args.seed + 2))))
-        train = splits["train"]
-        return Prepared("gmm", splits, False, None, "standardize", mean=train.mean(0), std=train.std(0),
+        train = Moments.of(splits["train"])
+        return Prepared("gmm", splits, False, None, Preprocessing.standardize(train.mean, train.std),
                         true_log_prob=log_prob, entropy=h, entropy_2se=h_se,
                         note=f"{args.gmm_dim}-D mixture of {args.gmm_components} Gaussians")
     from tfflows.components.config import IngestConfig
     from tfflows.components.ingest.loaders import load_in_memory
-    from tfflows.components.transform.executor import benchmark_transform_config
+    from tfflows.components.transform.executor import benchmark_transform_config, default_logit_lambda
 
     options = dict(dataset=args.dataset, path=args.path, seed=args.seed)
     if args.dataset == "moons":
@@ -211,14 +227,17 @@ def prepare_data(args) -> Prepared:
         method, analyze, lam = tconfig.method, tconfig.analyze_splits, tconfig.logit_lambda
     except ValueError:
         method, analyze, lam = ("logit" if data.discrete else "standardize"), ("train",), None
-    if method == "logit" and lam is None:
-        lam = 0.05 if args.dataset == "cifar10" else 1e-6
-    prepared = Prepared(args.dataset, splits, bool(data.discrete), data.num_levels, method, lam=lam,
-                        note=data.source)
-    if method == "standardize":
-        rows = np.concatenate([splits[s] for s in analyze])
-        prepared.mean, prepared.std = rows.mean(0), rows.std(0)
-    return prepared
+    d = splits["train"].shape[1]
+    if method == "logit":
+        lam = default_logit_lambda(args.dataset) if lam is None else lam
+        preprocessing = Preprocessing.logit(d, data.num_levels, lam)
+    elif method == "standardize":
+        moments = Moments.of(np.concatenate([splits[s] for s in analyze]))
+        preprocessing = Preprocessing.standardize(moments.mean, moments.std)
+    else:
+        preprocessing = Preprocessing.identity(d)
+    return Prepared(args.dataset, splits, bool(data.discrete), data.num_levels, preprocessing, note=data.source,
+                    image_shape=data.image_shape)
 
 
 # --------------------------------------------------------------------------- models
@@ -260,7 +279,10 @@ def train_model(spec: dict, data: Prepared, args, log=print) -> dict:
     from tfflows.models import build_flow
 
     tf.keras.utils.set_random_seed(args.seed)
-    model = build_flow(spec["kind"], data.event_dim, **flow_options(spec, args.hidden, args))
+    from tfflows.models.kinds import data_options
+
+    model = build_flow(spec["kind"], data.event_dim, **data_options(spec["kind"], data.image_shape),
+                       **flow_options(spec, args.hidden, args))
     lr = args.lr if args.lr is not None else spec.get("lr", 1e-4) * (args.lr_scale or 1.0)
     model.compile(optimizer=tf_keras.optimizers.Adam(lr))
     rng = np.random.default_rng(args.seed + 10)
@@ -385,6 +407,8 @@ def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
     data = prepare_data(args)
     if data.event_dim < 2:
         args.models = [m for m in args.models if MODELS[m].get("kind") not in ("realnvp", "haf")]
+    if data.image_shape is None:  # the image flows need an image shape
+        args.models = [m for m in args.models if MODELS[m].get("kind") not in ("glow", "realnvp_image")]
     sizes = {k: len(v) for k, v in data.splits.items()}
     log(f"dataset {data.name}: D = {data.event_dim}, splits {sizes}, transform {data.method}"
         + (f" (lambda {data.lam})" if data.lam is not None else "") + (f"; {data.note}" if data.note else ""))
@@ -412,7 +436,7 @@ def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
             ll = _log_prob(fit.pop("model"), test_z)
             layers = spec.get("num_layers", 1)
             row = dict(model=spec["label"], key=key,
-                       architecture=f"{layers}×" + "-".join(str(h) for h in fit["hidden_units"]),
+                       architecture=spec.get("architecture") or f"{layers}×" + "-".join(str(h) for h in fit["hidden_units"]),
                        params=fit["params"], train_seconds=fit["seconds"], epochs=fit["epochs"],
                        best_epoch=fit["best_epoch"], stopped=fit["stopped"], learning_rate=fit["learning_rate"],
                        val_ll=fit["val_ll"])

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import platform
 import tempfile
@@ -41,7 +42,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from tfflows.models import build_flow
+from tfflows.models import FlowModel, build_flow
 from tfflows.models.made import MaskedDense
 
 tfb, tfd = tfp.bijectors, tfp.distributions
@@ -175,6 +176,165 @@ def _maybe_xla(make, *args):
         return None
 
 
+# TFP's sequential calls take up to minutes each at D=784: repeat them for at most this long.
+_SLOW_SECONDS = 30.0
+
+
+@dataclasses.dataclass
+class Case:
+    """One (D, H) shape of `run`: both sides' MAFs and the settings every table times them with."""
+
+    d: int
+    h: int
+    layers: int
+    n: int  # rows of the sequential paths (sampling, IAF log_prob), on both sides
+    eager: bool  # also time eager calls, as a user makes them (how the issue's TFP figures were taken)
+    reps: int
+    xla: bool
+    rng: np.random.Generator  # one generator for all the shape's inputs, drawn table after table
+    ours: FlowModel = dataclasses.field(init=False)
+    ours_frozen: FlowModel = dataclasses.field(init=False)  # the one frozen copy of `ours`
+    theirs: TFPFlow = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        self.ours = build_ours("maf", self.d, self.h, self.layers)
+        self.ours_frozen = self.ours.frozen()
+        self.theirs = TFPFlow(self.d, self.h, self.layers)
+
+    @property
+    def tag(self) -> str:
+        return f"D={self.d},H={self.h}"
+
+    def flow(self, kind: str) -> FlowModel:
+        """Our MAF, or a fresh flow of another kind of the same shape."""
+        return self.ours if kind == "maf" else build_ours(kind, self.d, self.h, self.layers)
+
+    def rows(self, n: int) -> tf.Tensor:
+        """``n`` standard normal rows of width D (float32)."""
+        return tf.constant(self.rng.standard_normal((n, self.d)), tf.float32)
+
+
+def sampling_rows(table: Table, case: Case) -> None:
+    """MAF sampling (the sequential direction): seconds per call of `n` samples."""
+    ours, theirs, n, reps, tag = case.ours, case.theirs, case.n, case.reps, case.tag
+    t_tfp = median_time(tfp_sample_fn(theirs, n), reps, max_seconds=_SLOW_SECONDS)
+    table.add(f"{tag} {n} samples, tf.function", median_time(sample_fn(ours, n), reps), t_tfp)
+    if case.xla:
+        table.add(f"{tag} {n} samples, ours XLA (default when eager) vs TFP",
+                  _maybe_xla(lambda: median_time(sample_fn(ours, n, jit=True), reps)), t_tfp)
+    if case.eager:
+        t_ours = median_time(lambda: ours.sample(n, seed=1), reps)
+        t_tfp_eager = median_time(lambda: theirs.maf_dist.sample(n, seed=1), reps, warmup=0,
+                                  max_seconds=_SLOW_SECONDS)
+        table.add(f"{tag} {n} samples, eager calls", t_ours, t_tfp_eager)
+
+
+def iaf_rows(table: Table, case: Case) -> None:
+    """IAF log_prob (the sequential direction): rows/s on `n` rows."""
+    n, reps, tag = case.n, case.reps, case.tag
+    ours_iaf = build_ours("iaf", case.d, case.h, case.layers)
+    x_seq = case.rows(n)
+    iaf_ours = tf.function(ours_iaf.log_prob)
+    iaf_ours_xla = tf.function(ours_iaf.log_prob, jit_compile=True)
+    iaf_tfp = tf.function(case.theirs.iaf_dist.log_prob)
+    r_tfp = n / median_time(lambda: iaf_tfp(x_seq), reps, max_seconds=_SLOW_SECONDS)
+    table.add(f"{tag} batch {n}, tf.function", n / median_time(lambda: iaf_ours(x_seq), reps), r_tfp)
+    if case.xla:
+        table.add(f"{tag} batch {n}, ours XLA (default when eager) vs TFP",
+                  _maybe_xla(lambda: n / median_time(lambda: iaf_ours_xla(x_seq), reps)), r_tfp)
+    if case.eager:
+        r_ours = n / median_time(lambda: ours_iaf.log_prob(x_seq), reps)
+        r_tfp_eager = n / median_time(lambda: case.theirs.iaf_dist.log_prob(x_seq), reps, warmup=0,
+                                      max_seconds=_SLOW_SECONDS)
+        table.add(f"{tag} batch {n}, eager calls", r_ours, r_tfp_eager)
+
+
+def training_rows(table: Table, case: Case, batch: int, steps: int, kinds) -> dict[str, float]:
+    """Adam steps on one batch: examples/s per kind; returns the rates, TFP's under "TFP"."""
+    theirs, tag = case.theirs, case.tag
+    x_train = case.rows(batch)
+
+    def examples_per_s(step):
+        return batch / median_time(lambda: step(x_train), steps, warmup=2)
+
+    rates = {"TFP": examples_per_s(train_step_fn(theirs.maf_dist.log_prob, theirs.variables_to_train))}
+    tfp_xla = _maybe_xla(lambda: examples_per_s(
+        train_step_fn(theirs.maf_dist.log_prob, theirs.variables_to_train, jit=True))) if case.xla else None
+    for kind in kinds:
+        model = case.flow(kind)
+        rates[kind] = examples_per_s(train_step_fn(model.log_prob, model.trainable_variables))
+        table.add(f"{tag} {kind}", rates[kind], rates["TFP"])
+        if case.xla:
+            rate_xla = _maybe_xla(lambda: examples_per_s(
+                train_step_fn(model.log_prob, model.trainable_variables, jit=True)))
+            table.add(f"{tag} {kind} xla (TFP xla)", rate_xla, tfp_xla)
+    return rates
+
+
+def log_prob_rows(table: Table, case: Case, train_batch: int, eval_batch: int | None,
+                  kinds) -> dict[int, tuple[float, float]]:
+    """Density direction, rows/s at batches 1, `train_batch` and `eval_batch`: each kind's training
+    model (masks applied per call) and its frozen copy (masks baked in once; what the evaluator and
+    the exported SavedModel run). Returns the (frozen MAF, TFP) rates per batch."""
+    reps, tag = case.reps, case.tag
+    batches = (1, train_batch, eval_batch or (10000 if case.d < 200 else 1000))
+    tfp_log_prob = tf.function(case.theirs.maf_dist.log_prob)
+    models = {kind: case.flow(kind) for kind in kinds}
+    frozen = {kind: case.ours_frozen if kind == "maf" else model.frozen() for kind, model in models.items()}
+    maf_rates = {}
+    for batch in batches:
+        x = case.rows(batch)
+        batch_reps = _reps_at(batch, reps)
+        tfp_rate = batch / median_time(lambda: tfp_log_prob(x), batch_reps)
+        for kind, model in models.items():
+            other, note = (tfp_rate, "") if kind == "maf" else (None, "no TFP twin")
+            for label, variant in (("", model), (" frozen", frozen[kind])):
+                f = tf.function(variant.log_prob)
+                rate = batch / median_time(lambda: f(x), batch_reps)
+                table.add(f"{tag} {kind}{label} batch {batch}", rate, other, note)
+                if kind == "maf" and label:
+                    maf_rates[batch] = (rate, tfp_rate)
+        if case.xla and batch == train_batch:
+            frozen_xla = tf.function(case.ours_frozen.log_prob, jit_compile=True)
+            tfp_xla = tf.function(case.theirs.maf_dist.log_prob, jit_compile=True)
+            table.add(f"{tag} maf frozen xla (TFP xla) batch {batch}",
+                      _maybe_xla(lambda: batch / median_time(lambda: frozen_xla(x), reps)),
+                      _maybe_xla(lambda: batch / median_time(lambda: tfp_xla(x), reps)))
+    return maf_rates
+
+
+def gflops_rows(table: Table, case: Case, peak: float, batch: int, train_rates: dict[str, float],
+                log_prob_rates: dict[int, tuple[float, float]]) -> None:
+    """The MAF's achieved matmul rate (GFLOP/s) in training (3x forward FLOPs) and in the frozen
+    log_prob, both at the training batch, from the rates the other tables measured."""
+    flops = made_forward_flops(batch, case.d, case.h, case.layers)
+
+    def add(label: str, flops_per_call: float, ours: float, other: float):
+        g_ours, g_tfp = flops_per_call * ours / batch / 1e9, flops_per_call * other / batch / 1e9
+        table.add(f"{case.tag} {label}", g_ours, g_tfp,
+                  f"ours {100 * g_ours / peak:.0f}%, TFP {100 * g_tfp / peak:.0f}% of peak")
+
+    if "maf" in train_rates:
+        add("maf training", 3 * flops, train_rates["maf"], train_rates["TFP"])
+    if batch in log_prob_rates:
+        add(f"maf frozen log_prob, batch {batch}", flops, *log_prob_rates[batch])
+
+
+def saved_model_rows(table: Table, case: Case) -> None:
+    """Exported SavedModel log_prob, rows/s (the pusher exports the frozen copy)."""
+    reps = case.reps
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded_ours = export_and_load(case.ours_frozen.log_prob, case.ours_frozen, case.d,
+                                      os.path.join(tmp, "ours"))
+        loaded_tfp = export_and_load(case.theirs.maf_dist.log_prob, case.theirs.nets, case.d,
+                                     os.path.join(tmp, "tfp"))
+        for batch in (1, 1000):
+            x = case.rows(batch)
+            r1 = batch / median_time(lambda: loaded_ours.log_prob(x), _reps_at(batch, reps))
+            r2 = batch / median_time(lambda: loaded_tfp.log_prob(x), _reps_at(batch, reps))
+            table.add(f"{case.tag} maf batch {batch}", r1, r2)
+
+
 def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, sequential_rows: dict | None = None,
         train_batch: int = 100, eval_batch: int | None = None, reps: int = 3, train_steps: int = 5,
         kinds=("maf", "realnvp", "haf"), xla: bool = True, print_fn=print) -> dict[str, Table]:
@@ -196,99 +356,15 @@ def run(shapes=DEFAULT_SHAPES, layers: int = 5, n_samples: int = 100, sequential
     }
     rng = np.random.default_rng(0)
     for d, h in shapes:
-        tag = f"D={d},H={h}"
         n = int(sequential_rows.get(d, n_samples))
-        ours = build_ours("maf", d, h, layers)
-        ours_iaf = build_ours("iaf", d, h, layers)
-        theirs = TFPFlow(d, h, layers)
-
-        # Sampling (MAF forward) and IAF density: the sequential direction, both sides on n rows.
-        slow = dict(max_seconds=30.0)  # TFP's sequential calls take up to minutes each at D=784
-        t_tfp = median_time(tfp_sample_fn(theirs, n), reps, **slow)
-        tables["sample"].add(f"{tag} {n} samples, tf.function", median_time(sample_fn(ours, n), reps), t_tfp)
-        if xla:
-            tables["sample"].add(f"{tag} {n} samples, ours XLA (default when eager) vs TFP",
-                                 _maybe_xla(lambda: median_time(sample_fn(ours, n, jit=True), reps)), t_tfp)
-        if n == n_samples:  # eager calls, as a user makes them (how the issue's TFP figures were taken)
-            tables["sample"].add(f"{tag} {n} samples, eager calls", median_time(lambda: ours.sample(n, seed=1), reps),
-                                 median_time(lambda: theirs.maf_dist.sample(n, seed=1), reps, warmup=0, **slow))
-
-        x_seq = tf.constant(rng.standard_normal((n, d)), tf.float32)
-        iaf_ours = tf.function(ours_iaf.log_prob)
-        iaf_ours_xla = tf.function(ours_iaf.log_prob, jit_compile=True)
-        iaf_tfp = tf.function(theirs.iaf_dist.log_prob)
-        r_tfp = n / median_time(lambda: iaf_tfp(x_seq), reps, **slow)
-        tables["iaf"].add(f"{tag} batch {n}, tf.function", n / median_time(lambda: iaf_ours(x_seq), reps), r_tfp)
-        if xla:
-            tables["iaf"].add(f"{tag} batch {n}, ours XLA (default when eager) vs TFP",
-                              _maybe_xla(lambda: n / median_time(lambda: iaf_ours_xla(x_seq), reps)), r_tfp)
-        if n == n_samples:
-            tables["iaf"].add(f"{tag} batch {n}, eager calls", n / median_time(lambda: ours_iaf.log_prob(x_seq), reps),
-                              n / median_time(lambda: theirs.iaf_dist.log_prob(x_seq), reps, warmup=0, **slow))
-
-        tfp_log_prob = tf.function(theirs.maf_dist.log_prob)
-
-        # Training.
-        x_train = tf.constant(rng.standard_normal((train_batch, d)), tf.float32)
-        flops_step = 3 * made_forward_flops(train_batch, d, h, layers)
-
-        def examples_per_s(step):
-            return train_batch / median_time(lambda: step(x_train), train_steps, warmup=2)
-
-        tfp_train = examples_per_s(train_step_fn(theirs.maf_dist.log_prob, theirs.variables_to_train))
-        tfp_train_xla = _maybe_xla(lambda: examples_per_s(
-            train_step_fn(theirs.maf_dist.log_prob, theirs.variables_to_train, jit=True))) if xla else None
-        for kind in kinds:
-            model = ours if kind == "maf" else build_ours(kind, d, h, layers)
-            rate = examples_per_s(train_step_fn(model.log_prob, model.trainable_variables))
-            tables["train"].add(f"{tag} {kind}", rate, tfp_train)
-            if xla:
-                rate_xla = _maybe_xla(lambda: examples_per_s(
-                    train_step_fn(model.log_prob, model.trainable_variables, jit=True)))
-                tables["train"].add(f"{tag} {kind} xla (TFP xla)", rate_xla, tfp_train_xla)
-            if kind == "maf":
-                g_ours, g_tfp = flops_step * rate / train_batch / 1e9, flops_step * tfp_train / train_batch / 1e9
-                tables["gflops"].add(f"{tag} maf training", g_ours, g_tfp,
-                                     f"ours {100 * g_ours / peak:.0f}%, TFP {100 * g_tfp / peak:.0f}% of peak")
-
-        # Density direction: the training model (masks applied per call) and its frozen copy (masks
-        # baked in once; what the evaluator and the exported SavedModel run).
-        batches = (1, train_batch, eval_batch or (10000 if d < 200 else 1000))
-        models = {kind: ours if kind == "maf" else build_ours(kind, d, h, layers) for kind in kinds}
-        frozen = {kind: model.frozen() for kind, model in models.items()}
-        ours_frozen = frozen["maf"] if "maf" in frozen else ours.frozen()
-        for batch in batches:
-            x = tf.constant(rng.standard_normal((batch, d)), tf.float32)
-            batch_reps = _reps_at(batch, reps)
-            tfp_rate = batch / median_time(lambda: tfp_log_prob(x), batch_reps)
-            for kind, model in models.items():
-                other, note = (tfp_rate, "") if kind == "maf" else (None, "no TFP twin")
-                for label, variant in (("", model), (" frozen", frozen[kind])):
-                    f = tf.function(variant.log_prob)
-                    rate = batch / median_time(lambda: f(x), batch_reps)
-                    tables["log_prob"].add(f"{tag} {kind}{label} batch {batch}", rate, other, note)
-                    if kind == "maf" and label and batch == train_batch:
-                        flops = made_forward_flops(batch, d, h, layers) / batch / 1e9
-                        tables["gflops"].add(f"{tag} maf frozen log_prob, batch {batch}", flops * rate,
-                                             flops * tfp_rate, f"ours {100 * flops * rate / peak:.0f}%, "
-                                             f"TFP {100 * flops * tfp_rate / peak:.0f}% of peak")
-            if xla and batch == train_batch:
-                frozen_xla = tf.function(ours_frozen.log_prob, jit_compile=True)
-                tfp_xla = tf.function(theirs.maf_dist.log_prob, jit_compile=True)
-                tables["log_prob"].add(f"{tag} maf frozen xla (TFP xla) batch {batch}",
-                                       _maybe_xla(lambda: batch / median_time(lambda: frozen_xla(x), reps)),
-                                       _maybe_xla(lambda: batch / median_time(lambda: tfp_xla(x), reps)))
-
-        # Exported SavedModel (the pusher exports the frozen copy).
-        with tempfile.TemporaryDirectory() as tmp:
-            loaded_ours = export_and_load(ours_frozen.log_prob, ours_frozen, d, os.path.join(tmp, "ours"))
-            loaded_tfp = export_and_load(theirs.maf_dist.log_prob, theirs.nets, d, os.path.join(tmp, "tfp"))
-            for batch in (1, 1000):
-                x = tf.constant(rng.standard_normal((batch, d)), tf.float32)
-                r1 = batch / median_time(lambda: loaded_ours.log_prob(x), _reps_at(batch, reps))
-                r2 = batch / median_time(lambda: loaded_tfp.log_prob(x), _reps_at(batch, reps))
-                tables["saved"].add(f"{tag} maf batch {batch}", r1, r2)
-        print_fn(f"-- done {tag}")
+        case = Case(d, h, layers, n, n == n_samples, reps, xla, rng)
+        sampling_rows(tables["sample"], case)
+        iaf_rows(tables["iaf"], case)
+        train_rates = training_rows(tables["train"], case, train_batch, train_steps, kinds)
+        log_prob_rates = log_prob_rows(tables["log_prob"], case, train_batch, eval_batch, kinds)
+        gflops_rows(tables["gflops"], case, peak, train_batch, train_rates, log_prob_rates)
+        saved_model_rows(tables["saved"], case)
+        print_fn(f"-- done {case.tag}")
     return tables
 
 

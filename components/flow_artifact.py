@@ -4,7 +4,7 @@ Layout of the artifact folder:
   flow_config.json   `build_flow`'s options, `FlowConfig.to_dict()` (enough to rebuild the architecture), or
   vae_config.json    for a VAE (objective "vae"): the `models.vae.IAFVAE` arguments
   weights/           a tf.train.Checkpoint of the model (`weights/flow-1.*`)
-  summary.json       what the trainer reports (epochs, best validation log-likelihood, ...)
+  summary.json       what the trainer reports (`components.summary.ModelSummary`)
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 
 import tensorflow as tf
 
+from tfflows.components.summary import SUMMARY_FILE, ModelSummary
 from tfflows.models import FlowModel, build_flow
 
 __all__ = ["save_flow", "load_flow", "read_summary"]
@@ -21,7 +22,6 @@ __all__ = ["save_flow", "load_flow", "read_summary"]
 CONFIG_FILE = "flow_config.json"
 VAE_CONFIG_FILE = "vae_config.json"
 WEIGHTS_DIR = "weights"
-SUMMARY_FILE = "summary.json"
 
 
 def save_flow(model, uri: str, summary: dict | None = None) -> None:
@@ -60,9 +60,6 @@ def load_flow(uri: str) -> FlowModel:
     return model
 
 
-def read_summary(uri: str) -> dict:
-    path = os.path.join(uri, SUMMARY_FILE)
-    if not tf.io.gfile.exists(path):
-        return {}
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+def read_summary(uri: str) -> ModelSummary:
+    """The model's summary (`ModelSummary.read`)."""
+    return ModelSummary.read(uri)

@@ -295,6 +295,10 @@ class Tracker:
         self.guard(f"artifact {os.path.basename(path)}", self.client_call, method, self.run_id, path,
                    artifact_path)
 
+    def log_figure(self, figure, artifact_file: str) -> None:
+        """Logs a matplotlib figure as the image ``artifact_file`` (e.g. ``plots/loss_curve.png``)."""
+        self.guard(f"figure {artifact_file}", self.client_call, "log_figure", self.run_id, figure, artifact_file)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
             self.guard(f"tag {key}", self.client_call, "set_tag", self.run_id, key, str(value)[:5000])

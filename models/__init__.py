@@ -11,8 +11,9 @@ can use it alone:
 
 Direction convention (as in TFP): a bijector's forward maps base noise u to data x; the density
 direction is the inverse. MAF and HAF evaluate densities in one parallel pass and sample
-sequentially; IAF does the opposite; Real NVP and NICE are parallel both ways. Flow kinds are a
-registry (`models.kinds`: each kind's options; `models.builders`: each kind's layers).
+sequentially; IAF does the opposite; Real NVP and NICE are parallel both ways, as are the
+multi-scale image flows Glow and Real NVP image (events stay flat rows [batch, D]; their bijectors
+read the leading values as an image [H, W, C]). Flow kinds are a registry (`models.kinds`: each kind's options; `models.builders`: each kind's layers).
 """
 
 import importlib

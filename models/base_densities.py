@@ -25,7 +25,7 @@ def _uniform_and_normal(shape, seed, dtype):
 
 
 class StandardNormal(tf.Module):
-    """N(0, I_D): log p(u) = -0.5 * (|u|^2 + D log 2 pi)."""
+    r"""\(\mathcal{N}(0, I_D)\): \(\log p(u) = -\tfrac{1}{2} \left(\lVert u \rVert^2 + D \log 2\pi\right)\)."""
 
     def __init__(self, event_dim: int, name: str = "standard_normal"):
         super().__init__(name=name)
@@ -42,10 +42,10 @@ class StandardNormal(tf.Module):
 
 
 class MixtureMADE(tf_keras.layers.Layer):
-    """MADE MoG (MAF paper, section 3.3): each conditional is a mixture of C Gaussians.
+    r"""MADE MoG (MAF paper, section 3.3): each conditional is a mixture of C Gaussians.
 
-    ```none
-    p(u) = prod_i sum_c pi_ic(u_<i) N(u_i; mu_ic(u_<i), exp(alpha_ic(u_<i))^2)
+    ```math
+    p(u) = \prod_i \sum_c \pi_{ic}(u_{<i})\, \mathcal{N}\Big(u_i;\ \mu_{ic}(u_{<i}),\ \exp\big(\alpha_{ic}(u_{<i})\big)^2\Big)
     ```
 
     One MADE outputs, per dimension, C mixture logits, C means and C log-scales. Density

@@ -11,20 +11,27 @@ import numpy as np
 
 from tfflows.models.base_densities import MixtureMADE, StandardNormal
 from tfflows.models.bijectors import (
+    ActNorm,
     Additive,
     Affine,
     AffineCoupling,
     BatchNormalization,
     Coupling,
     DiagonalScaling,
+    FactorOut,
     FlowBijector,
     GatedInverseAutoregressiveFlow,
     HybridAutoregressive,
+    ImageCoupling,
     InverseAutoregressiveFlow,
+    InvertibleConv1x1,
     LULinear,
     MaskedAutoregressiveFlow,
     PlanarFlow,
     RationalQuadraticSpline,
+    Squeeze,
+    channel_mask,
+    checkerboard_mask,
     split_indices,
 )
 from tfflows.models.kinds import FlowConfig, TransformerOptions, builder
@@ -168,3 +175,64 @@ def build_nice(config):
     layers = stack_layers(config, layer)
     layers.append(DiagonalScaling(d, name="scaling", dtype=config.dtype))  # base side: h = exp(s) * f(x)
     return layers, StandardNormal(d)
+
+
+def _multiscale(config, make_level):
+    """The multi-scale skeleton of the image flows (Real NVP section 3.6): for each level,
+    `make_level(shape, level, last)` -> (its layers, the image shape after them), then a factor-out
+    of half the channels except after the last level. The base is the standard normal on all D
+    values: the factored-out ones and the last level's output."""
+    options, d = config.options, config.event_dim
+    layers, shape = [], options.hwc
+    for level in range(options.levels):
+        last = level == options.levels - 1
+        level_layers, shape = make_level(shape, level, last)
+        layers += level_layers
+        if not last:
+            factor_out = FactorOut(d, shape, name=f"factor_out_{level}")
+            layers.append(factor_out)
+            shape = factor_out.kept_shape
+    return layers, StandardNormal(d)
+
+
+def _image_coupling(config, shape, mask, name, residual_blocks=0):
+    options = config.options
+    return ImageCoupling(config.event_dim, shape, mask, Affine(options.max_log_scale), options.hidden_channels,
+                         residual_blocks, name=name, dtype=config.dtype)
+
+
+@builder("glow")
+def build_glow(config):
+    d, steps = config.event_dim, config.options.steps_per_level
+
+    def level_layers(shape, level, last):
+        squeeze = Squeeze(d, shape, name=f"squeeze_{level}")
+        shape, layers = squeeze.base_shape, [squeeze]
+        for k in range(steps):  # one step of flow, data side first: actnorm, 1x1 convolution, coupling
+            name = f"level_{level}_step_{k}"
+            layers += [ActNorm(d, shape, name=f"{name}_actnorm", dtype=config.dtype),
+                       InvertibleConv1x1(d, shape, seed=config.seed + level * steps + k, name=f"{name}_conv1x1",
+                                         dtype=config.dtype),
+                       _image_coupling(config, shape, channel_mask(shape), f"{name}_coupling")]
+        return layers, shape
+
+    return _multiscale(config, level_layers)
+
+
+@builder("realnvp_image")
+def build_realnvp_image(config):
+    d, n, blocks = config.event_dim, config.options.couplings_per_level, config.options.residual_blocks
+
+    def level_layers(shape, level, last):
+        layers = [_image_coupling(config, shape, checkerboard_mask(shape, flip=k % 2 == 1),
+                                  f"level_{level}_checkerboard_{k}", blocks) for k in range(n + last)]
+        if last:
+            return layers, shape
+        squeeze = Squeeze(d, shape, name=f"squeeze_{level}")
+        shape = squeeze.base_shape
+        layers.append(squeeze)
+        layers += [_image_coupling(config, shape, channel_mask(shape, flip=k % 2 == 1), f"level_{level}_channel_{k}",
+                                   blocks) for k in range(n)]
+        return layers, shape
+
+    return _multiscale(config, level_layers)

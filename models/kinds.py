@@ -30,7 +30,8 @@ from typing import Any, Callable, Optional, Sequence
 __all__ = [
     "FLOW_KINDS", "FlowConfig", "FlowKind", "register_kind", "builder", "get_kind", "flow_option_names",
     "kind_options", "TRANSFORMERS", "PERMUTATIONS", "TransformerOptions", "MADEOptions", "MADEMoGOptions",
-    "MAFOptions", "IAFOptions", "RealNVPOptions", "HAFOptions", "PlanarOptions", "NICEOptions",
+    "MAFOptions", "IAFOptions", "RealNVPOptions", "HAFOptions", "PlanarOptions", "NICEOptions", "ImageOptions",
+    "GlowOptions", "RealNVPImageOptions", "data_options",
 ]
 
 TRANSFORMERS = ("affine", "spline")
@@ -48,6 +49,8 @@ class FlowKind:
       min_event_dim: the smallest D the kind can split or model.
       needs_hidden_units: refuse an empty `hidden_units`.
       sequential_density: the density direction is a loop (compiled with XLA when eager).
+      needs_image_shape: the kind reads its events as images: its options (an `ImageOptions`) must
+        hold the data's `image_shape` (`data_options` gives it from the data's metadata).
       build: config -> (bijectors from the data side to the base side, base density); the
         built-in kinds get theirs from `models.builders`.
     """
@@ -58,6 +61,7 @@ class FlowKind:
     min_event_dim: int = 1
     needs_hidden_units: bool = False
     sequential_density: bool = False
+    needs_image_shape: bool = False
     build: Optional[Callable[["FlowConfig"], tuple]] = None
 
 
@@ -66,12 +70,12 @@ _REGISTRY: dict[str, FlowKind] = {}
 
 def register_kind(name: str, options: type, *, batch_norm: bool, min_event_dim: int = 1,
                   needs_hidden_units: bool = False, sequential_density: bool = False,
-                  build: Callable | None = None) -> FlowKind:
+                  needs_image_shape: bool = False, build: Callable | None = None) -> FlowKind:
     """Registers (or replaces) kind `name` with its options dataclass and, optionally, its builder."""
     if not dataclasses.is_dataclass(options):
         raise TypeError(f"the options of kind {name!r} must be a dataclass, but are {options!r}.")
     _REGISTRY[name] = FlowKind(name, options, batch_norm, min_event_dim, needs_hidden_units, sequential_density,
-                               build)
+                               needs_image_shape, build)
     return _REGISTRY[name]
 
 
@@ -120,18 +124,20 @@ class FlowConfig:
 
     Attributes:
       kind: one of FLOW_KINDS: "made" (one Gaussian MADE), "made_mog" (MADE with a mixture of
-        Gaussians per conditional), "maf", "iaf", "realnvp", "haf", "planar", "nice"; the
-        options classes below document each kind and its own options.
+        Gaussians per conditional), "maf", "iaf", "realnvp", "haf", "planar", "nice", and the
+        image flows "glow" and "realnvp_image"; the options classes below document each kind
+        and its own options.
       event_dim: D, the data dimension.
       num_layers: K, the number of MAF / IAF / coupling / HAF / planar / NICE layers (ignored by
-        made, made_mog).
+        made, made_mog and the image flows, which count their layers per level).
       hidden_units: widths of the hidden layers of each MADE or conditioner network, e.g. [512]
-        (ignored by planar).
+        (ignored by planar and the image flows, whose networks have `hidden_channels`).
       activation: hidden activation of MADEs and of NICE's and spline couplings' networks ("relu"
         in the papers). Real NVP's affine networks use tanh (scale) and relu (shift), as the MAF
         paper's Real NVP.
       batch_norm: insert the MAF paper's batch-norm bijector between layers and before the base
-        (None: the kind's default: on for maf, iaf, realnvp and haf; off for the others).
+        (None: the kind's default: on for maf, iaf, realnvp and haf; off for the others; the image
+        flows have none: glow normalises with ActNorm).
       batch_norm_momentum: momentum of batch norm's running averages.
       batch_norm_epsilon: epsilon of batch norm (1e-5 in the papers).
       batch_norm_statistics: what batch norm uses at evaluation: "train_set" (mean and variance of
@@ -195,6 +201,14 @@ class FlowConfig:
         elif not isinstance(self.options, kind.options):
             raise TypeError(f"`options` of kind {self.kind!r} must be a {kind.options.__name__} or a dict, "
                             f"but is {self.options!r}.")
+        if kind.needs_image_shape:
+            self.options.check_event(self.kind, int(self.event_dim))
+            if self.context_dim is not None:
+                raise ValueError(f"`kind` {self.kind!r} has no conditional version, so `context_dim` must be None, "
+                                 f"but is {self.context_dim}.")
+            if self.batch_norm:
+                raise ValueError(f"`kind` {self.kind!r} has no batch-norm layers, so `batch_norm` must be False or "
+                                 f"None, but is {self.batch_norm}.")
 
     def to_dict(self) -> dict:
         """Every option as one flat dict: `build_flow(**to_dict())` rebuilds the same flow."""
@@ -203,6 +217,11 @@ class FlowConfig:
 
 
 SHARED_OPTIONS = tuple(f.name for f in dataclasses.fields(FlowConfig) if f.name not in ("kind", "event_dim", "options"))
+
+
+def data_options(kind: str, image_shape: Optional[Sequence[int]]) -> dict:
+    """The options `kind` takes from the data: {"image_shape": ...} for the image kinds, else {}."""
+    return {"image_shape": image_shape} if get_kind(kind).needs_image_shape else {}
 
 
 def _own_names(kind: str) -> set[str]:
@@ -399,6 +418,110 @@ class NICEOptions:
     own; batch norm is off by default, as in the paper."""
 
 
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an int >= 1, but is {value!r}.")
+
+
+@dataclasses.dataclass
+class ImageOptions:
+    """What the multi-scale image flows share ("glow", "realnvp_image"). Events are flat rows of D
+    values read as images [H, W, C] (channels last, `np.reshape` order).
+
+    Each level squeezes the image (2x2 blocks of pixels to channels, `bijectors.Squeeze`), applies
+    the level's layers, and then factors out half of the channels to the standard normal base
+    (`bijectors.FactorOut`, Real NVP section 3.6); the last level factors nothing out.
+
+    Attributes:
+      image_shape: [H, W] (one channel) or [H, W, C] of the data, with H·W·C = event_dim; the
+        pipeline fills it in from the dataset's metadata. H and W must be divisible by 2**levels.
+      levels: L, the number of scales.
+      hidden_channels: feature maps of every coupling's convolutional network.
+      max_log_scale: B, the smooth bound |alpha| < B on the couplings' log-scales (as in
+        `TransformerOptions`); None: unbounded.
+    """
+
+    image_shape: Optional[Sequence[int]] = None
+    levels: int = 2
+    hidden_channels: int = 64
+    max_log_scale: Optional[float] = 3.0
+
+    def __post_init__(self):
+        if self.image_shape is not None:
+            shape = list(self.image_shape)
+            if len(shape) not in (2, 3) or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+                raise ValueError(f"`image_shape` must be [H, W] or [H, W, C] of positive ints, but is {self.image_shape!r}.")
+            self.image_shape = shape
+        _positive_int("levels", self.levels)
+        _positive_int("hidden_channels", self.hidden_channels)
+        _check_bound(self.max_log_scale)
+
+    @property
+    def hwc(self) -> list[int]:
+        """The image shape as [H, W, C]."""
+        return list(self.image_shape) + [1] * (3 - len(self.image_shape))
+
+    def check_event(self, kind: str, event_dim: int) -> None:
+        """Refuses a missing image shape, one that does not hold `event_dim` values, or one too small
+        for the levels."""
+        if self.image_shape is None:
+            raise ValueError(f"`kind` {kind!r} needs `image_shape` ([H, W] or [H, W, C] with H*W*C = event_dim = "
+                             f"{event_dim}); it is None: ingest images with an image shape or pass image_shape=.")
+        h, w, c = self.hwc
+        if h * w * c != event_dim:
+            raise ValueError(f"`image_shape` {self.image_shape} holds {h * w * c} values, but `event_dim` is "
+                             f"{event_dim}: give the shape of the flattened images (H*W*C = event_dim).")
+        step = 2**self.levels  # glow squeezes every level; realnvp_image's last level keeps >= 2x2 pixels
+        if h % step or w % step:
+            raise ValueError(f"`image_shape` {self.image_shape} with `levels`={self.levels}: kind {kind!r} needs H "
+                             f"and W divisible by {step}; use fewer levels or pad the images.")
+
+
+@dataclasses.dataclass
+class GlowOptions(ImageOptions):
+    """glow: Glow (Kingma & Dhariwal 2018, section 3, fig. 2): L levels of squeeze, then K steps of
+    flow (actnorm with data-dependent initialisation, invertible 1x1 convolution in LU form, affine
+    coupling of half the channels with a 3x3-1x1-3x3 convolutional network), then factor-out.
+    The paper's CIFAR-10 model: L = 3, K = 32, 512 hidden channels; the defaults are sized for
+    28x28 grey images on a CPU.
+
+    Attributes (besides `ImageOptions`'):
+      steps_per_level: K, steps of flow per level.
+    """
+
+    steps_per_level: int = 4
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("steps_per_level", self.steps_per_level)
+
+
+@dataclasses.dataclass
+class RealNVPImageOptions(ImageOptions):
+    """realnvp_image: Real NVP's multi-scale image flow (Dinh et al. 2017, sections 3.4-3.6, 4.1):
+    each level but the last has `couplings_per_level` affine couplings with alternating
+    checkerboard masks, a squeeze, `couplings_per_level` couplings with alternating channel-wise
+    masks, then factors out half the channels; the last level has `couplings_per_level` + 1
+    checkerboard couplings (the paper: 3, 3 and 4). Each coupling's network is a ResNet. The
+    paper's CIFAR-10 model: 8 residual blocks of 64 feature maps; it also batch-normalises inside
+    the networks and between layers (not done here).
+
+    Attributes (besides `ImageOptions`'):
+      couplings_per_level: couplings of each mask type per level.
+      residual_blocks: residual blocks of each coupling's network.
+    """
+
+    couplings_per_level: int = 3
+    residual_blocks: int = 2
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("couplings_per_level", self.couplings_per_level)
+        if isinstance(self.residual_blocks, bool) or not isinstance(self.residual_blocks, int) \
+                or self.residual_blocks < 0:
+            raise ValueError(f"`residual_blocks` must be an int >= 0, but is {self.residual_blocks!r}.")
+
+
 register_kind("made", MADEOptions, batch_norm=False)
 register_kind("made_mog", MADEMoGOptions, batch_norm=False)
 register_kind("maf", MAFOptions, batch_norm=True)
@@ -407,3 +530,5 @@ register_kind("realnvp", RealNVPOptions, batch_norm=True, min_event_dim=2, needs
 register_kind("haf", HAFOptions, batch_norm=True, min_event_dim=2, needs_hidden_units=True)
 register_kind("planar", PlanarOptions, batch_norm=False)
 register_kind("nice", NICEOptions, batch_norm=False, min_event_dim=2)
+register_kind("glow", GlowOptions, batch_norm=False, needs_image_shape=True)
+register_kind("realnvp_image", RealNVPImageOptions, batch_norm=False, needs_image_shape=True)

@@ -1,17 +1,17 @@
-"""Masked dense layers and MADE, the Masked Autoencoder for Distribution Estimation.
+r"""Masked dense layers and MADE, the Masked Autoencoder for Distribution Estimation.
 
 MADE (Germain et al. 2015; thesis ch. 4) is a feed-forward network whose output for input
 dimension i depends only on the inputs that precede i in an order. Its outputs parametrise the
-one-dimensional conditionals p(x_i | x_<i): a shift and a log-scale for the Gaussian MADE used by
+one-dimensional conditionals \(p(x_i \mid x_{<i})\): a shift and a log-scale for the Gaussian MADE used by
 MAF and IAF, or C mixture components for MADE MoG.
 
 The parallel pass (`MADE.__call__`) evaluates every conditional at once. The sequential direction
 (generating x_1, x_2, ... one after another, as MAF sampling and IAF density evaluation need) is
 `MADE.autoregressive_loop`. With one hidden layer it adds the new input's contribution to the
 hidden pre-activations (a rank-one update, O(H) per row) and evaluates only the outputs of the
-current dimension, so the D steps cost O(D·H) per row instead of the O(D²·H) of re-running the
-network D times. With deeper networks the first layer is still updated incrementally and the
-deeper layers are re-evaluated each step (O(D·H²)).
+current dimension, so the D steps cost \(O(D H)\) per row instead of the \(O(D^2 H)\) of re-running
+the network D times. With deeper networks the first layer is still updated incrementally and the
+deeper layers are re-evaluated each step (\(O(D H^2)\)).
 """
 
 from __future__ import annotations
@@ -28,9 +28,13 @@ __all__ = ["MaskedDense", "MADE"]
 
 
 class MaskedDense(tf_keras.layers.Layer):
-    """Dense layer whose kernel is multiplied by a constant 0/1 mask on every call.
+    r"""Dense layer whose kernel is multiplied by a constant 0/1 mask on every call.
 
-    y = activation(x @ (W * M) + b). The mask is a constant, not a constraint, so no optimiser
+    ```math
+    y = \operatorname{activation}\big(x\, (W \odot M) + b\big), \qquad M \in \{0, 1\}^{n_\text{in} \times n_\text{out}}
+    ```
+
+    The mask is a constant, not a constraint, so no optimiser
     update (or manual assignment) can connect units the mask keeps apart.
 
     `bake_mask()` stores W * M in the kernel once and drops the product from later calls. It is
@@ -73,11 +77,17 @@ class MaskedDense(tf_keras.layers.Layer):
 
 
 class MADE(tf_keras.layers.Layer):
-    """MADE network: x [batch, D] (and an optional context [batch, C]) -> params [batch, D, P].
+    r"""MADE network: x [batch, D] (and an optional context [batch, C]) -> params [batch, D, P].
 
-    Output `params[:, i, :]` depends only on inputs whose degree is lower than input i's (and on
-    the context, which every hidden unit sees). P is `num_params`: 2 for a Gaussian MADE
-    (shift mu_i, log-scale alpha_i), 3·C for a MADE with C mixture components.
+    Output `params[:, i, :]` depends only on inputs whose degree m(j) is lower than input i's (and
+    on the context, which every hidden unit sees), whatever the weights (Germain et al. 2015):
+
+    ```math
+    \frac{\partial\, \mathrm{params}_{i}}{\partial x_j} = 0 \quad \text{unless } m(j) < m(i).
+    ```
+
+    P is `num_params`: 2 for a Gaussian MADE (shift \(\mu_i\), log-scale \(\alpha_i\)), 3·C for a
+    MADE with C mixture components.
 
     Args:
       event_dim: D.
@@ -168,7 +178,7 @@ class MADE(tf_keras.layers.Layer):
         noise: tf.Tensor,
         context: tf.Tensor | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """The sequential direction: y_i = step_fn(params_i(y_<i), noise_i), in the MADE's order.
+        r"""The sequential direction \(y_i = \mathrm{step\_fn}(\mathrm{params}_i(y_{<i}), \mathrm{noise}_i)\), in the MADE's order.
 
         Args:
           step_fn: maps (params [batch, P], noise_i [batch, ...]) to (y_i [batch], log_det_i [batch]).

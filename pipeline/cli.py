@@ -2,7 +2,7 @@
 
     tfflows run      [--config FILE.yaml] [--data PATH | --dataset NAME | --target U1..U4|module:fn]
                      [--model KIND] [--epochs N] [--output DIR] [--set section.field=value ...]
-    tfflows evaluate --model DIR --data PATH [--scores FILE]
+    tfflows evaluate --model DIR --data PATH [--scores FILE] [--beam-args="--runner=... ..."]
     tfflows sample   --model DIR -n N [--seed S] --out FILE(.npy|.csv|.png)
     tfflows ui       [--config FILE.yaml] [--output DIR] [--port 5000]
     tfflows compile  --target kubeflow|vertex [--config FILE.yaml] [--out FILE.json] [--image IMAGE]
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -78,16 +79,12 @@ def cmd_run(args) -> int:
     preflight(config)  # nothing is written (not even the log) for a mistake found before the run
     terminal = args.terminal
     terminal.capture(os.path.join(config.output, "logs"), config.progress, config.progress_every_epochs)
-    if config.train.objective == "vae":
-        posterior = f"IAF posterior ({config.train.num_layers} steps)" if config.train.num_layers else "diagonal posterior"
-        terminal.say(f"tfflows run: {config.ingest.dataset} -> VAE with {posterior}; ingest, train, evaluate, push "
-                     f"into {os.path.abspath(config.output)}")
-    elif config.train.objective == "reverse_kl":
-        terminal.say(f"tfflows run: target {config.train.target} -> {config.train.kind} flow by reverse KL; train, "
-                     f"evaluate, push into {os.path.abspath(config.output)}")
-    else:
-        terminal.say(f"tfflows run: {config.ingest.dataset} -> {config.train.kind} flow; ingest, transform, train, "
-                     f"evaluate, push into {os.path.abspath(config.output)}")
+    from tfflows.components.objectives import get_objective
+
+    objective = get_objective(config.train.objective)
+    steps = ", ".join(objective.data_components + ("train", "evaluate", "push"))
+    terminal.say(f"tfflows run: {objective.describe(config.train, config.ingest.dataset)}; {steps} into "
+                 f"{os.path.abspath(config.output)}")
     from tfflows.pipeline.runner import run_local
 
     result = run_local(config)
@@ -101,7 +98,8 @@ def cmd_evaluate(args) -> int:
     from tfflows.pipeline.serving import evaluate_saved_model
 
     args.terminal.capture(None)
-    args.terminal.say(evaluate_saved_model(args.model, args.data, scores_path=args.scores))
+    beam_args = shlex.split(args.beam_args) if args.beam_args is not None else None
+    args.terminal.say(evaluate_saved_model(args.model, args.data, scores_path=args.scores, beam_args=beam_args))
     return 0
 
 
@@ -161,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", help="dataset name: moons, digits, mnist, csv, npy, ... (see README)")
     run.add_argument("--target", help="fit a flow to this unnormalised density by reverse KL instead of to "
                      "data: U1, U2, U3, U4 or package.module:function (then --set train.target_dim=D)")
-    run.add_argument("--model", help="flow kind: made, made_mog, maf, iaf, realnvp, haf, nice, planar (spline transformers: --set train.flow_options='{transformer: spline}')")
+    run.add_argument("--model", help="flow kind: made, made_mog, maf, iaf, realnvp, haf, nice, planar, or for image data glow, "
+                     "realnvp_image (spline transformers: --set train.flow_options='{transformer: spline}')")
     run.add_argument("--epochs", type=int, help="maximum training epochs")
     run.add_argument("--output", help="output folder (artifacts, metadata, serving/, mlflow.db)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any field, e.g. train.epochs=5")
@@ -172,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(latest) or models:/NAME@ALIAS (the registry of the default run, tfflows_output/mlflow.db)")
     evaluate.add_argument("--data", required=True, help=".npy or .csv (header) file of raw rows")
     evaluate.add_argument("--scores", help="write per-row log-likelihoods here (.npy or .csv)")
+    evaluate.add_argument("--beam-args", metavar="OPTIONS", help="score as a Beam pipeline with these pipeline "
+                          "options, written with '=': --beam-args=\"--runner=PortableRunner --job_endpoint=HOST:PORT\" "
+                          "(--beam-args=\"\": the in-process FnApiRunner); README 'Scale-out'")
     evaluate.set_defaults(func=cmd_evaluate)
 
     sample = sub.add_parser("sample", help="draw samples from a pushed model")

@@ -17,6 +17,7 @@ import tfflows.models.flows  # noqa: F401  (imports TFP with tf-keras before any
 from tfx.orchestration import pipeline as tfx_pipeline
 
 from tfflows.components.evaluate.component import EvaluateFlow
+from tfflows.components.objectives import get_objective
 from tfflows.components.ingest.component import IngestExamples
 from tfflows.components.push.component import PushFlow
 from tfflows.components.train.component import TrainFlow
@@ -37,9 +38,9 @@ def resolved_sections(config: RunConfig, tracking_uri: str):
 
 
 def _sections(config: RunConfig) -> tuple:
-    """Names of the sections the training depends on: which of ingest and transform run."""
-    return {"max_likelihood": ("ingest", "transform", "train"), "vae": ("ingest", "train"),
-            "reverse_kl": ("train",)}[config.train.objective]
+    """Names of the sections the training depends on: which of ingest and transform run (the
+    objective's `data_components`), and train."""
+    return get_objective(config.train.objective).data_components + ("train",)
 
 
 def _checkpoint_dir(config: RunConfig) -> str:

@@ -11,6 +11,8 @@ import shutil
 
 from tfflows.components.config import FILE_FORMATS
 from tfflows.components.errors import DataError
+from tfflows.components.objectives import get_objective
+from tfflows.components.summary import ModelSummary
 from tfflows.pipeline.config import ConfigError, RunConfig
 
 __all__ = ["tracking_uri", "preflight", "run_local", "compile_for_cluster", "RunResult"]
@@ -25,40 +27,24 @@ def tracking_uri(config: RunConfig) -> str:
 class RunResult:
     evaluation: dict
     pushed: dict
-    training: dict
+    training: ModelSummary | None
     tracking_uri: str
 
     @property
     def ok(self) -> bool:
-        return bool(self.evaluation) and self.training.get("status", "ok") == "ok"
+        return bool(self.evaluation) and (self.training is None or self.training.status == "ok")
 
     def report(self) -> str:
-        metrics = self.evaluation.get("metrics") or {}
         lines = []
-        if metrics and self.evaluation.get("objective") == "reverse_kl":
-            if metrics.get("elbo") is not None:
-                lines.append(f"target {self.evaluation.get('target')}: ELBO {metrics['elbo']:.4f} ± "
-                             f"{metrics['elbo_2se']:.4f} nats, ESS/n {metrics['ess']:.3f}, log Z ≈ "
-                             f"{metrics['log_z']:.4f}, KL(q||p) ≈ {metrics['kl']:.4f} nats "
-                             f"({self.evaluation.get('num_examples')} samples)")
-        elif metrics and self.evaluation.get("objective") == "vae":
-            if metrics.get("log_likelihood") is not None:
-                lines.append(f"test log-likelihood: {metrics['log_likelihood']:.4f} ± {metrics['log_likelihood_2se']:.4f} "
-                             f"nats (importance-sampled, K={metrics['importance_samples']}); ELBO "
-                             f"{metrics['elbo']:.4f} ± {metrics['elbo_2se']:.4f}")
-        elif metrics and metrics.get("data_log_likelihood") is not None:
-            lines.append(f"test log-likelihood: {metrics['data_log_likelihood']:.4f} ± "
-                         f"{metrics['data_log_likelihood_2se']:.4f} nats (data space, mean ± 2 s.e.); "
-                         f"model space {metrics['model_log_likelihood']:.4f} ± "
-                         f"{metrics['model_log_likelihood_2se']:.4f}")
-            if "bits_per_dim" in metrics:
-                lines.append(f"bits/dim: {metrics['bits_per_dim']:.4f} ± {metrics['bits_per_dim_2se']:.4f}")
+        if self.evaluation:  # the objective's lines about its metrics
+            lines += get_objective(self.evaluation.get("objective", "max_likelihood")).report(self.evaluation)
         lines.append(f"blessed: {self.evaluation.get('blessed')} ({self.evaluation.get('reason', '')})")
         if self.pushed.get("pushed"):
             lines.append(f"SavedModel: {self.pushed.get('destination')}")
         else:
             lines.append("SavedModel: not pushed (model not blessed); earlier versions are untouched")
-        lines.append(f"MLflow run: {self.training.get('mlflow_run_id')} in {self.tracking_uri} (tfflows ui to browse)")
+        run_id = self.training.mlflow_run_id if self.training is not None else None
+        lines.append(f"MLflow run: {run_id} in {self.tracking_uri} (tfflows ui to browse)")
         return "\n".join(lines)
 
 
@@ -73,6 +59,10 @@ def _read_json(folder: str | None, name: str) -> dict:
         return {}
     with open(path) as f:
         return json.load(f)
+
+
+def _read_summary(model_uri: str | None) -> ModelSummary | None:
+    return ModelSummary.read(model_uri) if model_uri else None
 
 
 def _unwritable(folder: str) -> str | None:
@@ -93,7 +83,7 @@ def preflight(config: RunConfig) -> None:
     """What would otherwise fail only inside a component, after ML Metadata and `pipeline_root`
     were created: a missing input file, an output folder that cannot be written. Checked before
     anything is written; object-store URIs (``gs://``, ``s3://``) are left to the components."""
-    if config.train.objective != "reverse_kl":  # reverse KL ingests nothing
+    if "ingest" in get_objective(config.train.objective).data_components:
         ingest = config.ingest
         if ingest.dataset in FILE_FORMATS and not ingest.path:
             raise DataError(ingest.dataset, "ingest.path", "no input file given", "pass --data PATH")
@@ -133,7 +123,7 @@ def run_local(config: RunConfig) -> RunResult:
     return RunResult(
         evaluation=_read_json(_latest_artifact_uri(store, "ModelEvaluation"), "evaluation.json"),
         pushed=_read_json(_latest_artifact_uri(store, "PushedModel"), "push_result.json"),
-        training=_read_json(_latest_artifact_uri(store, "Model"), "summary.json"),
+        training=_read_summary(_latest_artifact_uri(store, "Model")),
         tracking_uri=uri,
     )
 

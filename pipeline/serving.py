@@ -7,26 +7,30 @@ newest complete version of a serving/ folder, local or on an object store).
 Scoring streams: rows are read ``chunk_rows`` at a time (a memory map for .npy, lines for .csv),
 scored, summarised and appended to a temporary scores file that is renamed onto ``--scores`` at
 the end, so memory stays bounded by one chunk whatever the size of the table, and a failed run
-leaves no half-written scores file.
+leaves no half-written scores file. With Beam pipeline options the chunks are read and scored by
+Beam workers instead (`pipeline.beam_scoring`), with the same scores, summary and atomic output.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import dataclasses
 import itertools
 import math
 import os
 import shutil
 import tempfile
 import uuid
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tfflows.components import artifacts
 from tfflows.components.errors import DataError
 
-__all__ = ["resolve_model_dir", "evaluate_saved_model", "sample_saved_model", "iter_row_chunks"]
+__all__ = ["resolve_model_dir", "load_saved_model", "evaluate_saved_model", "sample_saved_model", "score_rows",
+           "RowChunk", "plan_chunks", "read_chunk", "iter_row_chunks"]
 
 SCORE_FORMATS = (".npy", ".csv")
 CHUNK_ROWS = 65536  # rows held in memory at once while scoring (~11 MB at D=43)
@@ -42,17 +46,33 @@ def resolve_model_dir(path: str) -> str:
     return artifacts.resolve_version(path)
 
 
-def _load(path: str):
-    """(model URI, local folder, loaded SavedModel); object-store models are downloaded first."""
+def load_saved_model(model_dir: str):
+    """(local folder, loaded SavedModel) of a resolved version folder; an object-store model is
+    downloaded to a temporary folder first (removed when the process exits)."""
     import tensorflow as tf
 
-    model_dir = resolve_model_dir(path)
     local_dir = model_dir
     if artifacts.is_object_store(model_dir):
         cache = tempfile.mkdtemp(prefix="tfflows-model-")
         atexit.register(shutil.rmtree, cache, True)
         local_dir = artifacts.local_model_dir(model_dir, cache)
-    return model_dir, local_dir, tf.saved_model.load(local_dir)
+    return local_dir, tf.saved_model.load(local_dir)
+
+
+def _load(path: str):
+    """(model URI, local folder, loaded SavedModel) of a model as `resolve_model_dir` takes it."""
+    model_dir = resolve_model_dir(path)
+    return (model_dir, *load_saved_model(model_dir))
+
+
+def score_rows(loaded, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """log p(x) [n] of float32 rows [n, D] by the SavedModel's `log_prob` signature, `batch_size` rows a call."""
+    import tensorflow as tf
+
+    signature = loaded.signatures["log_prob"]
+    scores = [signature(x=tf.constant(rows[i:i + batch_size]))["log_prob"].numpy()
+              for i in range(0, len(rows), batch_size)]
+    return np.concatenate(scores) if scores else np.zeros(0, np.float32)
 
 
 def _metadata(model_dir: str) -> dict:
@@ -95,52 +115,119 @@ def _csv_chunk(lines: list, path: str, numbers: list) -> np.ndarray:
                     "write numbers only, one row per example")
 
 
+@dataclasses.dataclass(frozen=True)
+class RowChunk:
+    """Where one chunk of a table lies, small enough to send to a Beam worker that reads it.
+
+    Attributes:
+      index: position of the chunk in the table (chunk ``k`` holds rows before chunk ``k + 1``'s).
+      first: .npy: index of its first row; .csv: number of its first line (1-based, header = 1).
+      count: .npy: its rows; .csv: its lines (blank lines included, and skipped when read).
+      offset: .csv: byte offset of its first line; .npy: 0.
+    """
+
+    index: int
+    first: int
+    count: int
+    offset: int = 0
+
+
+def _open_npy(path: str) -> np.ndarray:
+    """The memory-mapped table of a .npy, or a one-line DataError for one that holds no numeric rows."""
+    try:
+        table = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        raise DataError(path, "contents", f"not a numeric array ({str(error).splitlines()[0]})",
+                        "save a float array with numpy.save") from error
+    if table.ndim == 0 or len(table) == 0:
+        raise DataError(path, "rows", "the array holds no rows", "save an array of shape [rows, D]")
+    if table.dtype.kind not in "fiub":
+        raise DataError(path, "dtype", f"{table.dtype} is not numeric", "save a float array")
+    return table
+
+
+def _csv_line_chunks(path: str, chunk_rows: int) -> Iterator[Tuple[RowChunk, list]]:
+    """(chunk, its raw lines) of a .csv after its header line; DataError if it holds no rows."""
+    with open(path, "rb") as f:
+        header = f.readline()
+        index, line_no, offset, any_rows = 0, 2, len(header), False
+        while lines := list(itertools.islice(f, chunk_rows)):
+            any_rows = any_rows or any(line.strip() for line in lines)
+            yield RowChunk(index, line_no, len(lines), offset), lines
+            index, line_no, offset = index + 1, line_no + len(lines), offset + sum(map(len, lines))
+    if not any_rows:
+        if not header.strip():
+            raise DataError(path, "rows", "the file is empty",
+                            "write a header line (column names), then one row of numbers per line")
+        raise DataError(path, "rows", "only a header line, no rows",
+                        "add rows below the header (the first line is always read as the header, "
+                        "so a file without one loses its first row)")
+
+
+def _csv_rows(lines: list, chunk: RowChunk, path: str, dim: Optional[int]) -> np.ndarray:
+    """The checked rows of a chunk's raw lines (blank lines skipped; may be empty)."""
+    numbers = [chunk.first + i for i, line in enumerate(lines) if line.strip()]
+    if not numbers:
+        return np.zeros((0, dim or 0), np.float32)
+    text = [lines[n - chunk.first].decode("utf-8", "replace") for n in numbers]
+    return _check_chunk(_csv_chunk(text, path, numbers), path, dim, lambda i: f"line {numbers[i]}")
+
+
+def _check_table_path(path: str) -> None:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if not path.endswith((".npy", ".csv")):
+        raise DataError(path, "file name", "unsupported format", "give a .npy or a .csv with a header line")
+
+
+def plan_chunks(path: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[RowChunk]:
+    """The chunks of ``chunk_rows`` rows (.npy) or lines (.csv, after the header) of a table, in order.
+
+    Reads only the .npy header, or scans the .csv once for line offsets (one chunk at a time).
+    Raises `DataError` for a file that cannot hold rows (empty, header only, not numeric).
+    """
+    _check_table_path(path)
+    if path.endswith(".npy"):
+        rows = len(_open_npy(path))
+        for index, start in enumerate(range(0, rows, chunk_rows)):
+            yield RowChunk(index, start, min(chunk_rows, rows - start))
+    else:
+        for chunk, _ in _csv_line_chunks(path, chunk_rows):
+            yield chunk
+
+
+def read_chunk(path: str, chunk: RowChunk, dim: Optional[int] = None) -> np.ndarray:
+    """float32 rows [n, D] of one chunk of `plan_chunks` (n = 0 for a .csv chunk of blank lines).
+
+    Raises `DataError` (one line: file, row or line, problem, fix) for a bad row.
+    """
+    if path.endswith(".npy"):
+        rows = _open_npy(path)[chunk.first:chunk.first + chunk.count]
+        return _check_chunk(rows, path, dim, lambda i: f"row {chunk.first + i}")
+    with open(path, "rb") as f:
+        f.seek(chunk.offset)
+        return _csv_rows(list(itertools.islice(f, chunk.count)), chunk, path, dim)
+
+
 def iter_row_chunks(path: str, dim: Optional[int] = None,
                     chunk_rows: int = CHUNK_ROWS) -> Iterator[Tuple[int, np.ndarray]]:
     """(index of the first row, float32 rows [n <= chunk_rows, D]) of a .npy or a .csv with a header.
 
-    Never holds more than one chunk: .npy files are memory-mapped, .csv files read line by line.
-    Raises `DataError` (one line: file, row or line, problem, fix) for bad files.
+    Never holds more than one chunk: .npy files are memory-mapped, .csv files read line by line
+    (once: `plan_chunks`'s scan and the parsing share the lines). Raises `DataError` (one line:
+    file, row or line, problem, fix) for bad files.
     """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
+    _check_table_path(path)
     if path.endswith(".npy"):
-        try:
-            table = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as error:
-            raise DataError(path, "contents", f"not a numeric array ({str(error).splitlines()[0]})",
-                            "save a float array with numpy.save") from error
-        if table.ndim == 0 or len(table) == 0:
-            raise DataError(path, "rows", "the array holds no rows", "save an array of shape [rows, D]")
-        if table.dtype.kind not in "fiub":
-            raise DataError(path, "dtype", f"{table.dtype} is not numeric", "save a float array")
-        for start in range(0, len(table), chunk_rows):
-            yield start, _check_chunk(table[start:start + chunk_rows], path, dim, lambda i, s=start: f"row {s + i}")
-    elif path.endswith(".csv"):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            header = f.readline()
-            start, line_no = 0, 2  # line numbers are 1-based; line 1 is the header
-            while True:
-                lines = list(itertools.islice(f, chunk_rows))
-                if not lines:
-                    break
-                numbers = [line_no + i for i, ln in enumerate(lines) if ln.strip()]  # blank lines skipped
-                if numbers:
-                    data = [lines[n - line_no] for n in numbers]
-                    rows = _check_chunk(_csv_chunk(data, path, numbers), path, dim,
-                                        lambda i, n=numbers: f"line {n[i]}")
-                    yield start, rows
-                    start += len(rows)
-                line_no += len(lines)
-            if start == 0:
-                if not header.strip():
-                    raise DataError(path, "rows", "the file is empty",
-                                    "write a header line (column names), then one row of numbers per line")
-                raise DataError(path, "rows", "only a header line, no rows",
-                                "add rows below the header (the first line is always read as the header, "
-                                "so a file without one loses its first row)")
+        pairs = ((chunk, None) for chunk in plan_chunks(path, chunk_rows))
     else:
-        raise DataError(path, "file name", "unsupported format", "give a .npy or a .csv with a header line")
+        pairs = _csv_line_chunks(path, chunk_rows)
+    start = 0
+    for chunk, lines in pairs:
+        rows = read_chunk(path, chunk, dim) if lines is None else _csv_rows(lines, chunk, path, dim)
+        if len(rows):
+            yield start, rows
+            start += len(rows)
 
 
 def _check_scores_path(scores_path: str, data: str) -> None:
@@ -214,26 +301,32 @@ class _RunningStats:
 
 
 def evaluate_saved_model(model: str, data: str, scores_path: Optional[str] = None, batch_size: int = 4096,
-                         chunk_rows: int = CHUNK_ROWS) -> str:
+                         chunk_rows: int = CHUNK_ROWS, beam_args: Optional[Sequence[str]] = None) -> str:
     """Mean log-likelihood ± 2 s.e. (nats, raw data space) of `data`, and bits/dim for discrete data.
 
     Streams `data` ``chunk_rows`` rows at a time; with `scores_path` (.npy or .csv, never the input
-    file) writes the per-row log-likelihoods in input order to exactly that path.
+    file) writes the per-row log-likelihoods in input order to exactly that path. With `beam_args`
+    (Beam pipeline options, e.g. ``["--runner=PortableRunner", ...]``) the chunks are read and
+    scored by a Beam pipeline on that runner (`pipeline.beam_scoring`); the result is the same.
     """
     if scores_path:
         _check_scores_path(scores_path, data)
     if not os.path.exists(data):
         raise FileNotFoundError(f"{data}: no such file")
-    import tensorflow as tf  # after the checks: a wrong path is reported in well under a second
+    model_dir, local_dir, loaded = _load(model)  # imports TensorFlow: after the checks, which take well under a second
+    dim = int(loaded.signatures["log_prob"].structured_input_signature[1]["x"].shape[-1])
+    if beam_args is None:
+        chunk_scores = (score_rows(loaded, rows, batch_size) for _, rows in iter_row_chunks(data, dim, chunk_rows))
+    else:
+        from tfflows.pipeline.beam_scoring import score_with_beam
 
-    model_dir, local_dir, loaded = _load(model)
-    signature = loaded.signatures["log_prob"]
-    dim = int(signature.structured_input_signature[1]["x"].shape[-1])
+        shards = os.path.dirname(os.path.abspath(scores_path)) if scores_path else None
+        chunk_scores = score_with_beam(model_dir, data, dim, list(plan_chunks(data, chunk_rows)), batch_size,
+                                       beam_args, shards)
     stats, writer = _RunningStats(), _ScoresWriter(scores_path) if scores_path else None
     try:
-        for _, rows in iter_row_chunks(data, dim, chunk_rows):
-            for i in range(0, len(rows), batch_size):
-                scores = signature(x=tf.constant(rows[i:i + batch_size]))["log_prob"].numpy()
+        with contextlib.closing(chunk_scores):
+            for scores in chunk_scores:
                 stats.add(scores)
                 if writer:
                     writer.write(scores)

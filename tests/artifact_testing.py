@@ -12,6 +12,18 @@ from tfflows.components.transform import load_transform
 from tfflows.models import build_flow
 
 
+def prepared_moons(root, num_samples: int, seed: int):
+    """(Examples URI, TransformGraph URI) of two moons ingested and transformed under ``root``."""
+    from tfflows.components.config import IngestConfig, TransformConfig
+    from tfflows.components.ingest import run_ingest
+    from tfflows.components.transform import run_transform
+
+    ex, tg = str(root / "examples"), str(root / "transform")
+    run_ingest(IngestConfig("moons", num_samples=num_samples, seed=seed), ex)
+    run_transform(ex, TransformConfig(), tg)
+    return ex, tg
+
+
 def train_flow_artifact(examples_uri, transform_uri, uri, epochs, seed=0, discrete_levels=None):
     """Fits a 2-layer MAF on the train split for `epochs` (0: untrained) and saves it at `uri`."""
     tf_keras.utils.set_random_seed(seed)

@@ -44,3 +44,15 @@ def slogdet(jacobian):
 def dependency_pattern(jacobian, tol=1e-12):
     """Boolean [D, D]: True where output i depends on input j for some row of the batch."""
     return np.any(np.abs(np.asarray(jacobian)) > tol, axis=0)
+
+
+def assert_log_dets_match_autodiff(layer, x, atol=1e-9):
+    """Both directions' log-dets equal log|det| of the autodiff Jacobian, and fldj(u) = -ildj(x);
+    returns ildj(x)."""
+    jac, log_det = jacobian_and_log_det(layer.inverse_and_log_det, x)
+    np.testing.assert_allclose(log_det, slogdet(jac), atol=atol)
+    u = layer.inverse_and_log_det(x)[0]
+    jac_f, log_det_f = jacobian_and_log_det(layer.forward_and_log_det, u)
+    np.testing.assert_allclose(log_det_f, slogdet(jac_f), atol=atol)
+    np.testing.assert_allclose(log_det_f, -log_det, atol=atol)
+    return log_det

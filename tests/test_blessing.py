@@ -11,22 +11,19 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tfflows.components.config import IngestConfig, TransformConfig
 from tfflows.components.evaluate import EvaluateConfig, read_blessing, run_evaluate
-from tfflows.components.evaluate.executor import _factorised_log_prob, gaussian_log_prob
-from tfflows.components.ingest import load_split, run_ingest
+from tfflows.components.objectives.scoring import factorised_log_prob, gaussian_log_prob
+from tfflows.components.ingest import load_split
 from tfflows.components.push import PushConfig, run_push
 from tfflows.components.train import TrainConfig, run_train
-from tfflows.components.transform import apply_transform, run_transform
-from tests.artifact_testing import train_flow_artifact
+from tfflows.components.transform import apply_transform
+from tests.artifact_testing import prepared_moons, train_flow_artifact
 
 
 @pytest.fixture(scope="module")
 def moons(tmp_path_factory):
     root = tmp_path_factory.mktemp("blessing")
-    ex, tg = str(root / "examples"), str(root / "transform")
-    run_ingest(IngestConfig("moons", num_samples=400, seed=1), ex)
-    run_transform(ex, TransformConfig(), tg)
+    ex, tg = prepared_moons(root, num_samples=400, seed=1)
     return {"examples": ex, "transform": tg, "root": root,
             "good": train_flow_artifact(ex, tg, str(root / "good"), epochs=20)}
 
@@ -48,11 +45,11 @@ def test_factorised_reference_of_vaes_is_closed_form():
     rng = np.random.RandomState(1)
     binary = (rng.uniform(size=(50, 4)) < [0.1, 0.5, 0.9, 0.0]).astype(np.float64)
     p = (binary.sum(axis=0) + 1) / (len(binary) + 2)  # Laplace: never exactly 0 or 1
-    np.testing.assert_allclose(_factorised_log_prob(binary, binary[:5], True),
+    np.testing.assert_allclose(factorised_log_prob(binary, binary[:5], True),
                                stats.bernoulli(p).logpmf(binary[:5]).sum(axis=1), rtol=1e-12)
     x = rng.normal(size=(60, 3)) * [1.0, 2.0, 0.5]
     expected = stats.norm(x.mean(axis=0), np.sqrt(x.var(axis=0) + 1e-6)).logpdf(x[:5]).sum(axis=1)
-    np.testing.assert_allclose(_factorised_log_prob(x, x[:5], False), expected, rtol=1e-12)
+    np.testing.assert_allclose(factorised_log_prob(x, x[:5], False), expected, rtol=1e-12)
 
 
 def test_a_good_flow_beats_the_gaussian_and_is_blessed(moons, tmp_path):
@@ -77,7 +74,7 @@ def test_unstable_training_is_worse_than_the_gaussian_not_blessed_not_pushed(moo
     model = str(tmp_path / "unstable")
     config = TrainConfig(kind="maf", num_layers=2, hidden_units=(16,), batch_size=50, learning_rate=1.0,
                          epochs=3, max_steps_per_epoch=4, seed=3)
-    assert run_train(moons["examples"], moons["transform"], model, config)["status"] == "ok"
+    assert run_train(moons["examples"], moons["transform"], model, config).status == "ok"
     blessing = str(tmp_path / "blessing")
     result = run_evaluate(moons["examples"], moons["transform"], model, EvaluateConfig(), blessing)
     assert np.isfinite(result["metrics"]["data_log_likelihood"])

@@ -26,7 +26,7 @@ BAD_SETTINGS = [
     ("train.num_layers=0", "train.num_layers must be an int >= 1, but is 0"),
     ("train.learning_rate=fast", "train.learning_rate: expected a number, got 'fast'"),
     ("train.epochs=2.5", "train.epochs: expected an integer, got 2.5"),
-    ("train.kind=glow", "train.kind must be one of"),
+    ("train.kind=sylvester", "train.kind must be one of"),
     ("train.epoch=3", "unknown field 'train.epoch' (did you mean 'epochs'?)"),
     ("trainer.epochs=3", "unknown field 'trainer' (did you mean 'train'?)"),
     ("train=5", "train: expected a mapping of fields, got 5"),
@@ -73,7 +73,7 @@ def test_the_defaults_and_a_flow_config_need_no_tensorflow():
 @pytest.mark.parametrize("args", [
     ["--set", "enable_cache=maybe"], ["--set", "tracking.uri=12"], ["--set", "train.hidden_units=5"],
     ["--set", "train.num_layers=0"], ["--set", "train.hidden_units=[0]"], ["--set", "train.epochz=3"],
-    ["--model", "glow"], ["--set", "pipeline_name=../.."],
+    ["--model", "sylvester"], ["--set", "pipeline_name=../.."],
 ])
 def test_cli_reports_a_bad_config_in_one_line_within_2_seconds_without_tensorflow(tmp_path, args):
     """Before: ~16 s (TensorFlow was imported first), and some of these passed or crashed."""

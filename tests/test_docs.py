@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import doctest
+import html
 import importlib
 import os
 import pathlib
@@ -69,14 +70,19 @@ def _public_names(package) -> tuple[list[str], list[str]]:
     return defined, reexported
 
 
-@pytest.mark.slow
-def test_site_builds_strict_and_covers_every_public_name(tmp_path):
-    site = tmp_path / "site"
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The site, built once with `mkdocs build --strict`: it must build without a warning."""
+    site = tmp_path_factory.mktemp("docs") / "site"
     build = subprocess.run([os.path.join(os.path.dirname(sys.executable), "mkdocs"), "build", "--strict",
                             "--site-dir", str(site)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert build.returncode == 0, build.stderr[-4000:]
     assert "WARNING" not in re.sub(r"WARNING: All log messages before absl.*", "", build.stderr)
+    return site
 
+
+@pytest.mark.slow
+def test_site_builds_strict_and_covers_every_public_name(site):
     api = {page: (site / "api" / page / "index.html").read_text() for page in ("models", "components", "pipeline")}
     anchors = set(re.findall(r'id="(tfflows\.[^"]+)"', "".join(api.values())))
     for page, package in (("models", tfflows.models), ("components", tfflows.components),
@@ -109,3 +115,30 @@ def test_site_builds_strict_and_covers_every_public_name(tmp_path):
     # Maths: arithmatex marks it for MathJax, which the page loads.
     library = (site / "quickstart-library" / "index.html").read_text()
     assert 'class="arithmatex"' in library and "tex-mml-chtml" in library
+
+
+DISPLAY_MATHS = re.compile(r'<div class="arithmatex">\\\[(.*?)\\\]</div>', re.DOTALL)  # a ```math fence, rendered
+
+
+@pytest.mark.slow
+def test_docstring_maths_renders(site):
+    """Every ```math fence of a docstring of tfflows.models becomes an arithmatex block (its LaTeX
+    between \\[ \\] for MathJax, not a code block), e.g. LULinear's forward, inverse and log-det."""
+    fences = set()
+    for name in _modules(tfflows.models):
+        tree = ast.parse(pathlib.Path(importlib.import_module(name).__file__).read_text())
+        # (private names are not documented on the site: filters "!^_")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module) or (isinstance(node, (ast.ClassDef, ast.FunctionDef))
+                                                and not node.name.startswith("_")):
+                fences |= {f.strip() for f in re.findall(r"```math\n(.*?)```", ast.get_docstring(node) or "", re.DOTALL)}
+    page = (site / "api" / "models" / "index.html").read_text()
+    blocks = DISPLAY_MATHS.findall(page)
+    assert fences and {html.unescape(block).strip() for block in blocks} == fences
+    assert "```math" not in page and "language-math" not in page
+
+    lu = page.split('id="tfflows.models.bijectors.linear.LULinear"', 1)[1].split('class="doc doc-children"', 1)[0]
+    (equation,) = DISPLAY_MATHS.findall(lu)
+    assert r"x = W u + b" in equation and r"\sum_i \log d_i" in equation and r"U^{-1} L^{-1} P^\top" in equation
+    assert 'class="arithmatex">\\(W = P L U\\)</span>' in lu  # inline maths too
+    assert "tex-mml-chtml" in page and "javascripts/mathjax.js" in page

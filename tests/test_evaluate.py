@@ -15,15 +15,13 @@ from tfflows.components.evaluate import EvaluateConfig, read_blessing, run_evalu
 from tfflows.components.flow_artifact import load_flow, save_flow
 from tfflows.components.ingest import load_split, read_metadata, run_ingest
 from tfflows.components.transform import load_transform, run_transform
-from tests.artifact_testing import train_flow_artifact
+from tests.artifact_testing import prepared_moons, train_flow_artifact
 
 
 @pytest.fixture(scope="module")
 def moons(tmp_path_factory):
     root = tmp_path_factory.mktemp("moons")
-    ex, tg = str(root / "examples"), str(root / "transform")
-    run_ingest(IngestConfig("moons", num_samples=400, seed=1), ex)
-    run_transform(ex, TransformConfig(), tg)
+    ex, tg = prepared_moons(root, num_samples=400, seed=1)
     good = train_flow_artifact(ex, tg, str(root / "good"), epochs=20)
     untrained = train_flow_artifact(ex, tg, str(root / "untrained"), epochs=0)
     fair = train_flow_artifact(ex, tg, str(root / "fair"), epochs=2)  # beats the Gaussian, less than good
@@ -134,12 +132,12 @@ def test_discrete_digits_bits_per_dim_reproducible(tmp_path):
 
 
 def test_non_finite_log_likelihood_is_a_problem():
-    from tfflows.components.evaluate.executor import _finite_problem
+    from tfflows.components.objectives.scoring import finite_problem
 
-    assert _finite_problem(np.array([-1.0, -2.0]), [], "m") is None
-    assert "1 of 3" in _finite_problem(np.array([-1.0, np.inf, -2.0]), [], "m")
-    assert "1 of 2" in _finite_problem(np.array([np.nan, -2.0]), [], "m")
-    assert "weights" in _finite_problem(np.array([-1.0]), ["w:0"], "m")
+    assert finite_problem(np.array([-1.0, -2.0]), [], "m") is None
+    assert "1 of 3" in finite_problem(np.array([-1.0, np.inf, -2.0]), [], "m")
+    assert "1 of 2" in finite_problem(np.array([np.nan, -2.0]), [], "m")
+    assert "weights" in finite_problem(np.array([-1.0]), ["w:0"], "m")
 
 
 def test_separate_blessing_folder(moons, tmp_path):
@@ -156,7 +154,7 @@ def test_extreme_finite_rows_score_minus_inf_never_nan(moons, tmp_path):
     """Scores are totally ordered (issue 18.6): a finite float32 row far outside the data gets a
     finite score or -inf, never NaN (NaN fails every `score < threshold` test), in the flow, the
     evaluator's scorer and the exported SavedModel."""
-    from tfflows.components.evaluate.executor import score_model
+    from tfflows.components.objectives.scoring import score_model
     from tfflows.components.push import export_saved_model
 
     rows = np.array([[0.5, 0.2], [1e30, 0.0], [3e38, 3e38], [-3e38, 1e30], [0.0, -1e30]], np.float32)

@@ -31,6 +31,12 @@ def write_idx(path, array):
         f.write(header + array.tobytes())
 
 
+def assert_refused(path, dataset, match, **settings):
+    """Loading ``path`` as ``dataset`` (in memory) raises a `DataError` matching ``match``."""
+    with pytest.raises(DataError, match=match):
+        loaders.load_in_memory(IngestConfig(dataset, path=str(path), **settings))
+
+
 def sort_rows(x):
     x = np.asarray(x)
     return x[np.lexsort(x.T[::-1])]
@@ -130,6 +136,31 @@ def test_csv_bad_rows(tmp_path, body, fragment):
     assert_nothing_written(out)
 
 
+@pytest.mark.parametrize("settings", [
+    dict(discrete=True, num_levels=4),  # a value that is not a level, found while Beam parses
+    dict(discrete=True),  # no number of levels
+    dict(image_shape=(3,)),  # a shape that does not hold the row
+])
+def test_streamed_and_in_memory_sources_refuse_alike(tmp_path, settings):
+    """A CSV (streamed) and a .npy (in memory) of the same rows fail one check, word for word."""
+    rows = np.tile([[1.0, 2.0]], (20, 1))
+    rows[13, 1] = 2.5
+    np.save(tmp_path / "d.npy", rows)
+    (tmp_path / "d.csv").write_text("a,b\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    errors = []
+    with pytest.raises(DataError) as err:
+        loaders.load_in_memory(IngestConfig("npy", path=str(tmp_path / "d.npy"), **settings))
+    errors.append(err.value)
+    with pytest.raises(DataError) as err:
+        run_ingest(IngestConfig("csv", path=str(tmp_path / "d.csv"), **settings), str(tmp_path / "o"))
+    errors.append(err.value)
+    assert errors[0].problem == errors[1].problem and errors[0].fix == errors[1].fix
+    if "num_levels" in settings:
+        assert errors[1].problem == "value 2.5 is not an integer level in [0, 3]"
+        assert errors[1].where.endswith("column 1 (b)") and errors[0].where.endswith("column 1 (x1)")
+    assert_nothing_written(str(tmp_path / "o"))
+
+
 def test_csv_bad_header_and_columns(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DataError, match="empty or has no header"):
@@ -225,15 +256,14 @@ def test_idx_roundtrip_and_bad_files(tmp_path):
     np.testing.assert_array_equal(data.splits["eval"], images[36:].reshape(4, 20))  # last 10%
     raw = (tmp_path / "t10k-images-idx3-ubyte").read_bytes()
     (tmp_path / "trunc-idx3-ubyte").write_bytes(raw[:-7])
-    with pytest.raises(DataError, match="trunc-idx3-ubyte: data: expected 200 data bytes"):
-        loaders.load_in_memory(IngestConfig("idx", path=str(tmp_path / "trunc-idx3-ubyte")))
+    assert_refused(tmp_path / "trunc-idx3-ubyte", "idx",
+                   "trunc-idx3-ubyte: data: expected 200 data bytes")
     (tmp_path / "junk-idx3-ubyte").write_bytes(b"\x01\x02")
     with pytest.raises(DataError, match="bad magic"):
         loaders.read_idx(str(tmp_path / "junk-idx3-ubyte"))
     write_idx(tmp_path / "other-idx3-ubyte", images[:5, :, :4])
-    with pytest.raises(DataError, match=r"example shape \[4, 4\] differs"):
-        loaders.load_in_memory(IngestConfig("idx", path=str(tmp_path / "t10k-images-idx3-ubyte"),
-                                            test_path=str(tmp_path / "other-idx3-ubyte")))
+    assert_refused(tmp_path / "t10k-images-idx3-ubyte", "idx", r"example shape \[4, 4\] differs",
+                   test_path=str(tmp_path / "other-idx3-ubyte"))
 
 
 def test_npy_bad_inputs(tmp_path):
@@ -241,31 +271,23 @@ def test_npy_bad_inputs(tmp_path):
     np.save(tmp_path / "ok.npy", x)
     raw = (tmp_path / "ok.npy").read_bytes()
     (tmp_path / "trunc.npy").write_bytes(raw[:-40])
-    with pytest.raises(DataError, match="trunc.npy: cannot read as .npy"):
-        loaders.load_in_memory(IngestConfig("npy", path=str(tmp_path / "trunc.npy")))
+    assert_refused(tmp_path / "trunc.npy", "npy", "trunc.npy: cannot read as .npy")
     (tmp_path / "empty.npy").write_bytes(b"")
-    with pytest.raises(DataError, match="empty.npy: file is empty"):
-        loaders.load_in_memory(IngestConfig("npy", path=str(tmp_path / "empty.npy")))
+    assert_refused(tmp_path / "empty.npy", "npy", "empty.npy: file is empty")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(DataError, match="obj.npy: cannot read"):
-        loaders.load_in_memory(IngestConfig("npy", path=str(tmp_path / "obj.npy")))
+    assert_refused(tmp_path / "obj.npy", "npy", "obj.npy: cannot read")
     bad = x.copy()
     bad[17, 2] = np.inf
     np.save(tmp_path / "inf.npy", bad)
-    with pytest.raises(DataError, match=r"inf.npy: row 17, column 2 \(x2\): value inf"):
-        loaders.load_in_memory(IngestConfig("npy", path=str(tmp_path / "inf.npy")))
+    assert_refused(tmp_path / "inf.npy", "npy", r"inf.npy: row 17, column 2 \(x2\): value inf")
     np.save(tmp_path / "test4.npy", np.zeros((5, 4)))
-    with pytest.raises(DataError, match="test4.npy: test file has 4 features"):
-        loaders.load_in_memory(IngestConfig("npy", path=str(tmp_path / "ok.npy"),
-                                            test_path=str(tmp_path / "test4.npy")))
+    assert_refused(tmp_path / "ok.npy", "npy", "test4.npy: test file has 4 features",
+                   test_path=str(tmp_path / "test4.npy"))
     np.savez(tmp_path / "arr.npz", data=x)
     data = loaders.load_in_memory(IngestConfig("npz", path=str(tmp_path / "arr.npz")))
     assert data.splits["train"].shape[1] == 3
-    with pytest.raises(DataError, match="discrete data needs a number of levels"):
-        loaders.load_in_memory(IngestConfig("npy", path=str(tmp_path / "ok.npy"), discrete=True))
-    with pytest.raises(DataError, match="not an integer level"):
-        loaders.load_in_memory(IngestConfig("npy", path=str(tmp_path / "ok.npy"), discrete=True,
-                                            num_levels=4))
+    assert_refused(tmp_path / "ok.npy", "npy", "discrete data needs a number of levels", discrete=True)
+    assert_refused(tmp_path / "ok.npy", "npy", "not an integer level", discrete=True, num_levels=4)
 
 
 def test_bad_input_writes_nothing(tmp_path):

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfflows.components.config import IngestConfig, TransformConfig
 from tfflows.components.evaluate import EvaluateConfig, run_evaluate
-from tfflows.components.ingest import load_split, run_ingest
+from tfflows.components.ingest import load_split
 from tfflows.components.push import PushConfig, run_push
 from tfflows.components.push.export import read_warmup_requests
 from tfflows.components.train import TrackingConfig, TrainConfig, run_train
-from tfflows.components.transform import run_transform
+
+from tests.artifact_testing import prepared_moons
 
 TINY = dict(kind="maf", num_layers=2, hidden_units=(8,), batch_size=50, learning_rate=1e-3,
             epochs=2, patience=30, seed=3, log_every_steps=100)
@@ -32,9 +32,7 @@ def story(tmp_path_factory):
     """train -> evaluate -> push twice (two blessed versions) with one sqlite store under `out`."""
     root = tmp_path_factory.mktemp("story")
     out = root / "tfflows_output"  # the default run's output folder, as seen from `root`
-    ex, tg = str(root / "examples"), str(root / "transform")
-    run_ingest(IngestConfig("moons", num_samples=300, seed=4), ex)
-    run_transform(ex, TransformConfig(), tg)
+    ex, tg = prepared_moons(root, num_samples=300, seed=4)
     tracking = TrackingConfig(uri=f"sqlite:///{out}/mlflow.db", experiment="story",
                               registered_model_name="moons", run_name="train")
     model = str(root / "model")
@@ -60,13 +58,13 @@ def test_one_training_run_holds_params_metrics_inputs_and_the_model(story):
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1  # evaluate and push logged into the training run: no orphan runs
     run = runs[0]
-    assert run.info.run_id == story["summary"]["mlflow_run_id"] and run.info.run_name == "train"
+    assert run.info.run_id == story["summary"].mlflow_run_id and run.info.run_name == "train"
     assert run.data.params["train.learning_rate"] == "0.001"
     assert {"val_log_likelihood", "test_data_log_likelihood", "blessed"} <= set(run.data.metrics)
     contexts = {i.dataset.name: [t.value for t in i.tags if t.key == "mlflow.data.context"]
                 for i in run.inputs.dataset_inputs}
     assert sorted(c for values in contexts.values() for c in values) == ["eval", "test", "train"]
-    fingerprint = story["summary"]["data_fingerprint"]
+    fingerprint = story["summary"].data_fingerprint
     assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {fingerprint[:36]}
     # Two blessed pushes: two LoggedModels of this run, each with the evaluation metrics linked.
     models = client.search_logged_models([experiment.experiment_id])

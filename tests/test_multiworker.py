@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -34,7 +36,7 @@ trainer = Trainer(examples, graph, model, TrainConfig.from_json(open(config).rea
                   TrackingConfig.from_json(open(tracking).read()), ckpt)
 summary = trainer.run()
 np.savez(out, *[v.numpy() for v in trainer.model.variables])
-print("REPLICAS", summary["replicas"], "RUN", summary["mlflow_run_id"])
+print("REPLICAS", summary.replicas, "RUN", summary.mlflow_run_id)
 """
 
 
@@ -48,16 +50,25 @@ def _free_ports(n):
     return ports
 
 
-def _run_workers(commands, cwd):
-    """Starts one process per command with its TF_CONFIG; returns their (stdout, stderr)."""
-    ports = _free_ports(len(commands))
+def _start_workers(commands, cwd, ports, logs=None):
+    """One process per command with its TF_CONFIG naming ``ports`` on 127.0.0.1; with ``logs``
+    (one path per process) their stdout and stderr go to those files instead of pipes."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for index, command in enumerate(commands):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-                   TF_CPP_MIN_LOG_LEVEL="2")
-        procs.append(subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+                   TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(cwd))  # a killed worker's scratch folder stays in cwd
+        out = open(logs[index], "w") if logs else subprocess.PIPE
+        procs.append(subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT if logs else
+                                      subprocess.PIPE, text=True))
+        if logs:
+            out.close()  # the child holds its own copy
+    return procs
+
+
+def _run_workers(commands, cwd, ports=None):
+    """Starts one process per command with its TF_CONFIG; returns their (stdout, stderr)."""
+    procs = _start_workers(commands, cwd, ports or _free_ports(len(commands)))
     outputs = []
     try:
         for proc in procs:
@@ -122,3 +133,60 @@ def test_two_workers_train_like_one_and_resume_from_the_shared_checkpoint(tmp_pa
     z, _ = apply_transform(graph, load_split(examples, "test"))
     np.testing.assert_allclose(load_flow(model).log_prob(z).numpy(), load_flow(single).log_prob(z).numpy(),
                                rtol=1e-3, atol=1e-3)
+
+
+def _train_command(examples, graph, model, config_file, ckpt):
+    return [sys.executable, "-m", "tfflows.components.train.executor", "--examples", examples, "--transform-graph",
+            graph, "--model", model, "--train-config", str(config_file), "--checkpoint-dir", ckpt]
+
+
+def _wait_for(predicate, procs, what, timeout=300.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert all(p.poll() is None for p in procs), f"a worker exited before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout:.0f} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_workers_killed_mid_epoch_resume_to_the_uninterrupted_weights(tmp_path):
+    """SIGKILL both workers in the middle of epoch 2 (the chief's checkpoint of epoch 1 written),
+    restart both with the same TF_CONFIG: they resume from that checkpoint, redo epoch 2 with its
+    own data order, and end with the weights of an uninterrupted two-worker run."""
+    examples, graph = str(tmp_path / "examples"), str(tmp_path / "transform")
+    run_ingest(IngestConfig("moons", num_samples=2000, seed=1), examples)  # ~32 steps of 50 per epoch
+    run_transform(examples, TransformConfig(), graph)
+    config_file = tmp_path / "train.json"
+    config_file.write_text(TrainConfig(**{**CONFIG, "epochs": 3, "max_steps_per_epoch": None,
+                                          "log_every_steps": 1}).to_json())
+
+    ports = _free_ports(2)
+    model, ckpt = str(tmp_path / "model"), str(tmp_path / "ckpt")
+    command = _train_command(examples, graph, model, config_file, ckpt)
+    logs = [tmp_path / f"killed{i}.log" for i in range(2)]
+    procs = _start_workers([command, command], tmp_path, ports, logs)
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(ckpt, "ckpt-1.index")), procs, "checkpoint of epoch 1")
+        _wait_for(lambda: "epoch 2 step 3 " in logs[0].read_text(), procs, "third step of epoch 2")
+        for proc in procs:
+            proc.send_signal(signal.SIGKILL)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    chief_log = logs[0].read_text()
+    assert "epoch 2: train" not in chief_log and not os.path.exists(os.path.join(ckpt, "ckpt-2.index")), (
+        "the kill came after epoch 2 ended, not in the middle of it")
+    assert not os.path.exists(model)
+
+    outputs = _run_workers([command, command], tmp_path, ports)  # the same TF_CONFIG as before the kill
+    for out, err in outputs:
+        assert "resumed from" in err and "(epoch 1 done)" in err, err[-3000:]
+        assert "status ok: 3 epochs on 2 replica(s)" in out
+
+    uninterrupted = str(tmp_path / "uninterrupted")
+    _run_workers([_train_command(examples, graph, uninterrupted, config_file, str(tmp_path / "ckpt_u"))] * 2,
+                 tmp_path)
+    for a, b in zip(load_flow(model).variables, load_flow(uninterrupted).variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)

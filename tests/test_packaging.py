@@ -15,6 +15,7 @@ import zipfile
 import pytest
 from packaging.requirements import Requirement
 
+from tests.cli_testing import TINY_RUN
 from tfflows.pipeline.cli import build_parser
 from tfflows.pipeline.extras import COMMAND_EXTRAS, EXTRAS
 
@@ -85,18 +86,38 @@ def test_base_dependencies_are_the_library_pins():
     assert all(str(r.specifier) == requirements[r.name] for r in base)
 
 
-@pytest.mark.slow
-def test_wheel_installs_alone_and_runs_the_library(tmp_path):
-    """sdist and wheel built from the checkout; the wheel installed into a clean venv with its base
-    dependencies only (no TFX, Beam, MLflow: their absence is checked); the flow library's smoke test
-    runs there from outside the repository, and the CLI names the missing extra."""
-    dist = tmp_path / "dist"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """sdist and wheel built from the checkout (once per module); the wheel's path."""
+    dist = tmp_path_factory.mktemp("dist")
     build = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(REPO)],
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    (wheel,) = dist.glob("tfflows-*.whl")
     (sdist,) = dist.glob("tfflows-*.tar.gz")
     assert sdist.stat().st_size > 0
+    (built,) = dist.glob("tfflows-*.whl")
+    return built
+
+
+def _clean_venv(path: pathlib.Path) -> tuple[str, pathlib.Path]:
+    """(uv, the python of a new empty venv at `path`). uv's default cache is the one infra/setup.sh
+    fills, so the pinned wheels are linked from it rather than downloaded again."""
+    uv = shutil.which("uv")
+    assert uv, "uv is not on PATH (infra/setup.sh installs it)"
+    subprocess.run([uv, "venv", "--quiet", "-p", "python3.11", str(path)], check=True, timeout=300)
+    return uv, path / "bin" / "python"
+
+
+def _outside_env() -> dict:
+    """The environment of a user's shell, not of this venv or checkout."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
+@pytest.mark.slow
+def test_wheel_installs_alone_and_runs_the_library(wheel, tmp_path):
+    """The wheel installed into a clean venv with its base dependencies only (no TFX, Beam, MLflow:
+    their absence is checked); the flow library's smoke test runs there from outside the
+    repository, and the CLI names the missing extra."""
 
     with zipfile.ZipFile(wheel) as archive:
         files = set(archive.namelist())
@@ -108,11 +129,8 @@ def test_wheel_installs_alone_and_runs_the_library(tmp_path):
     assert sorted(unconditional) == ["tensorflow-probability==0.25.0", "tensorflow==2.21.0", "tf-keras==2.21.0"]
     assert {"pipeline", "kubeflow", "docs", "dev"} <= set(metadata.get_all("Provides-Extra"))
 
-    uv = shutil.which("uv")
-    assert uv, "uv is not on PATH (infra/setup.sh installs it)"
     venv = tmp_path / "venv"
-    python = venv / "bin" / "python"
-    subprocess.run([uv, "venv", "--quiet", "-p", "python3.11", str(venv)], check=True, timeout=300)
+    uv, python = _clean_venv(venv)
     # The lock pins the base dependencies' own dependencies, as CI tests them; nothing else is added.
     install = subprocess.run([uv, "pip", "install", "--quiet", "-p", str(python), "-c", str(REPO / "requirements.lock"),
                               str(wheel)], capture_output=True, text=True, timeout=900)
@@ -120,7 +138,7 @@ def test_wheel_installs_alone_and_runs_the_library(tmp_path):
 
     work = tmp_path / "work"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = _outside_env()
     absent = subprocess.run([str(python), "-c", "import importlib.util as u; print([m for m in "
                              f"{PIPELINE_MODULES + ('yaml', 'pytest')!r} if u.find_spec(m)])"],
                             cwd=work, env=env, capture_output=True, text=True, timeout=300)
@@ -139,3 +157,28 @@ def test_wheel_installs_alone_and_runs_the_library(tmp_path):
     (line,) = cli.stderr.strip().splitlines()
     assert line.startswith("tfflows run: needs the [pipeline] extra (missing: tfx, tensorflow-transform")
     assert "pip install 'tfflows[pipeline]'" in line
+
+
+@pytest.mark.slow
+def test_wheel_with_the_pipeline_extra_runs_tfflows_run(wheel, tmp_path):
+    """`<wheel>[pipeline]` installed as the README documents it (the resolver override of
+    overrides.txt; the lock as constraints, as infra/setup.sh pins the stack) into a clean venv;
+    its `tfflows run`, a tiny default run from outside the repository, trains and pushes version 1."""
+    venv = tmp_path / "venv"
+    uv, python = _clean_venv(venv)
+    install = subprocess.run([uv, "pip", "install", "--quiet", "-p", str(python), "--override", str(REPO / "overrides.txt"),
+                              "-c", str(REPO / "requirements.lock"), f"{wheel}[pipeline]"],
+                             capture_output=True, text=True, timeout=1200)
+    assert install.returncode == 0, install.stderr[-3000:]
+
+    work = tmp_path / "work"
+    work.mkdir()
+    run = subprocess.run([str(venv / "bin" / "tfflows"), "run", "--output", "out", *TINY_RUN], cwd=work,
+                         env=_outside_env(), capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "test log-likelihood:" in run.stdout and "MLflow run:" in run.stdout
+    assert (work / "out" / "serving" / "1" / "saved_model.pb").exists(), run.stdout
+    # the installed package ran, not the checkout
+    origin = subprocess.run([str(python), "-c", "import tfflows.pipeline.cli as c; print(c.__file__)"], cwd=work,
+                            env=_outside_env(), capture_output=True, text=True, timeout=300)
+    assert origin.stdout.strip().startswith(str(venv)), origin.stdout + origin.stderr

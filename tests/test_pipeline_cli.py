@@ -32,7 +32,7 @@ def test_defaults_file_and_set_precedence(tmp_path):
     ("train.epoch=3", "unknown field 'train.epoch' (did you mean 'epochs'?); valid fields of train: kind, num_layers"),
     ("trainer.epochs=3", "unknown field 'trainer'"),
     ("train.epochs=-1", "train.epochs must be an int >= 1, but is -1; fix: change train.epochs"),
-    ("train.kind=glow", "kind"),
+    ("train.kind=sylvester", "kind"),
     ("noequals", "expected section.field=value"),
 ])
 def test_bad_settings_are_refused_with_the_valid_fields(assignment, match):

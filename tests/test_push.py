@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 import urllib.request
 from pathlib import Path
 
@@ -17,15 +16,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfflows.components.config import IngestConfig, TransformConfig
 from tfflows.components.evaluate import EvaluateConfig, run_evaluate
-from tfflows.components.ingest import load_split, run_ingest
+from tfflows.components.ingest import load_split
 from tfflows.components.push import PushConfig, export_saved_model, run_push
 from tfflows.components.artifacts import list_versions, publish_version
-from tfflows.components.push.export import FlowServingModule
-from tfflows.components.transform import load_transform, run_transform
-from tfflows.components.transform.preprocessing import logit_transform
-from tests.artifact_testing import train_flow_artifact
+from tfflows.components.transform import load_transform
+from tfflows.components.transform import Preprocessing
+from tests.artifact_testing import prepared_moons, train_flow_artifact
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -33,9 +30,7 @@ VENV_BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("push")
-    ex, tg = str(root / "examples"), str(root / "transform")
-    run_ingest(IngestConfig("moons", num_samples=300, seed=4), ex)
-    run_transform(ex, TransformConfig(), tg)
+    ex, tg = prepared_moons(root, num_samples=300, seed=4)
     model = train_flow_artifact(ex, tg, str(root / "model"), epochs=10)
     blessing = str(root / "blessing")
     evaluation = run_evaluate(ex, tg, model, EvaluateConfig(), blessing)
@@ -119,9 +114,9 @@ def test_sample_seeded_raw_space_and_inverse(data):
 def test_logit_inverse_round_trip():
     levels, lam = 17, 1e-6
     x = np.random.RandomState(0).uniform(0, levels, size=(50, 64)).astype(np.float32)
-    z, _ = logit_transform(tf.constant(x), levels, lam)
-    stub = types.SimpleNamespace(method="logit", num_levels=float(levels), lam=lam)
-    back = FlowServingModule._inverse_preprocessing(stub, z).numpy()
+    preprocessing = Preprocessing.logit(64, levels, lam)  # FlowServingModule serves its inverse
+    z, _ = preprocessing.forward(tf.constant(x))
+    back = preprocessing.inverse(z).numpy()
     np.testing.assert_allclose(back, x, rtol=1e-4, atol=1e-4)
 
 

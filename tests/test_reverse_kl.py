@@ -38,7 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (dict(target="tests.no_such_module:f"), "cannot import"),
     (dict(target="tests.vi_targets:NOT_A_FUNCTION"), "not a function"),
     (dict(target="U1", target_dim=3), "is 2-D"),
-    (dict(objective="max_likelihood"), "only objective 'reverse_kl' uses a target"),
+    (dict(objective="max_likelihood"), "only objective 'reverse_kl' uses it"),
     (dict(objective="elbo"), "`objective` must be one of"),
     (dict(anneal_epochs=-1), "anneal_epochs"),
 ])
@@ -69,16 +69,16 @@ def test_soft_box_makes_every_target_normalisable():
 def test_reverse_kl_training_resume_and_summary(tmp_path):
     """ELBO rises; a run stopped after 2 epochs and resumed equals an uninterrupted 3-epoch run."""
     full = run_train(None, None, str(tmp_path / "full"), TrainConfig(**TINY), checkpoint_dir=str(tmp_path / "c1"))
-    assert full["objective"] == "reverse_kl" and full["metric"] == "elbo" and full["epochs_run"] == 3
-    history = full["history"]
+    assert full.objective == "reverse_kl" and full.metric == "elbo" and full.epochs_run == 3
+    history = full.history
     assert history[-1]["train_elbo"] > history[0]["train_elbo"]
-    diagnostics = full["importance_diagnostics"]
+    diagnostics = full.details.importance_diagnostics
     assert 0.5 < diagnostics["ess"] <= 1.0 and abs(diagnostics["log_z"]) < 0.1
 
     run_train(None, None, str(tmp_path / "part"), TrainConfig(**{**TINY, "epochs": 2}), checkpoint_dir=str(tmp_path / "c2"))
     resumed = run_train(None, None, str(tmp_path / "part"), TrainConfig(**TINY), checkpoint_dir=str(tmp_path / "c2"))
-    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
-    np.testing.assert_allclose([h["val_elbo"] for h in resumed["history"]],
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    np.testing.assert_allclose([h["val_elbo"] for h in resumed.history],
                                [h["val_elbo"] for h in history], rtol=1e-5)
     a, b = load_flow(str(tmp_path / "full")), load_flow(str(tmp_path / "part"))
     for v, w in zip(a.variables, b.variables):
@@ -100,7 +100,7 @@ def test_non_finite_weights_roll_back(tmp_path):
 
     summary = run_train(None, None, str(tmp_path / "m"), TrainConfig(**TINY), checkpoint_dir=str(tmp_path / "c"),
                         epoch_hook=poison)
-    assert summary["status"] == "ok" and [r["epoch"] for r in summary["rollbacks"]] == [2]
+    assert summary.status == "ok" and [r["epoch"] for r in summary.rollbacks] == [2]
     assert all(np.isfinite(v.numpy()).all() for v in load_flow(str(tmp_path / "m")).variables)
 
 
@@ -184,7 +184,7 @@ def test_cli_runs_the_reverse_kl_pipeline(tmp_path):
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{output}/mlflow.db")
-    keys = set(client.get_run(summary["mlflow_run_id"]).data.metrics)
+    keys = set(client.get_run(summary.mlflow_run_id).data.metrics)
     assert {"val_elbo", "train_elbo", "test_elbo", "test_ess", "ess"} <= keys
-    plots = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "plots")}
+    plots = {a.path for a in client.list_artifacts(summary.mlflow_run_id, "plots")}
     assert {"plots/loss_curve.png", "plots/density.png"} <= plots

@@ -48,26 +48,26 @@ def test_train_moons_summary_artifact_and_mlflow(moons, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="tfflows.train")
     model_uri = str(tmp_path / "model")
     summary = run_train(examples, graph, model_uri, TrainConfig(**TINY), _sqlite(tmp_path, run_name="r1"))
-    assert summary["status"] == "ok" and summary["epochs_run"] == 2
-    assert summary["best_epoch"] in (1, 2) and np.isfinite(summary["best_val_log_likelihood"])
-    assert summary["num_parameters"] > 0 and summary["examples_per_sec"] > 0
-    assert summary["data_fingerprint"] == read_metadata(examples).fingerprint
-    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    assert summary.status == "ok" and summary.epochs_run == 2
+    assert summary.best_epoch in (1, 2) and np.isfinite(summary.best_val)
+    assert summary.num_parameters > 0 and summary.examples_per_sec > 0
+    assert summary.data_fingerprint == read_metadata(examples).fingerprint
+    assert [h["epoch"] for h in summary.history] == [1, 2]
     assert "examples/s" in caplog.text and "epoch 1 step 2" in caplog.text
     # artifact: loads, finite log_prob, the summary stored beside it
     model = load_flow(model_uri)
     z, _ = apply_transform(graph, load_split(examples, "test"))
     lp = model.log_prob(z).numpy()
     assert np.all(np.isfinite(lp))
-    assert read_summary(model_uri)["best_epoch"] == summary["best_epoch"]
+    assert read_summary(model_uri).best_epoch == summary.best_epoch
     # MLflow run contents, read back from the sqlite store
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    run = client.get_run(summary["mlflow_run_id"])
+    run = client.get_run(summary.mlflow_run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "r1"
     assert run.data.params["train.learning_rate"] == "0.001"
-    assert run.data.params["data.fingerprint"] == summary["data_fingerprint"]
+    assert run.data.params["data.fingerprint"] == summary.data_fingerprint
     assert run.data.params["flow.kind"] == "maf"
     val = client.get_metric_history(run.info.run_id, "val_log_likelihood")
     assert sorted(m.step for m in val) == [1, 2]
@@ -96,8 +96,8 @@ def test_resume_after_kill_equals_uninterrupted(moons, tmp_path):
     resumed = run_train(examples, graph, str(tmp_path / "resumed" / "model"), config,
                         checkpoint_dir=ckpt)
     for key in ("epochs_run", "best_epoch"):
-        assert resumed[key] == full[key]
-    for a, b in zip(full["history"], resumed["history"]):
+        assert getattr(resumed, key) == getattr(full, key)
+    for a, b in zip(full.history, resumed.history):
         np.testing.assert_allclose(a["val_log_likelihood"], b["val_log_likelihood"], rtol=1e-5)
         np.testing.assert_allclose(a["train_log_likelihood"], b["train_log_likelihood"], rtol=1e-5)
     m1, m2 = load_flow(str(tmp_path / "full" / "model")), load_flow(str(tmp_path / "resumed" / "model"))
@@ -122,7 +122,7 @@ def test_xla_train_step_matches_the_plain_graph(moons, tmp_path, caplog):
         summaries.append(run_train(examples, graph, str(tmp_path / f"m{jit}"), config,
                                    checkpoint_dir=str(tmp_path / f"c{jit}")))
         log_probs.append(load_flow(str(tmp_path / f"m{jit}")).log_prob(z).numpy())
-    for a, b in zip(*(s["history"] for s in summaries)):
+    for a, b in zip(*(s.history for s in summaries)):
         np.testing.assert_allclose(a["train_log_likelihood"], b["train_log_likelihood"], rtol=1e-4)
         np.testing.assert_allclose(a["val_log_likelihood"], b["val_log_likelihood"], rtol=1e-4)
     np.testing.assert_allclose(log_probs[0], log_probs[1], rtol=1e-3, atol=1e-3)
@@ -143,9 +143,9 @@ def test_nan_rolls_back_and_never_saves_nan(moons, tmp_path, caplog):
     summary = run_train(examples, graph, str(tmp_path / "model"), TrainConfig(**{**TINY, "epochs": 3}),
                         epoch_hook=poison_once)
     assert "ROLLED BACK" in caplog.text and "halved the learning rate" in caplog.text
-    assert summary["status"] == "ok" and len(summary["rollbacks"]) == 1
-    assert summary["rollbacks"][0]["epoch"] == 2 and summary["epochs_run"] == 3
-    lrs = [h["learning_rate"] for h in summary["history"]]
+    assert summary.status == "ok" and len(summary.rollbacks) == 1
+    assert summary.rollbacks[0]["epoch"] == 2 and summary.epochs_run == 3
+    lrs = [h["learning_rate"] for h in summary.history]
     assert lrs[1] == pytest.approx(lrs[0] / 2)
     model = load_flow(str(tmp_path / "model"))
     assert all(np.all(np.isfinite(v.numpy())) for v in model.variables)
@@ -193,7 +193,7 @@ def test_unreadable_checkpoints_fall_back_with_a_warning(moons, tmp_path, caplog
     summary = run_train(examples, graph, model, TrainConfig(**{**TINY, "epochs": 3}), checkpoint_dir=ckpt)
     assert "ckpt-2 is unreadable" in caplog.text and "resumed from" in caplog.text
     assert os.path.join(ckpt, "ckpt-1") in caplog.text.split("resumed from")[1].splitlines()[0]
-    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    assert [h["epoch"] for h in summary.history] == [1, 2, 3]
 
     caplog.clear()
     with open(os.path.join(ckpt, "checkpoint"), "w") as f:
@@ -201,10 +201,10 @@ def test_unreadable_checkpoints_fall_back_with_a_warning(moons, tmp_path, caplog
     summary = run_train(examples, graph, model, TrainConfig(**{**TINY, "epochs": 4}), checkpoint_dir=ckpt)
     assert "checkpoint state file" in caplog.text and "unreadable" in caplog.text
     assert "(epoch 3 done)" in caplog.text  # not a silent restart from epoch 1
-    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in summary.history] == [1, 2, 3, 4]
     full = run_train(examples, graph, str(tmp_path / "full"), TrainConfig(**{**TINY, "epochs": 4}),
                      checkpoint_dir=str(tmp_path / "full_ckpt"))
-    for a, b in zip(full["history"], summary["history"]):
+    for a, b in zip(full.history, summary.history):
         np.testing.assert_allclose(a["val_log_likelihood"], b["val_log_likelihood"], rtol=1e-4)
 
 
@@ -224,13 +224,13 @@ def test_second_run_into_the_same_checkpoints_refuses_while_the_first_runs(moons
 
     summary = run_train(examples, graph, str(tmp_path / "first"), TrainConfig(**TINY), checkpoint_dir=ckpt,
                         epoch_hook=second_run)
-    assert summary["status"] == "ok" and summary["epochs_run"] == 2
+    assert summary.status == "ok" and summary.epochs_run == 2
     assert len(refused) == 1 and ckpt in refused[0] and f"pid {os.getpid()}" in refused[0]
     assert "\n" not in refused[0] and not os.path.exists(tmp_path / "second")
     # released with the first run: a later run resumes from its checkpoints
     again = run_train(examples, graph, str(tmp_path / "second"), TrainConfig(**{**TINY, "epochs": 3}),
                       checkpoint_dir=ckpt)
-    assert again["epochs_run"] == 3
+    assert again.epochs_run == 3
 
 
 def test_unreachable_tracking_server_does_not_stop_training(moons, tmp_path, caplog):
@@ -243,9 +243,9 @@ def test_unreachable_tracking_server_does_not_stop_training(moons, tmp_path, cap
     summary = run_train(examples, graph, str(tmp_path / "model"), TrainConfig(**{**TINY, "epochs": 1}),
                         tracking)
     assert time.perf_counter() - start < 60
-    assert summary["status"] == "ok" and summary["mlflow_run_id"] is None
+    assert summary.status == "ok" and summary.mlflow_run_id is None
     assert "unreachable" in caplog.text and "NOT logged" in caplog.text
-    assert summary["mlflow_not_logged"]
+    assert summary.mlflow_not_logged
     assert os.path.exists(tmp_path / "model" / "flow_config.json")
 
 
@@ -255,14 +255,14 @@ def test_digits_image_samples_and_early_stopping(digits, tmp_path):
                             "hidden_units": (64,),
                             "learning_rate": 1e-2, "num_plot_samples": 4})
     summary = run_train(examples, graph, str(tmp_path / "model"), config, _sqlite(tmp_path))
-    assert summary["status"] == "ok" and summary["event_dim"] == 64
-    assert summary["epochs_run"] <= 3
-    if summary["early_stopped"]:
-        assert summary["epochs_run"] - summary["best_epoch"] == 1
+    assert summary.status == "ok" and summary.event_dim == 64
+    assert summary.epochs_run <= 3
+    if summary.early_stopped:
+        assert summary.epochs_run - summary.best_epoch == 1
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    plots = {os.path.basename(a.path) for a in client.list_artifacts(summary["mlflow_run_id"], "plots")}
+    plots = {os.path.basename(a.path) for a in client.list_artifacts(summary.mlflow_run_id, "plots")}
     assert "samples.png" in plots
 
 
@@ -305,4 +305,4 @@ def test_local_dag_runner_ingest_transform_train(tmp_path):
     [model] = store.get_artifacts_by_type("Model")
     assert model.custom_properties["status"].string_value == "ok"
     assert np.all(np.isfinite(load_flow(model.uri).log_prob(np.zeros((2, 2), np.float32)).numpy()))
-    assert json.loads(json.dumps(read_summary(model.uri)))["epochs_run"] == 1
+    assert json.loads(read_summary(model.uri).to_json())["epochs_run"] == 1

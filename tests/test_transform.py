@@ -13,9 +13,9 @@ from tfflows.components.config import IngestConfig, TransformConfig
 from tfflows.components.errors import DataError
 from tfflows.components.ingest import load_split, run_ingest
 from tfflows.components.ingest.loaders import default_mnist_dir, read_idx
-from tfflows.components.transform import (apply_transform, benchmark_transform_config, conversions,
-                                  dequantize, load_transform, run_transform)
-from tfflows.components.transform.preprocessing import logit_transform
+from tfflows.components.transform import (Preprocessing, apply_transform, benchmark_transform_config,
+                                          conversions, dequantize, load_transform, read_preprocessing,
+                                          run_transform)
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +55,11 @@ def test_logit_graph_matches_formula(digits_graph):
     expected = (np.log(1 - 2 * lam) - np.log(17) - np.log(y) - np.log1p(-y)).sum(-1)
     np.testing.assert_allclose(log_det.numpy(), expected, rtol=1e-5, atol=2e-4)
     assert z.dtype == tf.float32 and log_det.shape == (len(x),)
-
-
-def test_logit_log_det_equals_autodiff_jacobian():
-    x = tf.constant(np.random.RandomState(1).uniform(0, 256, size=(4, 5)), tf.float64)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = 1e-6 + (1 - 2e-6) * x / 256
-        z = tf.math.log(y) - tf.math.log1p(-y)
-    jac = tape.batch_jacobian(z, x).numpy()
-    _, log_det = logit_transform(x, 256, 1e-6)
-    np.testing.assert_allclose(log_det.numpy(), np.linalg.slogdet(jac)[1], rtol=1e-5)
+    # The JSON's constants are the graph's: Preprocessing.forward computes what the graph does.
+    assert read_preprocessing(graph) == Preprocessing.logit(64, 17, 1e-6)
+    z_json, log_det_json = read_preprocessing(graph).forward(x)
+    np.testing.assert_allclose(z_json.numpy(), z.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(log_det_json.numpy(), log_det.numpy(), rtol=1e-6)
 
 
 def test_standardisation_constants(continuous):
@@ -77,6 +71,17 @@ def test_standardisation_constants(continuous):
         mean, std = stats_rows.mean(0), stats_rows.std(0)
         np.testing.assert_allclose(z.numpy(), (x - mean) / std, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(log_det.numpy(), -np.log(std).sum(), rtol=1e-5)
+        # preprocessing.json holds the float64 constants the graph uses (one Beam combine over
+        # the float32 examples).
+        prep = read_preprocessing(graphs[splits])
+        stored = stats_rows.astype(np.float32).astype(np.float64)
+        np.testing.assert_allclose(prep.mean, stored.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(prep.std, stored.std(0), rtol=1e-12)
+        z_json, log_det_json = prep.forward(x.astype(np.float32))
+        np.testing.assert_allclose(z_json.numpy(), z.numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(log_det_json.numpy(), log_det.numpy(), rtol=1e-6)
+        x_back = prep.inverse(z.numpy().astype(np.float64)).numpy()
+        np.testing.assert_allclose(x_back, x, rtol=1e-5, atol=1e-5)
     z1 = apply_transform(graphs[("train",)], x[:3].astype(np.float32))[0].numpy()
     z2 = apply_transform(graphs[("train", "eval")], x[:3].astype(np.float32))[0].numpy()
     assert not np.allclose(z1, z2, atol=1e-4)  # the analysed splits matter
@@ -157,8 +162,7 @@ def test_bits_per_dim_matches_published_formula():
     rng = np.random.RandomState(0)
     lam, d = 1e-6, 5
     x = rng.randint(0, 256, size=(3, d)) + rng.uniform(size=(3, d))
-    z, log_det = (t.numpy().astype(np.float64) for t in logit_transform(
-        tf.constant(x, tf.float64), 256, lam))
+    z, log_det = (t.numpy() for t in Preprocessing.logit(d, 256, lam).forward(x))
     z = np.log(lam + (1 - 2 * lam) * x / 256) - np.log1p(-(lam + (1 - 2 * lam) * x / 256))
     ll_logit = np.array([-12.3, -4.0, 7.5])
     sig = 1 / (1 + np.exp(-z))

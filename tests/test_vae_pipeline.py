@@ -53,14 +53,14 @@ def trained(digits, tmp_path_factory):
 
 def test_training_raises_the_elbo_and_resumes_exactly(digits, trained, tmp_path):
     uri, summary = trained
-    assert summary["objective"] == "vae" and summary["kind"] == "vae" and summary["epochs_run"] == 3
-    assert summary["history"][-1]["train_elbo"] > summary["history"][0]["train_elbo"]
-    assert summary["vae"]["num_iaf_steps"] == 1 and summary["data_scale"] == pytest.approx(1 / 16)
+    assert summary.objective == "vae" and summary.kind == "vae" and summary.epochs_run == 3
+    assert summary.history[-1]["train_elbo"] > summary.history[0]["train_elbo"]
+    assert summary.details.vae["num_iaf_steps"] == 1 and summary.details.data_scale == pytest.approx(1 / 16)
     run_train(digits, None, str(tmp_path / "part"), TrainConfig(**{**TINY, "epochs": 2}),
               checkpoint_dir=str(tmp_path / "c"))
     resumed = run_train(digits, None, str(tmp_path / "part"), TrainConfig(**TINY), checkpoint_dir=str(tmp_path / "c"))
-    np.testing.assert_allclose([h["val_elbo"] for h in resumed["history"]],
-                               [h["val_elbo"] for h in summary["history"]], rtol=1e-5)
+    np.testing.assert_allclose([h["val_elbo"] for h in resumed.history],
+                               [h["val_elbo"] for h in summary.history], rtol=1e-5)
 
 
 def test_bernoulli_needs_discrete_data(tmp_path):
@@ -122,7 +122,7 @@ def test_cli_runs_the_vae_pipeline(tmp_path):
     model_dir = next(p for p in (output / "pipeline_root" / "TrainFlowComponent" / "model").iterdir())
     import mlflow
 
-    run_id = read_summary(str(model_dir))["mlflow_run_id"]
+    run_id = read_summary(str(model_dir)).mlflow_run_id
     client = mlflow.MlflowClient(f"sqlite:///{output}/mlflow.db")
     assert {"val_elbo", "test_log_likelihood", "test_elbo"} <= set(client.get_run(run_id).data.metrics)
     assert "plots/samples.png" in {a.path for a in client.list_artifacts(run_id, "plots")}

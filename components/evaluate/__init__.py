@@ -4,16 +4,11 @@ Public API: `run_evaluate`, `EvaluateConfig`, `read_blessing`; the TFX component
 `components.evaluate.component.EvaluateFlow`.
 """
 
+from tfflows.components import lazy_exports
 from tfflows.components.evaluate.config import EvaluateConfig
 
 __all__ = ["BLESSED_FILE", "EVALUATION_FILE", "EvaluateConfig", "NOT_BLESSED_FILE",
            "read_blessing", "run_evaluate"]
 
 
-def __getattr__(name):
-    # The executor imports TensorFlow: loaded on first use, so that reading `EvaluateConfig` (the
-    # CLI's configuration check) stays TensorFlow-free.
-    if name in __all__:
-        from tfflows.components.evaluate import executor
-        return getattr(executor, name)
-    raise AttributeError(name)
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, "tfflows.components.evaluate.executor"))

@@ -21,6 +21,7 @@ import numpy as np
 
 from tfflows.components.config import IngestConfig
 from tfflows.components.errors import DataError
+from tfflows.components.ingest.sources.files import check_finite, check_levels, user_meta
 
 __all__ = ["StreamedSource", "csv_source", "tfrecord_source", "hash_split"]
 
@@ -68,34 +69,13 @@ def _check_streamed_config(config: IngestConfig) -> None:
                         "convert the images to .npy/IDX, or flip in the training pipeline")
 
 
-def _meta(config: IngestConfig, d: int, source: str):
-    discrete = bool(config.discrete)
-    levels = config.num_levels if discrete else None
-    if discrete and not levels:
-        raise DataError(source, "IngestConfig.num_levels", "discrete data needs a number of "
-                        "levels", "set IngestConfig.num_levels")
-    shape = list(config.image_shape) if config.image_shape else None
-    if shape is not None and int(np.prod(shape)) != d:
-        raise DataError(source, "IngestConfig.image_shape", f"shape {shape} does not hold "
-                        f"{d} features", "give an image_shape whose product is the feature count")
-    return discrete, levels, shape
-
-
 def _check_row(row: np.ndarray, where: str, names: List[str], levels: Optional[int],
                filename: str) -> None:
-    finite = np.isfinite(row)
-    if not finite.all():
-        col = int(np.argmin(finite))
-        raise DataError(filename, f"{where}, column {col} ({names[col]})",
-                        f"value {float(row[col])!r} is not finite",
-                        "remove or impute NaN/inf values before ingesting")
+    """The in-memory sources' value checks on one row; ``where`` names the row."""
+    rows, label = row[None], lambda _: where
+    check_finite(rows, filename, names, label)
     if levels is not None:
-        bad = (row < 0) | (row > levels - 1) | (row != np.floor(row))
-        if bad.any():
-            col = int(np.argmax(bad))
-            raise DataError(filename, f"{where}, column {col} ({names[col]})",
-                            f"value {float(row[col])!r} is not an integer level in [0, {levels - 1}]",
-                            "declare the data continuous or fix num_levels")
+        check_levels(rows, levels, filename, names, label)
 
 
 # --------------------------------------------------------------------------- CSV
@@ -188,7 +168,7 @@ def csv_source(config: IngestConfig) -> StreamedSource:
     else:
         keep = list(range(len(header)))
     names = [header[j] for j in keep]
-    discrete, levels, shape = _meta(config, len(keep), files[0])
+    discrete, levels, shape = user_meta(config, len(keep), None, files[0])
     parse = _ParseCsvLine(header, keep, config, test_files, levels)
     all_files = files + list(test_files)
 
@@ -275,7 +255,7 @@ def tfrecord_source(config: IngestConfig) -> StreamedSource:
         raise DataError(files[0], f"feature {key!r}", "is empty in the first record",
                         "store at least one value per example")
     names = [f"x{i}" for i in range(d)]
-    discrete, levels, shape = _meta(config, d, files[0])
+    discrete, levels, shape = user_meta(config, d, None, files[0])
     parse = _ParseExample(key, d, config, test_files, levels, names)
     all_files = files + list(test_files)
 

@@ -5,16 +5,11 @@ Public API: `run_push`, `export_saved_model`, `PushConfig`; the TFX component is
 pull in TensorFlow.)
 """
 
+from tfflows.components import lazy_exports
 from tfflows.components.push.config import PushConfig
 
 __all__ = ["PushConfig", "export_saved_model", "run_push"]
 
 
-def __getattr__(name):
-    if name == "export_saved_model":
-        from tfflows.components.push.export import export_saved_model
-        return export_saved_model
-    if name == "run_push":
-        from tfflows.components.push.executor import run_push
-        return run_push
-    raise AttributeError(name)
+__getattr__ = lazy_exports(__name__, {"export_saved_model": "tfflows.components.push.export",
+                                     "run_push": "tfflows.components.push.executor"})

@@ -1,48 +1,76 @@
-"""Thin TFX wrapper of `run_push`: a Python function component.
+"""Thin TFX wrapper of `run_push` (ComponentSpec + Executor, as every tfflows component).
 
 Inputs: ``model`` (Model), ``model_blessing`` (ModelBlessing), ``transform_graph``
-(TransformGraph) and ``examples`` (Examples), the last two absent for a flow fitted to a target. Output ``pushed_model`` (PushedModel) with the stock
-Pusher's custom properties ``pushed`` (1/0), ``pushed_destination`` and ``pushed_version``,
-and ``push_result.json`` in its folder. Parameters ``config`` (a `PushConfig` as JSON) and
-``tracking_config`` (a `TrackingConfig` as JSON: the MLflow model and registry version).
+(TransformGraph) and ``examples`` (Examples), the last two absent for a flow fitted to a
+target. Output ``pushed_model`` (PushedModel) with the stock Pusher's custom properties
+``pushed`` (1/0), ``pushed_destination`` and ``pushed_version``, and ``push_result.json`` in its
+folder. Parameters ``config`` (a `PushConfig` as JSON) and ``tracking_config`` (a
+`TrackingConfig` as JSON: the MLflow model and registry version).
 """
 
+from __future__ import annotations
 
 import json
 import os
+from typing import Any, Dict, List, Optional
 
-from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
-from tfx.dsl.component.experimental.decorators import component
-from tfx.types.standard_artifacts import (Examples, Model, ModelBlessing, PushedModel,
-                                          TransformGraph)
+from tfx import types
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-__all__ = ["PushFlow"]
+from tfflows.components.push.config import PushConfig
+from tfflows.components.push.executor import run_push
+from tfflows.components.train.config import TrackingConfig
+
+__all__ = ["PushFlow", "PushFlowSpec", "Executor"]
 
 
-@component
-def PushFlow(  # noqa: N802 (TFX style)
-        model: InputArtifact[Model],
-        model_blessing: InputArtifact[ModelBlessing],
-        pushed_model: OutputArtifact[PushedModel],
-        config: Parameter[str],
-        transform_graph: InputArtifact[TransformGraph] = None,
-        examples: InputArtifact[Examples] = None,
-        tracking_config: Parameter[str] = "{}") -> None:
-    """Pushes the model as the next serving version when it is blessed."""
-    from tfflows.components.push.config import PushConfig
-    from tfflows.components.push.executor import run_push
-    from tfflows.components.train.config import TrackingConfig
+class PushFlowSpec(ComponentSpec):
+    """The parameters, inputs and output of the module docstring."""
 
-    result = run_push(model.uri, transform_graph.uri if transform_graph is not None else None,
-                      examples.uri if examples is not None else None, model_blessing.uri,
-                      PushConfig.from_json(config), tracking=TrackingConfig.from_json(tracking_config))
-    pushed_model.set_int_custom_property("pushed", 1 if result["pushed"] else 0)
-    if result["pushed"]:
-        pushed_model.set_string_custom_property("pushed_destination", result["destination"])
-        pushed_model.set_string_custom_property("pushed_version", str(result["version"]))
-        if result["registered"]:
-            pushed_model.set_string_custom_property("registered_model_uri",
-                                                    result["registered"]["model_uri"])
-    os.makedirs(pushed_model.uri, exist_ok=True)
-    with open(os.path.join(pushed_model.uri, "push_result.json"), "w") as f:
-        json.dump(result, f, indent=2, default=str)
+    PARAMETERS = {"config": ExecutionParameter(type=str),
+                  "tracking_config": ExecutionParameter(type=str, optional=True)}
+    INPUTS = {"model": ChannelParameter(type=standard_artifacts.Model),
+              "model_blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
+              "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph, optional=True),
+              "examples": ChannelParameter(type=standard_artifacts.Examples, optional=True)}
+    OUTPUTS = {"pushed_model": ChannelParameter(type=standard_artifacts.PushedModel)}
+
+
+class Executor(base_executor.BaseExecutor):
+    """Runs `run_push`; records the push on the PushedModel artifact and in ``push_result.json``."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+        uris = {name: artifact_utils.get_single_uri(artifacts) for name, artifacts in input_dict.items() if artifacts}
+        pushed_model = artifact_utils.get_single_instance(output_dict["pushed_model"])
+        result = run_push(uris["model"], uris.get("transform_graph"), uris.get("examples"), uris["model_blessing"],
+                          PushConfig.from_json(exec_properties["config"]),
+                          tracking=TrackingConfig.from_json(exec_properties.get("tracking_config") or "{}"))
+        pushed_model.set_int_custom_property("pushed", 1 if result["pushed"] else 0)
+        if result["pushed"]:
+            pushed_model.set_string_custom_property("pushed_destination", result["destination"])
+            pushed_model.set_string_custom_property("pushed_version", str(result["version"]))
+            if result["registered"]:
+                pushed_model.set_string_custom_property("registered_model_uri",
+                                                        result["registered"]["model_uri"])
+        os.makedirs(pushed_model.uri, exist_ok=True)
+        with open(os.path.join(pushed_model.uri, "push_result.json"), "w") as f:
+            json.dump(result, f, indent=2, default=str)
+
+
+class PushFlow(base_component.BaseComponent):
+    """Pushes the model as the next serving version when it is blessed; its output channel is
+    ``.outputs['pushed_model']``."""
+
+    SPEC_CLASS = PushFlowSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel, config: str,
+                 transform_graph: Optional[types.BaseChannel] = None,
+                 examples: Optional[types.BaseChannel] = None, tracking_config: str = "{}"):
+        super().__init__(spec=PushFlowSpec(
+            config=config, tracking_config=tracking_config, model=model, model_blessing=model_blessing,
+            transform_graph=transform_graph, examples=examples,
+            pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

@@ -17,15 +17,13 @@ and ``log_prob`` is log q(x) itself.
   logit: ``x = L (sigmoid(z) - lam) / (1 - 2 lam)``; standardisation: ``x = z std + mean``;
   identity: ``x = z``.
 
-A VAE (objective "vae") is exported with the same signatures on its own data space (levels
-scaled to [0, 1]; binary pixels {0, 1} for the Bernoulli likelihood): ``log_prob`` is the
-importance-sampled log-likelihood log (1/K) sum_k p(x, z_k) / q(z_k | x) with K posterior
-samples of a fixed seed (deterministic; K = `EvaluateConfig.importance_samples`), ``sample``
-draws x ~ p(x | z), z ~ N(0, I).
+Which module is exported is the objective's choice (`components.objectives`): the two flow
+objectives export this one (`export_flow`); a VAE exports its own with the same signatures on its
+own data space (`components.objectives.vae`). `save_serving_model` writes either.
 
-The standardisation constants are analyzer outputs inside the transform graph; they are read
-back by probing the graph (`preprocessing_constants`): ``z(x) = (x - mean) / std`` is affine,
-so two probes give them, the second one centred on the first estimate for float32 accuracy.
+The inverse is `components.transform.Preprocessing.inverse`, with the constants the transform
+component wrote beside its graph (`read_preprocessing`); the same constants go to the metadata
+file under ``"preprocessing"``.
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -40,8 +39,8 @@ import tensorflow as tf
 from tfflows.components.artifacts import METADATA_FILE
 from tfflows.models.flows import totally_ordered
 
-__all__ = ["SIGNATURES", "WARMUP_FILE", "FlowServingModule", "VAEServingModule", "export_saved_model",
-           "preprocessing_constants", "read_warmup_requests", "write_warmup_requests"]
+__all__ = ["SIGNATURES", "WARMUP_FILE", "FlowServingModule", "export_flow", "export_saved_model", "save_serving_model",
+           "read_warmup_requests", "write_warmup_requests"]
 
 SIGNATURES = ("serving_default", "log_prob", "sample")
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # TF Serving replays these before serving
@@ -81,55 +80,18 @@ def read_warmup_requests(export_dir: str) -> list:
     return out
 
 
-def _read_preprocessing(transform_graph_uri: str) -> dict:
-    from tfflows.components.transform import PREPROCESSING_FILE
-
-    with tf.io.gfile.GFile(os.path.join(transform_graph_uri, PREPROCESSING_FILE)) as f:
-        return json.load(f)
-
-
-def preprocessing_constants(transform_graph_uri: str) -> dict:
-    """The preprocessing and the constants of its inverse.
-
-    Returns ``{"method", "event_dim", "num_levels", "logit_lambda", "mean", "std"}``; mean and
-    std (float64 lists) only for ``"standardize"``.
-    """
-    from tfflows.components.transform import load_transform
-
-    prep = _read_preprocessing(transform_graph_uri)
-    out = {k: prep.get(k) for k in ("method", "event_dim", "num_levels", "logit_lambda")}
-    if prep["method"] == "standardize":
-        transform = load_transform(transform_graph_uri)
-        d = prep["event_dim"]
-        mean, std = np.zeros(d), np.ones(d)
-        for _ in range(2):  # z = (x - mean)/std: probe at mean and mean + std of the estimate
-            lo, hi = mean, mean + std
-            z = transform(tf.constant(np.stack([lo, hi]), tf.float32))[0].numpy().astype(
-                np.float64)
-            new_std = (hi - lo) / (z[1] - z[0])
-            mean, std = lo - z[0] * new_std, new_std
-        out["mean"], out["std"] = mean.tolist(), std.tolist()
-    return out
-
-
 class FlowServingModule(tf.Module):
     """Transform graph (if any) + flow, with `log_prob` and `sample` as serving functions."""
 
-    def __init__(self, flow, transform_graph_uri, constants: dict):
+    def __init__(self, flow, transform_graph_uri, preprocessing):
         super().__init__(name="flow_serving")
         import tensorflow_transform as tft
 
         self.flow = flow
         self.tft_layer = (tft.TFTransformOutput(transform_graph_uri).transform_features_layer()
                           if transform_graph_uri else None)
-        self.event_dim = int(constants["event_dim"])
-        self.method = constants["method"]
-        if self.method == "logit":
-            self.num_levels = float(constants["num_levels"])
-            self.lam = float(constants["logit_lambda"])
-        elif self.method == "standardize":
-            self.mean = tf.constant(constants["mean"], tf.float64)
-            self.std = tf.constant(constants["std"], tf.float64)
+        self.preprocessing = preprocessing  # a `components.transform.Preprocessing`
+        self.event_dim = int(preprocessing.event_dim)
         d = self.event_dim
         self.log_prob = tf.function(
             self._log_prob, input_signature=[tf.TensorSpec([None, d], tf.float32, name="x")])
@@ -138,7 +100,7 @@ class FlowServingModule(tf.Module):
             tf.TensorSpec([2], tf.int32, name="seed")])
         # Saved too (not a signature): ``module.inverse_preprocessing(z)`` after loading.
         self.inverse_preprocessing = tf.function(
-            self._inverse_preprocessing,
+            preprocessing.inverse,
             input_signature=[tf.TensorSpec([None, d], tf.float32, name="z")])
 
     def _log_prob(self, x):
@@ -149,41 +111,9 @@ class FlowServingModule(tf.Module):
             lp = self.flow.log_prob(out["z"], training=False) + out["log_det"]
         return {"log_prob": tf.identity(totally_ordered(lp), name="log_prob")}
 
-    def _inverse_preprocessing(self, z):
-        """Raw ``x`` from model-space ``z`` (float32 in and out, float64 inside)."""
-        z64 = tf.cast(z, tf.float64)
-        if self.method == "logit":
-            x = self.num_levels * (tf.sigmoid(z64) - self.lam) / (1.0 - 2.0 * self.lam)
-        elif self.method == "standardize":
-            x = z64 * self.std + self.mean
-        else:
-            x = z64
-        return tf.cast(x, tf.float32)
-
     def _sample(self, num_samples, seed):
         z = self.flow.sample(num_samples, seed=seed)
         return {"samples": tf.identity(self.inverse_preprocessing(z), name="samples")}
-
-
-class VAEServingModule(tf.Module):
-    """A VAE with `log_prob` (importance-sampled, K samples, fixed seed) and `sample`."""
-
-    def __init__(self, vae, importance_samples: int):
-        super().__init__(name="vae_serving")
-        self.vae = vae
-        self.importance_samples = int(importance_samples)
-        self.log_prob = tf.function(self._log_prob, input_signature=[
-            tf.TensorSpec([None, vae.data_dim], tf.float32, name="x")])
-        self.sample = tf.function(self._sample, input_signature=[
-            tf.TensorSpec([], tf.int32, name="num_samples"),
-            tf.TensorSpec([2], tf.int32, name="seed")])
-
-    def _log_prob(self, x):
-        lp = self.vae.importance_log_likelihood(x, self.importance_samples, seed=tf.constant([0, 0]))
-        return {"log_prob": tf.identity(totally_ordered(lp), name="log_prob")}
-
-    def _sample(self, num_samples, seed):
-        return {"samples": tf.identity(self.vae.sample(num_samples, seed=seed), name="samples")}
 
 
 def export_saved_model(model_uri: str, transform_graph_uri, metadata,
@@ -205,45 +135,43 @@ def export_saved_model(model_uri: str, transform_graph_uri, metadata,
       ``export_dir``.
     """
     from tfflows.components.flow_artifact import load_flow, read_summary
+    from tfflows.components.objectives import get_objective
 
-    flow = load_flow(model_uri)
     summary = read_summary(model_uri)
-    if summary.get("objective") == "vae":
-        return _export_vae(flow, summary, metadata, export_dir, importance_samples, rows)
-    constants = (preprocessing_constants(transform_graph_uri) if transform_graph_uri else
-                 {"method": "identity", "event_dim": flow.event_dim, "num_levels": None, "logit_lambda": None})
-    d = int(constants["event_dim"])
+    return get_objective(summary.objective).export(load_flow(model_uri), summary, transform_graph_uri, metadata,
+                                                   export_dir, importance_samples=importance_samples, rows=rows)
+
+
+def export_flow(flow, summary, transform_graph_uri, metadata, export_dir: str, rows=None,
+                target: Optional[str] = None) -> str:
+    """`export_saved_model` of a flow (`FlowServingModule`): ``summary`` is its `ModelSummary`,
+    ``target`` the reverse-KL target it was fitted to (None: fitted to data)."""
+    from tfflows.components.transform import Preprocessing, read_preprocessing
+
+    preprocessing = (read_preprocessing(transform_graph_uri) if transform_graph_uri else
+                     Preprocessing.identity(flow.event_dim))
+    d = preprocessing.event_dim
     if metadata is not None and int(metadata.event_dim) != d or flow.event_dim != d:
         raise ValueError(f"event_dim mismatch: flow {flow.event_dim}, transform {d}, "
                          f"metadata {getattr(metadata, 'event_dim', None)}")
-    module = FlowServingModule(flow.frozen(), transform_graph_uri, constants)  # masks baked in
+    module = FlowServingModule(flow.frozen(), transform_graph_uri, preprocessing)  # masks baked in
+    return save_serving_model(module, export_dir, rows[:WARMUP_ROWS] if rows is not None else None, {
+        "preprocessing": preprocessing.to_dict(), "flow_kind": flow.config.kind, "objective": summary.objective,
+        "target": target,
+        "dataset": dataclasses.asdict(metadata) if metadata is not None else None})
+
+
+def save_serving_model(module, export_dir: str, warmup_rows, info: dict) -> str:
+    """Saves ``module`` (with tf.functions ``log_prob`` and ``sample``) as the SavedModel of
+    `SIGNATURES`, its TF Serving warm-up requests on ``warmup_rows`` (None: the model's own samples
+    stand in, e.g. for a flow fitted to a target, which has no data rows) and ``info`` as the
+    metadata file; returns ``export_dir``."""
     signatures = {"serving_default": module.log_prob.get_concrete_function(),
                   "log_prob": module.log_prob.get_concrete_function(),
                   "sample": module.sample.get_concrete_function()}
     tf.saved_model.save(module, export_dir, signatures=signatures)
-    # A flow fitted to a target has no data rows: its own samples stand in.
-    write_warmup_requests(export_dir, rows[:WARMUP_ROWS] if rows is not None else module.sample(
+    write_warmup_requests(export_dir, warmup_rows if warmup_rows is not None else module.sample(
         tf.constant(WARMUP_ROWS), tf.constant([0, 0]))["samples"].numpy())
     with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE), "w") as f:
-        json.dump({"preprocessing": constants, "flow_kind": flow.config.kind,
-                   "objective": summary.get("objective", "max_likelihood"), "target": summary.get("target"),
-                   "dataset": dataclasses.asdict(metadata) if metadata is not None else None}, f, indent=2)
-    return export_dir
-
-
-def _export_vae(vae, summary: dict, metadata, export_dir: str, importance_samples: int, rows) -> str:
-    module = VAEServingModule(vae, importance_samples)
-    signatures = {"serving_default": module.log_prob.get_concrete_function(),
-                  "log_prob": module.log_prob.get_concrete_function(),
-                  "sample": module.sample.get_concrete_function()}
-    tf.saved_model.save(module, export_dir, signatures=signatures)
-    # The served space is the VAE's own: [0, 1] (binary for Bernoulli), so images are shown as is.
-    dataset = dict(dataclasses.asdict(metadata), discrete=False, num_levels=1) if metadata is not None else None
-    write_warmup_requests(export_dir, np.asarray(rows[:WARMUP_ROWS]) * summary["data_scale"] if rows is not None
-                          else module.sample(tf.constant(WARMUP_ROWS), tf.constant([0, 0]))["samples"].numpy())
-    with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE), "w") as f:
-        json.dump({"objective": "vae", "flow_kind": "vae", "vae": summary.get("vae"),
-                   "data_scale": summary.get("data_scale"), "importance_samples": int(importance_samples),
-                   "preprocessing": {"method": "scale", "factor": summary.get("data_scale")},
-                   "dataset": dataset}, f, indent=2)
+        json.dump(info, f, indent=2)
     return export_dir

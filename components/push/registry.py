@@ -3,8 +3,9 @@ registry version, the ``champion`` alias and TF Serving's ``stable``/``canary`` 
 
 One story per run: the pyfunc (`pyfunc.py`, models-from-code: no pickle) is logged as an MLflow 3
 LoggedModel whose source run is the training run (the evaluation metrics of that run, logged at
-step 0, are linked to the model); the registry version points at the same run and model; the push
-is recorded on the run as ``push.*`` tags. Only `MlflowClient` calls (through
+step 0, are linked to the model); the registry version points at the same run and at the model's
+artifacts, and the model's ``mlflow.modelVersions`` tag names the version; the push is recorded on
+the run as ``push.*`` tags. Only `MlflowClient` calls (through
 `components.tracking.Tracker`): no process-wide tracking URI is set.
 
 Registry workflow: a blessed push moves the alias (``TrackingConfig.alias``) to its version;
@@ -16,6 +17,7 @@ the champion's serving version and ``canary`` the newest pushed one (when newer)
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import tempfile
 import time
@@ -112,6 +114,7 @@ def log_and_register(tracker, saved_model_dir: str, rows: np.ndarray, serving_ve
 
     def _register():
         from mlflow.exceptions import MlflowException
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
         client, name = tracker.client, config.registered_model_name
         try:
@@ -125,6 +128,11 @@ def log_and_register(tracker, saved_model_dir: str, rows: np.ndarray, serving_ve
         # through MLflow's process-wide tracking URI, which this helper never sets.
         version = str(client.create_model_version(name, source, run_id=run_id, tags=tags,
                                                   model_id=model_id).version)
+        # MLflow's SQL registry (sqlite included) drops the version's model_id; the LoggedModel's
+        # `mlflow.modelVersions` tag is the link it keeps, written as `mlflow.register_model` does.
+        linked = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
+            linked + [{"name": name, "version": int(version)}])})
         client.set_registered_model_alias(name, config.alias, version)
         return {"name": name, "version": version, "run_id": run_id, "model_id": model_id,
                 "model_uri": f"models:/{name}/{version}"}
@@ -145,7 +153,7 @@ def register_push(tracking, model_uri: str, saved_model_dir: str, serving_versio
     from tfflows.components.push.export import read_warmup_requests
     from tfflows.components.tracking import Tracker
 
-    run_id = read_summary(model_uri).get("mlflow_run_id")
+    run_id = read_summary(model_uri).mlflow_run_id
     tracker = Tracker(tracking, run_id=run_id, what="push")
     if tracker.start_run(run_name="push", resume=False) is None:
         tracker.report()

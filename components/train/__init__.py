@@ -6,16 +6,11 @@ Public API: `run_train` (executor logic), `TrainConfig`, `TrackingConfig`,
 `TrainingDivergedError`; the TFX component is `components.train.component.TrainFlow`.
 """
 
+from tfflows.components import lazy_exports
 from tfflows.components.train.config import TrackingConfig, TrainConfig
 
 __all__ = ["TrackingConfig", "TrainConfig", "TrainingDivergedError", "default_checkpoint_dir",
            "make_dataset", "run_train"]
 
 
-def __getattr__(name):
-    # The executor imports TensorFlow: loaded on first use, so that reading `TrainConfig` (the
-    # CLI's configuration check) stays TensorFlow-free.
-    if name in __all__:
-        from tfflows.components.train import executor
-        return getattr(executor, name)
-    raise AttributeError(name)
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, "tfflows.components.train.executor"))

@@ -10,10 +10,9 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from tfflows.components.ingest import read_metadata
+from tfflows.components.objectives import get_objective
 from tfflows.components.train.config import TrackingConfig, TrainConfig
 from tfflows.components.train.executor import run_train
-from tfflows.components.train.objectives import target_fingerprint
 
 __all__ = ["TrainFlow", "TrainFlowComponent", "TrainFlowSpec", "Executor"]
 
@@ -47,18 +46,16 @@ class Executor(base_executor.BaseExecutor):
         examples_uri, graph_uri = uri("examples"), uri("transform_graph")
         model = artifact_utils.get_single_instance(output_dict["model"])
         config = TrainConfig.from_json(exec_properties["train_config"])
-        fingerprint = (target_fingerprint(config) if config.objective == "reverse_kl"
-                       else read_metadata(examples_uri).fingerprint)
+        fingerprint = get_objective(config.objective).data_fingerprint(config, examples_uri)
         base = exec_properties.get("checkpoint_dir")
         checkpoint_dir = os.path.join(base, fingerprint[:16]) if base else None
         summary = run_train(examples_uri, graph_uri, model.uri, config,
                             TrackingConfig.from_json(exec_properties["tracking_config"]),
                             checkpoint_dir=checkpoint_dir)
-        metric = summary["metric"]
-        model.set_string_custom_property("status", summary["status"])
-        model.set_string_custom_property("objective", summary["objective"])
-        model.set_float_custom_property(f"best_val_{metric}", summary[f"best_val_{metric}"])
-        model.set_string_custom_property("mlflow_run_id", summary["mlflow_run_id"] or "")
+        model.set_string_custom_property("status", summary.status)
+        model.set_string_custom_property("objective", summary.objective)
+        model.set_float_custom_property(f"best_val_{summary.metric}", summary.best_val)
+        model.set_string_custom_property("mlflow_run_id", summary.mlflow_run_id or "")
 
 
 class TrainFlowComponent(base_component.BaseComponent):

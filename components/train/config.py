@@ -4,19 +4,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Dict, Optional, Tuple
 
+from tfflows.components import objectives
 from tfflows.components.config import JsonConfig
 
-__all__ = ["TrainConfig", "TrackingConfig", "LR_SCHEDULES", "OBJECTIVES", "REVERSE_KL_KINDS", "VAE_OPTIONS"]
+__all__ = ["TrainConfig", "TrackingConfig", "LR_SCHEDULES", "OBJECTIVES"]
 
 LR_SCHEDULES = ("constant", "cosine", "exponential")
-OBJECTIVES = ("max_likelihood", "reverse_kl", "vae")
-# `TrainConfig.vae_options` keys: the `models.vae.IAFVAE` arguments that are not set elsewhere.
-VAE_OPTIONS = ("latent_dim", "hidden_units", "context_dim", "forget_bias", "likelihood")
-# Flows whose sampling direction (the one reverse KL differentiates through) is one parallel pass.
-REVERSE_KL_KINDS = ("planar", "iaf", "realnvp")
+OBJECTIVES = tuple(objectives.OBJECTIVES)  # the registered objectives' names
 
 
 @dataclass(frozen=True)
@@ -26,7 +23,8 @@ class TrainConfig(JsonConfig):
 
     Attributes:
       kind: the flow kind, one of `models.FLOW_KINDS` ("made", "made_mog", "maf", "iaf",
-        "realnvp", "haf", "nice", "planar"); reverse_kl takes "planar", "iaf" or "realnvp".
+        "realnvp", "haf", "nice", "planar", and for data with an image shape "glow" and
+        "realnvp_image"); reverse_kl takes "planar", "iaf" or "realnvp".
       num_layers: number of flow layers K (`models.FlowConfig.num_layers`).
       hidden_units: hidden widths of each MADE / conditioner, e.g. ``(512,)``.
       batch_norm: batch-norm bijectors between layers (None: the flow kind's default).
@@ -149,57 +147,35 @@ class TrainConfig(JsonConfig):
         if self.kind not in FLOW_KINDS:
             raise ValueError(f"`kind` must be one of {FLOW_KINDS}, but is {self.kind!r}")
         # Checked here, before any component runs (the flow builder would only fail after ingest).
-        if self.objective != "vae" and (not isinstance(self.num_layers, int) or self.num_layers < 1):
-            raise ValueError(f"`num_layers` must be an int >= 1, but is {self.num_layers!r}")
+        self._check_objective()
+        fewest = objectives.get_objective(self.objective).min_num_layers
+        if not isinstance(self.num_layers, int) or self.num_layers < fewest:
+            raise ValueError(f"`num_layers` must be an int >= {fewest}, but is {self.num_layers!r}")
         if any(h < 1 for h in self.hidden_units):
             raise ValueError(f"`hidden_units` must be widths >= 1, e.g. [64, 64], but is {list(self.hidden_units)}")
         unknown = set(self.flow_options) - set(flow_option_names(self.kind))
         if unknown:
             raise ValueError(f"`flow_options` has unknown option(s) {sorted(unknown)}; fix: use the options of "
                              f"kind {self.kind!r}: {', '.join(flow_option_names(self.kind))}")
-        self._check_objective()
         clash = {"kind", "event_dim"} & set(self.flow_options)
         if clash:
             raise ValueError(f"`flow_options` must not hold {sorted(clash)}: the kind is `kind` and "
                              "event_dim comes from the data")
 
     def _check_objective(self) -> None:
+        """The objective's own checks, and no field set that only another objective reads."""
         if self.objective not in OBJECTIVES:
             raise ValueError(f"`objective` must be one of {OBJECTIVES}, but is {self.objective!r}")
-        if self.objective != "reverse_kl" and self.target is not None:
-            raise ValueError(f"`target` is {self.target!r}, but only objective 'reverse_kl' uses a "
-                             "target; set objective: reverse_kl or drop target")
-        if self.objective != "vae" and self.vae_options:
-            raise ValueError("`vae_options` is set, but only objective 'vae' uses it; set objective: vae or "
-                             "drop vae_options")
-        if self.objective == "vae":
-            unknown = sorted(set(self.vae_options) - set(VAE_OPTIONS))
-            if unknown:
-                raise ValueError(f"`vae_options` has unknown option(s) {unknown}; valid ones are {list(VAE_OPTIONS)}")
-            if "likelihood" in self.vae_options:  # models.vae imports TensorFlow: read only when set
-                from tfflows.models.vae import LIKELIHOODS
-
-                if self.vae_options["likelihood"] not in LIKELIHOODS:
-                    raise ValueError(f"`vae_options.likelihood` must be one of {LIKELIHOODS}, but is "
-                                     f"{self.vae_options['likelihood']!r}")
-            if not isinstance(self.num_layers, int) or self.num_layers < 0:
-                raise ValueError(f"`num_layers` (IAF steps of the VAE posterior) must be an int >= 0, but is "
-                                 f"{self.num_layers!r}")
-            return
-        if self.objective == "max_likelihood":
-            return
-        if self.target is None:
-            raise ValueError("objective 'reverse_kl' needs `target`: U1, U2, U3, U4 or "
-                             "'package.module:function'")
-        if self.kind not in REVERSE_KL_KINDS:
-            raise ValueError(f"objective 'reverse_kl' needs a flow that samples in one pass: `kind` "
-                             f"must be one of {REVERSE_KL_KINDS}, but is {self.kind!r}")
-        if self.batch_norm:
-            raise ValueError("objective 'reverse_kl' needs `batch_norm` False or None: batch norm's "
-                             "statistics come from data, and reverse KL has none")
-        if not isinstance(self.anneal_epochs, int) or self.anneal_epochs < 0:
-            raise ValueError(f"`anneal_epochs` must be an int >= 0, but is {self.anneal_epochs!r}")
-        self.target_density()  # unknown names, failing imports and missing dimensions fail here
+        defaults = {f.name: (f.default_factory() if f.default_factory is not MISSING else f.default)
+                    for f in fields(self)}
+        for name in OBJECTIVES:
+            if name == self.objective:
+                continue
+            for owned in objectives.get_objective(name).owned_fields:
+                if getattr(self, owned) != defaults[owned]:
+                    raise ValueError(f"`{owned}` is {getattr(self, owned)!r}, but only objective {name!r} uses it; "
+                                     f"set objective: {name} or drop {owned}")
+        objectives.get_objective(self.objective).check_config(self)
 
     def target_density(self):
         """(log p~, D) of the reverse_kl target, soft box included (`models.targets.load_target`)."""
@@ -209,27 +185,17 @@ class TrainConfig(JsonConfig):
 
     @property
     def steps_per_epoch(self) -> Optional[int]:
-        """Steps of one epoch: ``max_steps_per_epoch``; reverse_kl defaults to 100."""
-        if self.objective == "reverse_kl":
-            return self.max_steps_per_epoch or 100
-        return self.max_steps_per_epoch
-
-    def vae_kwargs(self, data_dim: int) -> Dict[str, Any]:
-        """Arguments of `models.vae.IAFVAE` for data of ``data_dim`` dimensions."""
-        options = {"latent_dim": 32, "hidden_units": [300, 300], "context_dim": 32, "forget_bias": 1.5,
-                   "likelihood": "bernoulli", **self.vae_options}
-        return dict(options, data_dim=int(data_dim), num_iaf_steps=self.num_layers,
-                    iaf_hidden_units=list(self.hidden_units), dynamic_binarization=False, seed=self.seed)
+        """Steps of one epoch: ``max_steps_per_epoch``, else the objective's default (None: the
+        whole train split)."""
+        return self.max_steps_per_epoch or objectives.get_objective(self.objective).default_steps_per_epoch
 
     def flow_kwargs(self) -> Dict[str, Any]:
         """Keyword options for `models.build_flow(kind, event_dim, **options)`."""
-        options = dict(self.flow_options)
+        options = {**objectives.get_objective(self.objective).flow_defaults, **self.flow_options}
         options.update(num_layers=self.num_layers, hidden_units=list(self.hidden_units),
                        l2=self.l2, seed=self.seed)
         if self.batch_norm is not None:
             options["batch_norm"] = self.batch_norm
-        elif self.objective == "reverse_kl":
-            options["batch_norm"] = False
         if self.num_components is not None:
             options["num_components"] = self.num_components
         return options

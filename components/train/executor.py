@@ -1,7 +1,8 @@
 """Executor logic of the train component: `run_train` and the `Trainer` behind it.
 
-The loop is the same for every objective (`objectives.py`: maximum likelihood on data, reverse
-KL to a target, the VAE's ELBO); one epoch at a time, all state in one checkpoint:
+The loop is the same for every objective (`components.objectives`: maximum likelihood on data,
+reverse KL to a target, the VAE's ELBO; each supplies its training part, `objectives.Training`);
+one epoch at a time, all state in one checkpoint:
 
 1. epoch ``e`` draws its data order and dequantisation noise (reverse KL: its samples of q)
    from seeds derived from ``(seed, e)`` only, so an interrupted run that resumes from the
@@ -48,7 +49,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -56,9 +57,11 @@ import tf_keras
 
 from tfflows.components.errors import DataError
 from tfflows.components.flow_artifact import save_flow
+from tfflows.components.objectives import Training, get_objective
+from tfflows.components.objectives.data import epoch_seed, make_dataset
+from tfflows.components.summary import ModelSummary
 from tfflows.components.tracking import Tracker
 from tfflows.components.train.config import TrackingConfig, TrainConfig
-from tfflows.components.train.objectives import epoch_seed, make_dataset, make_objective
 from tfflows.models import FlowModel
 from tfflows.models.flows import kernel_l2
 
@@ -222,7 +225,8 @@ class Trainer:
         self.config = train_config
         self.examples_uri = examples_uri
         self.epoch_hook = epoch_hook
-        if self.replicas > 1 and train_config.objective != "max_likelihood":
+        self.objective = get_objective(train_config.objective)
+        if self.replicas > 1 and not self.objective.multi_replica:
             raise ValueError(f"objective {train_config.objective!r} trains on one device (its batches carry "
                              "per-step seeds that cannot be split across replicas); run it without TF_CONFIG "
                              "on one GPU or the CPU")
@@ -233,12 +237,12 @@ class Trainer:
         self.save_dir = self.checkpoint_dir if self.chief else os.path.join(self._scratch, "checkpoints")
         tracking_config = tracking_config or TrackingConfig(enabled=False)
         self.tracking_config = tracking_config if self.chief else dataclasses.replace(tracking_config, enabled=False)
-        self.objective = make_objective(train_config, examples_uri, transform_graph_uri)
-        self.metric = self.objective.metric
+        self.training = self.objective.training(train_config, examples_uri, transform_graph_uri)
+        self.metric = self.training.metric
         self.train_key, self.val_key = f"train_{self.metric}", f"val_{self.metric}"
         tf_keras.utils.set_random_seed(train_config.seed)
         with self.strategy.scope():
-            self.model = self.objective.build_model()
+            self.model = self.training.build_model()
             self.optimizer = tf_keras.optimizers.Adam(learning_rate=train_config.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
         # Outside the scope: a multi-worker scope broadcasts initial values, which strings cannot
@@ -272,7 +276,7 @@ class Trainer:
     def _prepare_checkpoints(self) -> None:
         if self.chief:
             self.lock = _FolderLock(self.checkpoint_dir)
-            signature = {"flow": self.model.get_config(), "data_fingerprint": self.objective.fingerprint,
+            signature = {"flow": self.model.get_config(), "data_fingerprint": self.training.fingerprint,
                          "batch_size": self.config.batch_size, "seed": self.config.seed,
                          "objective": self.config.objective}
             _check_checkpoint_dir(self.checkpoint_dir, json.loads(json.dumps(signature)), self.config.resume)
@@ -310,13 +314,13 @@ class Trainer:
             self.state.run_id.assign(self.tracker.run_id)
         self.tracker.log_params({"train": dataclasses.asdict(self.config),
                                  "flow": self.model.get_config(),
-                                 "data": self.objective.params,
+                                 "data": self.training.params,
                                  "num_parameters": self.num_parameters,
                                  "replicas": self.replicas})
         if self.examples_uri:  # the splits it is trained, validated and tested on, as the run's dataset inputs
             from tfflows.components.ingest import read_metadata
 
-            self.tracker.log_datasets(self.objective.params["name"], self.objective.fingerprint,
+            self.tracker.log_datasets(self.training.params["name"], self.training.fingerprint,
                                       self.examples_uri, read_metadata(self.examples_uri).split_sizes)
 
     # ----- one step -----------------------------------------------------------------------
@@ -324,7 +328,7 @@ class Trainer:
         """(loss, the batch's metric value, gradients) on one replica's slice of the batch."""
         l2 = float(self.config.l2)
         with tf.GradientTape() as tape:
-            objective_loss, value = self.objective.step_values(self.model, batch)
+            objective_loss, value = self.training.step_values(self.model, batch)
             loss = objective_loss + l2 * kernel_l2(self.model.trainable_variables) if l2 else objective_loss
             # Each replica holds 1/replicas of the global batch; the all-reduce sums the gradients.
             scaled = loss / self.replicas
@@ -370,7 +374,7 @@ class Trainer:
         lr = config.learning_rate_at(epoch) * float(self.state.lr_scale.numpy())
         self.optimizer.learning_rate = lr
         start, values, seen = time.perf_counter(), [], 0
-        for step, batch in enumerate(self._distributed(self.objective.batches(epoch)), start=1):
+        for step, batch in enumerate(self._distributed(self.training.batches(epoch)), start=1):
             loss, value = self.train_step(batch)
             values.append(value)
             seen += config.batch_size
@@ -382,7 +386,7 @@ class Trainer:
             self.epoch_hook(epoch, self.model)
         elapsed = time.perf_counter() - start
         train_value = float(tf.reduce_mean(tf.stack(values)).numpy()) if values else float("nan")
-        val_value = self.objective.validate(self.model)
+        val_value = self.training.validate(self.model)
         finite = math.isfinite(train_value) and math.isfinite(val_value) and _all_finite(self.model.variables)
         return _Epoch(epoch, lr, train_value, val_value, seen, elapsed, finite)
 
@@ -445,7 +449,7 @@ class Trainer:
         self.tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
 
     # ----- the end ------------------------------------------------------------------------
-    def summary_step(self) -> Dict:
+    def summary_step(self) -> ModelSummary:
         """Best weights and batch-norm statistics, then the artifact, its summary and MLflow."""
         state, metric, config = self.state, self.metric, self.config
         best_epoch = int(state.best_epoch.numpy())
@@ -458,45 +462,32 @@ class Trainer:
                 f"learning_rate (now {config.learning_rate}) or check the data.")
         for v, best in zip(self.model.variables, state.best_weights):
             v.assign(best)
-        self.objective.finish(self.model)
-        final_val = self.objective.validate(self.model)
+        self.training.finish(self.model)
+        final_val = self.training.validate(self.model)
         if not (_all_finite(self.model.variables) and math.isfinite(final_val)):
             self.tracker.end("FAILED")
             raise TrainingDivergedError(
                 f"the best epoch's model is not finite after setting batch-norm statistics "
                 f"(validation {metric} {final_val}); nothing was saved to {self.model_uri}")
-        summary = {
-            "objective": config.objective,
-            "metric": metric,
-            "status": self.status,
-            "epochs_run": int(state.epoch.numpy()),
-            "best_epoch": best_epoch,
-            f"best_val_{metric}": float(state.best_val.numpy()),
-            f"final_val_{metric}": final_val,
-            "early_stopped": bool(state.stopped.numpy()),
-            "history": state.get_history(),
-            "rollbacks": self.rollbacks,
-            "nan_retries": int(state.nan_retries.numpy()),
-            "train_time_s": self.train_time,
-            "examples_per_sec": self.trained_examples / self.train_time if self.train_time else None,
-            "num_parameters": self.num_parameters,
-            "replicas": self.replicas,
-            "data_fingerprint": self.objective.fingerprint,
-            "event_dim": self.objective.event_dim,
-            "kind": "vae" if config.objective == "vae" else config.kind,
-            "train_config": json.loads(config.to_json()),
-            "checkpoint_dir": self.checkpoint_dir,
-            "mlflow_run_id": self.tracker.run_id,
-            **self.objective.summary(self.model),
-        }
-        save_flow(self.model, self.model_uri, summary)
-        logger.info("saved %s model (best epoch %d, val %s %.4f, status %s) to %s", summary["kind"],
-                    best_epoch, metric, summary[f"best_val_{metric}"], self.status, self.model_uri)
-        _log_run_end(self.tracker, self.model, summary, self.objective, self.model_uri)
-        summary["mlflow_not_logged"] = sorted(set(self.tracker.not_logged))
+        summary = ModelSummary(
+            objective=config.objective, metric=metric, status=self.status,
+            kind=self.objective.model_kind(config), epochs_run=int(state.epoch.numpy()),
+            best_epoch=best_epoch, best_val=float(state.best_val.numpy()), final_val=final_val,
+            early_stopped=bool(state.stopped.numpy()), history=state.get_history(), rollbacks=self.rollbacks,
+            nan_retries=int(state.nan_retries.numpy()), train_time_s=self.train_time,
+            examples_per_sec=self.trained_examples / self.train_time if self.train_time else None,
+            num_parameters=self.num_parameters, replicas=self.replicas,
+            data_fingerprint=self.training.fingerprint, event_dim=self.training.event_dim, train_config=config,
+            checkpoint_dir=self.checkpoint_dir, mlflow_run_id=self.tracker.run_id,
+            details=self.training.details(self.model))
+        save_flow(self.model, self.model_uri, summary.to_dict())
+        logger.info("saved %s model (best epoch %d, val %s %.4f, status %s) to %s", summary.kind,
+                    best_epoch, metric, summary.best_val, self.status, self.model_uri)
+        _log_run_end(self.tracker, self.model, summary, self.training, self.model_uri)
+        summary.mlflow_not_logged = sorted(set(self.tracker.not_logged))
         return summary
 
-    def run(self) -> Dict:
+    def run(self) -> ModelSummary:
         try:
             self._prepare_checkpoints()
             self._restore()
@@ -519,7 +510,7 @@ class Trainer:
 def run_train(examples_uri: Optional[str], transform_graph_uri: Optional[str], model_uri: str,
               train_config: TrainConfig, tracking_config: Optional[TrackingConfig] = None,
               checkpoint_dir: Optional[str] = None, *,
-              epoch_hook: Optional[EpochHook] = None) -> Dict:
+              epoch_hook: Optional[EpochHook] = None) -> ModelSummary:
     """Trains a flow (on the transformed train split, or to a target) and writes it with `save_flow`.
 
     Args:
@@ -537,13 +528,11 @@ def run_train(examples_uri: Optional[str], transform_graph_uri: Optional[str], m
         checked and checkpointed (for tests: poison weights, simulate a crash).
 
     Returns:
-      The summary (also ``summary.json`` in the artifact): objective, metric ("log_likelihood"
-      or "elbo"), status ("ok" or "diverged": it stopped after too many non-finite rollbacks
-      and keeps the best finite epoch), epochs_run, best_epoch, best_val_<metric>,
-      final_val_<metric> (after the train-set batch-norm statistics), history (train_<metric>,
-      val_<metric> per epoch), rollbacks, train_time_s, examples_per_sec, num_parameters,
-      replicas, data_fingerprint, mlflow_run_id; reverse_kl adds target and
-      importance_diagnostics (ESS/n, log Z, KL estimates from 10,000 samples).
+      The `ModelSummary` (also ``summary.json`` in the artifact): status ("ok" or "diverged": it
+      stopped after too many non-finite rollbacks and keeps the best finite epoch), the best and
+      final validation values of the objective's metric, the history, rollbacks, throughput and
+      the objective's details (reverse KL: the target and its importance diagnostics, ESS/n,
+      log Z and KL estimates from 10,000 samples; VAE: its arguments and data scale).
 
     Raises:
       TrainingDivergedError: no epoch ended with a finite model; no artifact is written.
@@ -554,32 +543,29 @@ def run_train(examples_uri: Optional[str], transform_graph_uri: Optional[str], m
                    checkpoint_dir, epoch_hook=epoch_hook).run()
 
 
-def _log_run_end(tracker: Tracker, model: FlowModel, summary: dict, objective, model_uri: str) -> None:
+def _log_run_end(tracker: Tracker, model: FlowModel, summary: ModelSummary, training: Training,
+                 model_uri: str) -> None:
     """Final metrics, the loss curve, the objective's figures and the model folder to MLflow."""
     if not tracker.config.active:
         return
     from tfflows.components.train import plots
 
-    metric = summary["metric"]
-    final = {f"best_val_{metric}": summary[f"best_val_{metric}"],
-             f"final_val_{metric}": summary[f"final_val_{metric}"], "best_epoch": summary["best_epoch"]}
-    for key, value in (summary.get("importance_diagnostics") or {}).items():
-        final[key] = value
+    metric = summary.metric
+    final = {f"best_val_{metric}": summary.best_val, f"final_val_{metric}": summary.final_val,
+             "best_epoch": summary.best_epoch, **(summary.details.metrics() if summary.details else {})}
     tracker.log_metrics({k: v for k, v in final.items() if v is not None and math.isfinite(v)},
-                        step=summary["epochs_run"])
-    tracker.set_tags({"status": summary["status"], "objective": summary["objective"],
-                      "data_fingerprint": summary["data_fingerprint"]})
+                        step=summary.epochs_run)
+    tracker.set_tags({"status": summary.status, "objective": summary.objective,
+                      "data_fingerprint": summary.data_fingerprint})
     if tracker.enabled:
-        with tempfile.TemporaryDirectory() as tmp:
-            figures = []
-            try:
-                figures.append(plots.loss_curve(summary["history"], os.path.join(tmp, "loss_curve.png"), metric))
-                figures += objective.figures(model, tmp)
-            except Exception as err:  # noqa: BLE001 - a plot must not fail the training
-                logger.warning("could not draw the MLflow figures: %s", err)
-            for path in figures:
-                if os.path.exists(path):
-                    tracker.log_artifact(path, "plots")
+        figures = {}
+        try:
+            figures["loss_curve.png"] = plots.loss_curve(summary.history, metric)
+            figures.update(training.figures(model))
+        except Exception as err:  # noqa: BLE001 - a plot must not fail the training
+            logger.warning("could not draw the MLflow figures: %s", err)
+        for name, figure in figures.items():
+            tracker.log_figure(figure, f"plots/{name}")
     tracker.log_artifact(model_uri, "model")
     tracker.end("FINISHED")
 
@@ -609,9 +595,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     tracking = TrackingConfig.from_json(read(args.tracking_config)) if args.tracking_config else None
     summary = run_train(args.examples, args.transform_graph, args.model,
                         TrainConfig.from_json(read(args.train_config)), tracking, args.checkpoint_dir)
-    metric = summary["metric"]
-    print(f"status {summary['status']}: {summary['epochs_run']} epochs on {summary['replicas']} replica(s), "
-          f"best val {metric} {summary[f'best_val_{metric}']:.4f} (epoch {summary['best_epoch']})")
+    print(f"status {summary.status}: {summary.epochs_run} epochs on {summary.replicas} replica(s), "
+          f"best val {summary.metric} {summary.best_val:.4f} (epoch {summary.best_epoch})")
     return 0
 
 

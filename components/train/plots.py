@@ -1,4 +1,8 @@
-"""Figures of a training run (matplotlib, Agg backend): the loss curve and a samples figure."""
+"""Figures of a training run: the loss curve, a samples figure and a target-fit figure.
+
+Each function returns a `matplotlib.figure.Figure` built without pyplot (no global state, no
+backend switch, nothing to close); the trainer logs it with `Tracker.log_figure`.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +12,20 @@ import numpy as np
 
 __all__ = ["loss_curve", "samples_figure", "target_fit_figure", "logit_to_unit"]
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+DPI = 80  # the saved PNG's resolution
 
 
-def loss_curve(history: List[Dict[str, float]], path: str, metric: str = "log_likelihood") -> str:
-    """Train and validation ``metric`` per epoch (nats; log-likelihood in model space, or ELBO)
-    written to ``path``."""
-    plt = _pyplot()
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI)
+
+
+def loss_curve(history: List[Dict[str, float]], metric: str = "log_likelihood"):
+    """Train and validation ``metric`` per epoch (nats; log-likelihood in model space, or ELBO)."""
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _figure(6, 4)
+    ax = fig.subplots()
     ax.plot(epochs, [h[f"train_{metric}"] for h in history], "o-", label="train")
     ax.plot(epochs, [h[f"val_{metric}"] for h in history], "s-", label="validation")
     ax.set_xlabel("epoch")
@@ -32,9 +34,7 @@ def loss_curve(history: List[Dict[str, float]], path: str, metric: str = "log_li
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def logit_to_unit(z: np.ndarray, lam: float) -> np.ndarray:
@@ -43,10 +43,10 @@ def logit_to_unit(z: np.ndarray, lam: float) -> np.ndarray:
     return np.clip(unit, 0.0, 1.0)
 
 
-def samples_figure(samples: np.ndarray, path: str, *, image_shape: Optional[Sequence[int]] = None,
+def samples_figure(samples: np.ndarray, *, image_shape: Optional[Sequence[int]] = None,
                    logit_lambda: Optional[float] = None, data: Optional[np.ndarray] = None,
-                   log_prob_fn=None, unit_interval: bool = False) -> str:
-    """Writes a figure of model samples (model space ``z``) to ``path``.
+                   log_prob_fn=None, unit_interval: bool = False):
+    """A figure of model samples (model space ``z``):
 
     - images (``image_shape`` given): a grid of samples mapped to [0, 1] through the inverse
       logit (``logit_lambda``; plain sigmoid when None), or shown as they are with
@@ -54,7 +54,6 @@ def samples_figure(samples: np.ndarray, path: str, *, image_shape: Optional[Sequ
     - D = 2 with ``log_prob_fn``: a heat map of the model density and the samples on top;
     - otherwise: a scatter of the first two dimensions of samples (and of ``data``).
     """
-    plt = _pyplot()
     samples = np.asarray(samples, np.float64)
     if image_shape is not None:
         unit = samples if unit_interval else logit_to_unit(samples, logit_lambda or 0.0)
@@ -62,7 +61,8 @@ def samples_figure(samples: np.ndarray, path: str, *, image_shape: Optional[Sequ
         n = len(images)
         cols = int(np.ceil(np.sqrt(n)))
         rows = int(np.ceil(n / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(cols, rows), squeeze=False)
+        fig = _figure(cols, rows)
+        axes = fig.subplots(rows, cols, squeeze=False)
         for i, ax in enumerate(axes.flat):
             ax.axis("off")
             if i < n:
@@ -77,13 +77,15 @@ def samples_figure(samples: np.ndarray, path: str, *, image_shape: Optional[Sequ
                              np.linspace(lo[1] - pad[1], hi[1] + pad[1], 80))
         grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
         density = np.exp(np.asarray(log_prob_fn(grid), np.float64)).reshape(gx.shape)
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig = _figure(5, 5)
+        ax = fig.subplots()
         ax.pcolormesh(gx, gy, density, shading="auto", cmap="viridis")
         ax.scatter(samples[:, 0], samples[:, 1], s=4, c="white", alpha=0.7, label="samples")
         ax.set_title("model density and samples (model space)")
         ax.legend(loc="upper right")
     else:
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig = _figure(5, 5)
+        ax = fig.subplots()
         if data is not None:
             data = np.asarray(data)
             ax.scatter(data[:, 0], data[:, min(1, data.shape[1] - 1)], s=4, alpha=0.4, label="data")
@@ -93,21 +95,19 @@ def samples_figure(samples: np.ndarray, path: str, *, image_shape: Optional[Sequ
         ax.set_ylabel("z[1]")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def target_fit_figure(log_target, log_q, samples: np.ndarray, path: str, title: str = "target",
-                      limits=(-4.0, 4.0), n: int = 150) -> str:
+def target_fit_figure(log_target, log_q, samples: np.ndarray, title: str = "target",
+                      limits=(-4.0, 4.0), n: int = 150):
     """Three panels on a 2-D grid: the target exp(log_target), the fitted density exp(log_q) and
     samples of q (each density normalised over the grid)."""
     from tfflows.models.targets import density_grid
 
-    plt = _pyplot()
     z1, z2, target = density_grid(log_target, limits, n)
     _, _, fitted = density_grid(log_q, limits, n)
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
+    fig = _figure(10.5, 3.6)
+    axes = fig.subplots(1, 3)
     for ax, values, name in ((axes[0], target, title), (axes[1], fitted, "fitted q")):
         ax.pcolormesh(z1, z2, values, shading="auto", cmap="viridis")
         ax.set_title(name)
@@ -120,6 +120,4 @@ def target_fit_figure(log_target, log_q, samples: np.ndarray, path: str, title: 
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return fig

@@ -1,23 +1,29 @@
-"""Conversions between model-space and data-space log-likelihoods, bits/dim, error bars.
+r"""Conversions between model-space and data-space log-likelihoods, bits/dim, error bars.
 
 Spaces: the model sees ``z`` (logit or standardised), the data is ``x`` (raw, in
 ``[0, L)`` for discrete data after dequantisation). With ``log_det = log|det dz/dx|`` from the
 transform graph:
 
-    log p_x(x) = log p_z(z) + log_det.
+```math
+\log p_x(x) = \log p_z(z) + \mathrm{log\_det}.
+```
 
 Bits per dimension (MAF paper, appendix E.2, eqs. 14-17, with 256 generalised to ``L``): a
-density ``p_x`` on ``[0, L)^D`` with unit-width bins bounds the discrete log-probability of
+density ``p_x`` on \([0, L)^D\) with unit-width bins bounds the discrete log-probability of
 the integer image (dequantisation), so
 
-    bpd = -log p_x(x) / (D ln 2).
+```math
+\mathrm{bpd} = -\frac{\log p_x(x)}{D \ln 2}.
+```
 
-For the logit transform ``z = logit(lam + (1 - 2 lam) x / L)`` this is the paper's eq. 17:
+For the logit transform \(z = \operatorname{logit}(\lambda + (1 - 2\lambda)\, x / L)\) this is the paper's eq. 17:
 
-    bpd = -log p_z(z) / (D ln 2) - log2(1 - 2 lam) + log2 L
-          + (1/D) sum_i [log2 sigmoid(z_i) + log2(1 - sigmoid(z_i))],
+```math
+\mathrm{bpd} = -\frac{\log p_z(z)}{D \ln 2} - \log_2(1 - 2\lambda) + \log_2 L
+  + \frac{1}{D} \sum_i \big[\log_2 \operatorname{sigmoid}(z_i) + \log_2\big(1 - \operatorname{sigmoid}(z_i)\big)\big],
+```
 
-and for a density ``p_u`` on ``[0, 1)^D`` (``u = x / L``): ``bpd = -log p_u / (D ln 2) + log2 L``.
+and for a density \(p_u\) on \([0, 1)^D\) (\(u = x / L\)): \(\mathrm{bpd} = -\log p_u / (D \ln 2) + \log_2 L\).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ __all__ = ["data_log_prob", "bits_per_dim", "bits_per_dim_unit_interval",
 
 
 def data_log_prob(model_log_prob, log_det):
-    """``log p_x(x) = log p_z(z) + log|det dz/dx|`` elementwise (per example)."""
+    r"""\(\log p_x(x) = \log p_z(z) + \log|\det \partial z / \partial x|\) elementwise (per example)."""
     return np.asarray(model_log_prob, np.float64) + np.asarray(log_det, np.float64)
 
 
@@ -42,13 +48,13 @@ def _check_dim(event_dim: int) -> None:
 
 
 def bits_per_dim(data_log_prob_values, event_dim: int):
-    """Bits/dim of a log density on ``[0, L)^D`` (the ingested raw space): ``-log p/(D ln 2)``."""
+    r"""Bits/dim of a log density on \([0, L)^D\) (the ingested raw space): \(-\log p / (D \ln 2)\)."""
     _check_dim(event_dim)
     return -np.asarray(data_log_prob_values, np.float64) / (event_dim * math.log(2.0))
 
 
 def bits_per_dim_unit_interval(log_prob_unit, event_dim: int, num_levels: int):
-    """Bits/dim of a log density on ``[0, 1)^D`` (``u = x / L``): ``-log p/(D ln 2) + log2 L``."""
+    r"""Bits/dim of a log density on \([0, 1)^D\) (\(u = x / L\)): \(-\log p / (D \ln 2) + \log_2 L\)."""
     return bits_per_dim(log_prob_unit, event_dim) + math.log2(num_levels)
 
 
@@ -65,7 +71,7 @@ def bits_per_dim_from_logit(logit_log_prob, z, num_levels: int, lam: float):
 
 
 def mean_and_two_se(values) -> Tuple[float, float]:
-    """Mean and two standard errors ``2 std / sqrt(N)`` of per-example values (paper's bars).
+    r"""Mean and two standard errors \(2\, \mathrm{std} / \sqrt{N}\) of per-example values (paper's bars).
 
     Uses the population std (``ddof=0``) as the MAF code does; for N = 1 the error is 0.
     """

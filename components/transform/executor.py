@@ -6,6 +6,12 @@ tf.Transform on Beam and writes the transform graph (``transform_fn/``,
 into ``output_uri``, through a temporary folder moved into place only on success. Every split
 of the input is first checked against the row counts ingest recorded, and the analysis must
 have seen exactly the rows of ``analyze_splits`` (`components.ingest.verify`).
+
+``preprocessing.json`` holds the `Preprocessing` (method and constants) plus the run's
+``analyze_splits``, ``feature_names``, ``dataset_fingerprint`` and ``min_std``. The
+standardisation's mean and std are computed once, in float64, by a Beam combine inside the
+tf.Transform analysis (`_StandardizeMoments`): the graph holds them as constants and the JSON
+records the same values, so `Preprocessing.forward` computes what the graph computes.
 """
 
 from __future__ import annotations
@@ -27,11 +33,11 @@ from tfflows.components.ingest.loaders import SPLITS
 from tfflows.components.ingest.runner import check_runner, pipeline_options
 from tfflows.components.ingest.verify import (METRICS_NAMESPACE, counter_totals, lost_output,
                                               verify_splits)
-from tfflows.components.transform.preprocessing import make_preprocessing_fn
+from tfflows.components.transform.preprocessing import (PREPROCESSING_FILE, Moments, Preprocessing,
+                                                        make_preprocessing_fn)
 
-__all__ = ["PREPROCESSING_FILE", "resolve", "run_transform", "benchmark_transform_config"]
-
-PREPROCESSING_FILE = "preprocessing.json"
+__all__ = ["PREPROCESSING_FILE", "resolve", "run_transform", "benchmark_transform_config",
+           "default_logit_lambda"]
 
 
 def benchmark_transform_config(dataset: str) -> TransformConfig:
@@ -55,6 +61,11 @@ def benchmark_transform_config(dataset: str) -> TransformConfig:
     return table[dataset]
 
 
+def default_logit_lambda(dataset: str) -> float:
+    """The logit's ``lam`` when the config leaves it None: CIFAR-10's 0.05, else MNIST's 1e-6."""
+    return 0.05 if dataset == "cifar10" else 1e-6
+
+
 def resolve(config: TransformConfig, metadata: DatasetMetadata) -> dict:
     """The concrete method and constants for one dataset (``"auto"`` and default lambda)."""
     method = config.method
@@ -69,29 +80,70 @@ def resolve(config: TransformConfig, metadata: DatasetMetadata) -> dict:
                             "num_levels")
         lam = config.logit_lambda
         if lam is None:
-            lam = 0.05 if metadata.name == "cifar10" else 1e-6
-    return {"method": method, "logit_lambda": lam, "num_levels": metadata.num_levels,
+            lam = default_logit_lambda(metadata.name)
+    return {"method": method, "logit_lambda": lam,
+            "num_levels": metadata.num_levels if method == "logit" else None,
             "analyze_splits": list(config.analyze_splits), "event_dim": metadata.event_dim,
             "feature_names": list(metadata.feature_names),
             "dataset_fingerprint": metadata.fingerprint, "min_std": config.min_std}
 
 
-def _probe_constant_columns(tmp_dir: str, resolved: dict, source: str) -> None:
-    """Applies the written graph to one row; NaN in ``z`` marks a column with std <= min_std."""
-    import tensorflow as tf
-    import tensorflow_transform as tft
+class _MomentsFn(beam.CombineFn):
+    """Merges the `Moments` of tf.Transform's batches ``(x [B, D],)``."""
 
-    d = resolved["event_dim"]
-    out = tft.TFTransformOutput(tmp_dir).transform_features_layer()(
-        {"x": tf.zeros([1, d], tf.float32)})
-    z = out["z"].numpy()[0]
-    bad = np.where(np.isnan(z))[0]
+    def __init__(self, event_dim: int):
+        self.event_dim = event_dim
+
+    def create_accumulator(self) -> Moments:
+        return Moments.empty(self.event_dim)
+
+    def add_input(self, moments: Moments, batch) -> Moments:
+        return moments.merge(Moments.of(batch[0]))
+
+    def merge_accumulators(self, accumulators) -> Moments:
+        merged = self.create_accumulator()
+        for moments in accumulators:
+            merged = merged.merge(moments)
+        return merged
+
+    def extract_output(self, moments: Moments) -> Moments:
+        return moments
+
+
+def _write_moments(moments: Moments, path: str) -> None:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "w") as f:  # JSON floats are exact float64 reprs
+        json.dump({"count": moments.count, "mean": moments.mean.tolist(), "std": moments.std.tolist()}, f)
+
+
+class _StandardizeMoments(beam.PTransform):
+    """tf.Transform analyzer: the mean and std of the analysed rows, also written to ``path``
+    (the graph's constants and the JSON's are then one computation's)."""
+
+    def __init__(self, event_dim: int, path: str):
+        super().__init__()
+        self.event_dim, self.path = event_dim, path
+
+    def expand(self, batches):
+        moments = batches | "Moments" >> beam.CombineGlobally(_MomentsFn(self.event_dim))
+        _ = moments | "Write" >> beam.Map(_write_moments, self.path)
+        return (moments | "Mean" >> beam.Map(lambda m: m.mean),
+                moments | "Std" >> beam.Map(lambda m: m.std))
+
+
+def _fitted_standardization(path: str, resolved: dict, source: str) -> Preprocessing:
+    """The standardisation of the moments at ``path``; a column with std <= min_std is refused."""
+    with open(path) as f:
+        moments = json.load(f)
+    bad = np.where(np.asarray(moments["std"]) <= resolved["min_std"])[0]
     if bad.size:
         j = int(bad[0])
         raise DataError(source, f"column {j} ({resolved['feature_names'][j]})",
                         f"standard deviation over {'+'.join(resolved['analyze_splits'])} is "
                         f"<= {resolved['min_std']} (a constant column has no density)",
                         "drop the column at ingestion (IngestConfig.columns) or add noise")
+    return Preprocessing.standardize(moments["mean"], moments["std"])
 
 
 def _count_rows(batch) -> None:
@@ -128,7 +180,9 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
       beam_pipeline_args: Beam arguments (default ``--runner=FnApiRunner``).
 
     Returns:
-      The resolved preprocessing (also written to ``<output_uri>/preprocessing.json``).
+      The resolved settings (`resolve`: method, logit_lambda, num_levels, analyze_splits, ...),
+      equal across runners; ``<output_uri>/preprocessing.json`` holds them plus the fitted
+      constants (`read_preprocessing`).
 
     Raises:
       DataError: a constant column (standardisation) or non-discrete data (logit).
@@ -140,9 +194,8 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
 
     metadata = read_metadata(examples_uri)
     resolved = resolve(config, metadata)
-    preprocessing_fn = make_preprocessing_fn(
-        resolved["method"], metadata.num_levels, resolved["logit_lambda"] or 0.0,
-        config.min_std)
+    # The logit's and identity's constants are known now; the standardisation's come from the analysis.
+    known = None if resolved["method"] == "standardize" else Preprocessing.from_dict(resolved)
     schema = schema_utils.schema_from_feature_spec(
         {"x": tf.io.FixedLenFeature([metadata.event_dim], tf.float32)})
     runner = check_runner(beam_pipeline_args)
@@ -155,6 +208,10 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
     tmp_dir = staging_dir(output_uri)
     try:
         with tempfile.TemporaryDirectory() as tft_tmp:
+            moments_path = os.path.join(tft_tmp, "moments.json")
+            preprocessing_fn = make_preprocessing_fn(
+                known, metadata.event_dim,
+                moments=None if known else _StandardizeMoments(metadata.event_dim, moments_path))
             try:
                 pipeline = beam.Pipeline(options=pipeline_options(beam_pipeline_args))
                 with tft_beam.Context(temp_dir=tft_tmp, force_tf_compat_v1=False):
@@ -174,11 +231,10 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
             except Exception as err:
                 reraise_data_error(err)
                 raise
-        _verify_output(tmp_dir, counter_totals(result), resolved, metadata, runner)
-        if resolved["method"] == "standardize":
-            _probe_constant_columns(tmp_dir, resolved, metadata.source)
+            _verify_output(tmp_dir, counter_totals(result), resolved, metadata, runner)
+            preprocessing = known or _fitted_standardization(moments_path, resolved, metadata.source)
         with open(os.path.join(tmp_dir, PREPROCESSING_FILE), "w") as f:
-            json.dump(resolved, f, indent=2, sort_keys=True)
+            json.dump({**resolved, **preprocessing.to_dict()}, f, indent=2, sort_keys=True)
         publish_dir(tmp_dir, output_uri)
         return resolved
     finally:

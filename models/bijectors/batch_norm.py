@@ -10,17 +10,19 @@ __all__ = ["BatchNormalization"]
 
 
 class BatchNormalization(FlowBijector):
-    """Batch norm as an invertible layer (MAF paper, appendix B, eqs. 11-13).
+    r"""Batch norm as an invertible layer (MAF paper, appendix B, eqs. 11-13).
 
     #### Mathematical details
 
     x is the side closer to the data, u the side closer to the base density; m and v are the mean
-    and variance of x, beta and gamma are learnt:
+    and variance of x, \(\beta\) and \(\gamma\) are learnt:
 
-    ```none
-    forward  (u -> x):  x = (u - beta) * exp(-gamma) * sqrt(v + eps) + m        (eq. 11)
-    inverse  (x -> u):  u = (x - m) / sqrt(v + eps) * exp(gamma) + beta          (eq. 12)
-    log|det du/dx| = sum_i (gamma_i - 0.5 * log(v_i + eps))                     (eq. 13)
+    ```math
+    \begin{aligned}
+    \text{forward } (u \to x):&\quad x = (u - \beta) \odot e^{-\gamma} \odot \sqrt{v + \epsilon} + m && \text{(eq. 11)} \\
+    \text{inverse } (x \to u):&\quad u = \frac{x - m}{\sqrt{v + \epsilon}} \odot e^{\gamma} + \beta && \text{(eq. 12)} \\
+    \log\left|\det \frac{\partial u}{\partial x}\right| &= \sum_i \Big(\gamma_i - \tfrac{1}{2} \log(v_i + \epsilon)\Big) && \text{(eq. 13)}
+    \end{aligned}
     ```
 
     With `training=True` the inverse uses the minibatch's mean and variance (and differentiates

@@ -16,24 +16,28 @@ __all__ = ["HybridAutoregressive"]
 
 
 class HybridAutoregressive(FlowBijector):
-    """One HAF layer: a Gaussian MADE on x_a and an affine coupling of x_b conditioned on x_a.
+    r"""One HAF layer: a Gaussian MADE on x_a and an affine coupling of x_b conditioned on x_a.
 
     #### Mathematical details (thesis eqs. 6.3-6.5)
 
     x splits into the MADE part a (d elements) and the coupling part b (D - d elements). With
-    (mu, alpha) = MADE(x_a) (mu_i, alpha_i depend on x_a,<i) and networks s, t of x_a:
+    \((\mu, \alpha) = \mathrm{MADE}(x_a)\) (\(\mu_i, \alpha_i\) depend on \(x_{a,<i}\)) and networks
+    s, t of \(x_a\):
 
-    ```none
-    forward (u -> x, sequential over a, then parallel over b):
-        x_a,i = mu_i(x_a,<i) + u_a,i * exp(alpha_i(x_a,<i))
-        x_b   = t(x_a) + u_b * exp(s(x_a))
-    inverse (x -> u, one parallel pass, the density direction):
-        u_a = (x_a - mu(x_a)) * exp(-alpha(x_a))
-        u_b = (x_b - t(x_a)) * exp(-s(x_a))
-    log|det dx/du| = sum_i alpha_i + sum_j s_j          (eq. 6.5)
+    ```math
+    \begin{aligned}
+    &\text{forward } (u \to x,\ \text{sequential over } a \text{, then parallel over } b): \\
+    &\qquad x_{a,i} = \mu_i(x_{a,<i}) + u_{a,i} \exp\big(\alpha_i(x_{a,<i})\big) \\
+    &\qquad x_b = t(x_a) + u_b \odot \exp\big(s(x_a)\big) \\
+    &\text{inverse } (x \to u,\ \text{one parallel pass, the density direction}): \\
+    &\qquad u_a = \big(x_a - \mu(x_a)\big) \odot \exp\big(-\alpha(x_a)\big) \\
+    &\qquad u_b = \big(x_b - t(x_a)\big) \odot \exp\big(-s(x_a)\big) \\
+    &\log\left|\det \frac{\partial x}{\partial u}\right| = \sum_i \alpha_i + \sum_j s_j
+      \qquad \text{(eq. 6.5)}
+    \end{aligned}
     ```
 
-    alpha and s are bounded by `max_log_scale` (B·tanh(·/B)) unless it is None.
+    \(\alpha\) and s are bounded by `max_log_scale` (\(B \tanh(\cdot / B)\)) unless it is None.
 
     The Jacobian dx/du is lower triangular in the order (a in MADE order, then b): the a-block is
     triangular, the b-block diagonal and b depends on all of a (thesis fig. 6.2). The flow builder

@@ -13,25 +13,29 @@ __all__ = ["InverseAutoregressiveFlow", "GatedInverseAutoregressiveFlow"]
 
 
 class InverseAutoregressiveFlow(FlowBijector):
-    """One IAF layer (Kingma et al. 2016, eq. 10), the inverse of a MAF layer with the same MADE.
+    r"""One IAF layer (Kingma et al. 2016, eq. 10), the inverse of a MAF layer with the same MADE.
 
     #### Mathematical details
 
-    With (mu_i, alpha_i) = MADE(u)_i depending on u_<i only (alpha bounded as in MAF):
+    With \((\mu_i, \alpha_i) = \mathrm{MADE}(u)_i\) depending on \(u_{<i}\) only (\(\alpha\) bounded as in MAF):
 
-    ```none
-    forward  (u -> x, one parallel pass):  x_i = (u_i - mu_i(u_<i)) * exp(-alpha_i(u_<i))
-    inverse  (x -> u, sequential):         u_i = x_i * exp(alpha_i(u_<i)) + mu_i(u_<i)
-    log|det dx/du| = -sum_i alpha_i
+    ```math
+    \begin{aligned}
+    \text{forward } (u \to x,\ \text{one parallel pass}):&\quad x_i = \big(u_i - \mu_i(u_{<i})\big) \exp\big(-\alpha_i(u_{<i})\big) \\
+    \text{inverse } (x \to u,\ \text{sequential}):&\quad u_i = x_i \exp\big(\alpha_i(u_{<i})\big) + \mu_i(u_{<i}) \\
+    \log\left|\det \frac{\partial x}{\partial u}\right| &= -\sum_i \alpha_i
+    \end{aligned}
     ```
 
-    This is the IAF paper's x = sigma(u)·u + m(u) with sigma = exp(-alpha) and m = -mu·exp(-alpha),
-    written so that `InverseAutoregressiveFlow(made)` and `MaskedAutoregressiveFlow(made)` are exact
-    inverses of each other (MAF paper, appendix A): this layer's forward is MAF's inverse.
+    This is the IAF paper's \(x = \sigma(u) \odot u + m(u)\) with \(\sigma = e^{-\alpha}\) and
+    \(m = -\mu\, e^{-\alpha}\), written so that `InverseAutoregressiveFlow(made)` and
+    `MaskedAutoregressiveFlow(made)` are exact inverses of each other (MAF paper, appendix A): this
+    layer's forward is MAF's inverse.
 
     With `transformer` (e.g. `RationalQuadraticSpline`) the same holds for its elementwise map
-    tau: forward x_i = tau(u_i; theta_i(u_<i)) in one pass, inverse u_i = tau^-1(x_i; theta_i(u_<i))
-    in `MADE.autoregressive_loop`, log|det dx/du| = sum_i log tau'(u_i).
+    \(\tau\): forward \(x_i = \tau(u_i; \theta_i(u_{<i}))\) in one pass, inverse
+    \(u_i = \tau^{-1}(x_i; \theta_i(u_{<i}))\) in `MADE.autoregressive_loop`,
+    \(\log|\det \partial x / \partial u| = \sum_i \log \tau'(u_i)\).
     """
 
     def __init__(self, made: MADE, max_log_scale: float | None = None, name: str = "iaf", transformer=None):
@@ -50,17 +54,20 @@ class InverseAutoregressiveFlow(FlowBijector):
 
 
 class GatedInverseAutoregressiveFlow(FlowBijector):
-    """The numerically stable, sigmoid-gated IAF step (Kingma et al. 2016, eqs. 11-14, Algorithm 1).
+    r"""The numerically stable, sigmoid-gated IAF step (Kingma et al. 2016, eqs. 11-14, Algorithm 1).
 
     #### Mathematical details
 
-    With (m_i, s_i) = MADE(u)_i depending on u_<i (and on a context h, if given):
+    With \((m_i, s_i) = \mathrm{MADE}(u)_i\) depending on \(u_{<i}\) (and on a context h, if given):
 
-    ```none
-    sigma = sigmoid(s + forget_bias)              (eq. 12; the bias starts sigma near 1)
-    forward  (u -> x, parallel):  x = sigma * u + (1 - sigma) * m   (eq. 13)
-    inverse  (x -> u, sequential): u_i = (x_i - (1 - sigma_i) m_i) / sigma_i
-    log|det dx/du| = sum_i log sigma_i            (eq. 14)
+    ```math
+    \begin{aligned}
+    \sigma &= \operatorname{sigmoid}(s + \mathrm{forget\_bias})
+      && \text{(eq. 12; the bias starts } \sigma \text{ near 1)} \\
+    \text{forward } (u \to x,\ \text{parallel}):&\quad x = \sigma \odot u + (1 - \sigma) \odot m && \text{(eq. 13)} \\
+    \text{inverse } (x \to u,\ \text{sequential}):&\quad u_i = \frac{x_i - (1 - \sigma_i)\, m_i}{\sigma_i} \\
+    \log\left|\det \frac{\partial x}{\partial u}\right| &= \sum_i \log \sigma_i && \text{(eq. 14)}
+    \end{aligned}
     ```
 
     `forget_bias` (the paper suggests +1 or +2) is added to s so that at initialisation the step is

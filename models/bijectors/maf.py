@@ -12,17 +12,20 @@ __all__ = ["MaskedAutoregressiveFlow"]
 
 
 class MaskedAutoregressiveFlow(FlowBijector):
-    """One MAF layer (Papamakarios et al. 2017, eqs. 2-5), built on a Gaussian MADE.
+    r"""One MAF layer (Papamakarios et al. 2017, eqs. 2-5), built on a Gaussian MADE.
 
     #### Mathematical details
 
-    With (mu_i, a_i) = MADE(x)_i, which depend on x_<i only (in the MADE's order), and
-    alpha_i = B·tanh(a_i / B) (B = `max_log_scale`; alpha_i = a_i when B is None, as in the paper):
+    With \((\mu_i, a_i) = \mathrm{MADE}(x)_i\), which depend on \(x_{<i}\) only (in the MADE's order), and
+    \(\alpha_i = B \tanh(a_i / B)\) (B = `max_log_scale`; \(\alpha_i = a_i\) when B is None, as in the paper):
 
-    ```none
-    forward  (u -> x, sequential, D steps):  x_i = u_i * exp(alpha_i(x_<i)) + mu_i(x_<i)
-    inverse  (x -> u, one parallel pass):    u_i = (x_i - mu_i(x_<i)) * exp(-alpha_i(x_<i))
-    log|det du/dx| = -sum_i alpha_i          (eq. 5; the Jacobian is triangular)
+    ```math
+    \begin{aligned}
+    \text{forward } (u \to x,\ \text{sequential, } D \text{ steps}):&\quad x_i = u_i \exp\big(\alpha_i(x_{<i})\big) + \mu_i(x_{<i}) \\
+    \text{inverse } (x \to u,\ \text{one parallel pass}):&\quad u_i = \big(x_i - \mu_i(x_{<i})\big) \exp\big(-\alpha_i(x_{<i})\big) \\
+    \log\left|\det \frac{\partial u}{\partial x}\right| &= -\sum_i \alpha_i
+      \qquad \text{(eq. 5; the Jacobian is triangular)}
+    \end{aligned}
     ```
 
     Density evaluation (the inverse) is one MADE pass; sampling (the forward) runs
@@ -30,8 +33,8 @@ class MaskedAutoregressiveFlow(FlowBijector):
 
     With `transformer` (e.g. `RationalQuadraticSpline`, Durkan et al. 2019's autoregressive
     neural spline flow) the affine law above is replaced by that transformer's elementwise map,
-    u_i = tau(x_i; theta_i(x_<i)), with theta_i the MADE's P = `transformer.num_params` outputs;
-    log|det du/dx| = sum_i log tau'(x_i). `max_log_scale` is then unused.
+    \(u_i = \tau(x_i; \theta_i(x_{<i}))\), with \(\theta_i\) the MADE's P = `transformer.num_params`
+    outputs; \(\log|\det \partial u / \partial x| = \sum_i \log \tau'(x_i)\). `max_log_scale` is then unused.
 
     #### Example
 

@@ -11,10 +11,10 @@ __all__ = ["Permutation"]
 
 
 class Permutation(FlowBijector):
-    """x = u[..., permutation]; volume preserving, so log|det| = 0.
+    r"""x = u[..., permutation]; volume preserving, so \(\log|\det| = 0\).
 
-    ```none
-    forward:  x_i = u_{p(i)}      inverse:  u_j = x_{p^-1(j)}      log|det| = 0
+    ```math
+    \text{forward: } x_i = u_{p(i)}, \qquad \text{inverse: } u_j = x_{p^{-1}(j)}, \qquad \log|\det| = 0
     ```
     """
 

@@ -13,27 +13,33 @@ __all__ = ["PlanarFlow"]
 
 
 class PlanarFlow(FlowBijector):
-    """One planar transformation f(z) = z + u_hat·tanh(wᵀz + b) (thesis eq. 3.7).
+    r"""One planar transformation \(f(z) = z + \hat{u} \tanh(w^\top z + b)\) (thesis eq. 3.7).
 
     #### Mathematical details
 
-    ```none
-    u_hat = u + (m(wᵀu) - wᵀu) · w / |w|²,   m(a) = -1 + softplus(a)      (so wᵀu_hat > -1)
-    forward  (z -> x, closed form):  x = z + u_hat · tanh(wᵀz + b)
-    log|det dx/dz| = log|1 + h'(wᵀz + b) · wᵀu_hat|,   h' = 1 - tanh²    (matrix determinant lemma)
-    inverse  (x -> z, root finding): solve  alpha + c·tanh(alpha + b) = wᵀx  for alpha = wᵀz,
-                                     c = wᵀu_hat; then z = x - u_hat · tanh(alpha + b)
+    ```math
+    \begin{aligned}
+    \hat{u} &= u + \big(m(w^\top u) - w^\top u\big) \frac{w}{\lVert w \rVert^2}, \qquad m(a) = -1 + \operatorname{softplus}(a)
+      && \text{(so } w^\top \hat{u} > -1\text{)} \\
+    \text{forward } (z \to x,\ \text{closed form}):&\quad x = z + \hat{u} \tanh(w^\top z + b) \\
+    \log\left|\det \frac{\partial x}{\partial z}\right| &= \log\left|1 + h'(w^\top z + b)\, w^\top \hat{u}\right|, \qquad h' = 1 - \tanh^2
+      && \text{(matrix determinant lemma)} \\
+    \text{inverse } (x \to z,\ \text{root finding}):&\quad \text{solve } \alpha + c \tanh(\alpha + b) = w^\top x
+      \text{ for } \alpha = w^\top z, \\
+    &\quad c = w^\top \hat{u}; \text{ then } z = x - \hat{u} \tanh(\alpha + b)
+    \end{aligned}
     ```
 
-    With c > -1 and 0 < h' <= 1 the scalar equation is strictly increasing in alpha, and its root
-    lies in [wᵀx - |c|, wᵀx + |c|] (|tanh| <= 1). The inverse bisects that bracket (vectorised over
-    the batch, `bisection_steps` halvings: 64 reach float64 round-off for |c| up to ~1e4), then
-    takes one Newton step from the stopped-gradient root. That step changes the value by round-off
-    only, but gives the exact implicit-function gradient d alpha/d(wᵀx) = 1 / (1 + c·h'), so the
-    inverse is differentiable (w.r.t. x and the parameters) like a closed-form one.
+    With \(c > -1\) and \(0 < h' \le 1\) the scalar equation is strictly increasing in \(\alpha\), and
+    its root lies in \([w^\top x - |c|,\ w^\top x + |c|]\) (\(|\tanh| \le 1\)). The inverse bisects
+    that bracket (vectorised over the batch, `bisection_steps` halvings: 64 reach float64 round-off
+    for |c| up to ~1e4), then takes one Newton step from the stopped-gradient root. That step
+    changes the value by round-off only, but gives the exact implicit-function gradient
+    \(d\alpha / d(w^\top x) = 1 / (1 + c\, h')\), so the inverse is differentiable (w.r.t. x and the
+    parameters) like a closed-form one.
 
-    Initialisation: random w, u (scale `init_scale`) with wᵀu set so that u_hat ⊥ w, i.e. each layer
-    starts as a volume-preserving shear close to the identity.
+    Initialisation: random w, u (scale `init_scale`) with \(w^\top u\) set so that
+    \(\hat{u} \perp w\), i.e. each layer starts as a volume-preserving shear close to the identity.
 
     Only tanh is supported: the invertibility constraint needs h' in (0, 1] and a bounded h.
 

@@ -24,11 +24,13 @@ __all__ = ["Affine", "Additive", "RationalQuadraticSpline"]
 
 
 class Affine:
-    """x = u·exp(alpha) + mu; params [..., 2] = (mu, a), alpha = B·tanh(a/B) (`bound_log_scale`).
+    r"""\(x = u\, e^{\alpha} + \mu\); params [..., 2] = \((\mu, a)\), \(\alpha = B \tanh(a / B)\) (`bound_log_scale`).
 
-    ```none
-    to_data:  x = u * exp(alpha) + mu          log|dx/du| = alpha
-    to_base:  u = (x - mu) * exp(-alpha)       log|du/dx| = -alpha
+    ```math
+    \begin{aligned}
+    \mathrm{to\_data}:\quad x &= u\, e^{\alpha} + \mu, & \log\left|\frac{dx}{du}\right| &= \alpha \\
+    \mathrm{to\_base}:\quad u &= (x - \mu)\, e^{-\alpha}, & \log\left|\frac{du}{dx}\right| &= -\alpha
+    \end{aligned}
     ```
     """
 
@@ -50,9 +52,9 @@ class Affine:
 
 
 class Additive:
-    """NICE's additive coupling law (Dinh et al. 2015, eq. 5): x = u + m; params [..., 1] = m.
+    r"""NICE's additive coupling law (Dinh et al. 2015, eq. 5): x = u + m; params [..., 1] = m.
 
-    Volume preserving: log|dx/du| = 0.
+    Volume preserving: \(\log|dx/du| = 0\).
     """
 
     num_params = 1
@@ -65,31 +67,43 @@ class Additive:
 
 
 class RationalQuadraticSpline:
-    """Monotonic rational-quadratic spline on [-B, B], identity outside (Durkan et al. 2019).
+    r"""Monotonic rational-quadratic spline on [-B, B], identity outside (Durkan et al. 2019).
 
     #### Mathematical details (Neural Spline Flows, section 3.1; Gregory & Delbourgo 1982)
 
     params [..., 3K-1] are unconstrained: K bin widths, K bin heights and K-1 derivatives at the
     interior knots. Widths and heights are softmaxed (each at least `min_bin_size`·2B) and summed
-    into K+1 knots (x^k, y^k) from (-B, -B) to (B, B). Knot derivatives are
-    delta_k = min_derivative + softplus(raw_k + c), with c chosen so that raw = 0 gives delta = 1;
-    the two boundary derivatives are 1, so the spline joins the identity tails with a continuous
-    derivative. In bin k, with s_k = (y^{k+1} - y^k) / (x^{k+1} - x^k) and xi = (x - x^k)/w_k:
+    into K+1 knots \((x^k, y^k)\) from (-B, -B) to (B, B), bin k of width \(w_k\) and height \(h_k\).
+    Knot derivatives are \(\delta_k = \delta_{\min} + \operatorname{softplus}(r_k + c)\)
+    (\(\delta_{\min}\) = `min_derivative`, \(r_k\) the raw parameter), with c chosen so that
+    \(r_k = 0\) gives \(\delta_k = 1\); the two boundary derivatives are 1, so the spline joins the
+    identity tails with a continuous derivative. In bin k, with \(s_k = h_k / w_k\) and
+    \(\xi = (x - x^k) / w_k \in [0, 1]\), the density direction is (NSF section 3.1)
 
-    ```none
-    to_base (x -> u, in bin k):
-      u = y^k + h_k [s_k xi^2 + delta_k xi (1 - xi)] / [s_k + (delta_{k+1} + delta_k - 2 s_k) xi (1 - xi)]
-      du/dx = s_k^2 [delta_{k+1} xi^2 + 2 s_k xi (1 - xi) + delta_k (1 - xi)^2]
-              / [s_k + (delta_{k+1} + delta_k - 2 s_k) xi (1 - xi)]^2
-    to_data (u -> x): the root in [0, 1] of a xi^2 + b xi + c = 0, with v = u - y^k,
-      a = h_k (s_k - delta_k) + v (delta_{k+1} + delta_k - 2 s_k)
-      b = h_k delta_k - v (delta_{k+1} + delta_k - 2 s_k)
-      c = -s_k v,                         xi = 2c / (-b - sqrt(b^2 - 4ac)),   x = x^k + xi w_k
-    outside [-B, B]: u = x, log-derivative 0 (linear tails).
+    ```math
+    \begin{aligned}
+    u &= y^k + \frac{h_k \left[s_k \xi^2 + \delta_k \xi (1 - \xi)\right]}
+                    {s_k + (\delta_{k+1} + \delta_k - 2 s_k)\, \xi (1 - \xi)}, \\
+    \frac{du}{dx} &= \frac{s_k^2 \left[\delta_{k+1} \xi^2 + 2 s_k \xi (1 - \xi) + \delta_k (1 - \xi)^2\right]}
+                          {\left[s_k + (\delta_{k+1} + \delta_k - 2 s_k)\, \xi (1 - \xi)\right]^2},
+    \end{aligned}
     ```
 
+    and the sampling direction (u -> x) takes the root in [0, 1] of \(a \xi^2 + b \xi + c = 0\)
+    (NSF appendix A), with \(v = u - y^k\):
+
+    ```math
+    \begin{aligned}
+    a &= h_k (s_k - \delta_k) + v\, (\delta_{k+1} + \delta_k - 2 s_k), \qquad
+    b = h_k \delta_k - v\, (\delta_{k+1} + \delta_k - 2 s_k), \qquad c = -s_k v, \\
+    \xi &= \frac{2c}{-b - \sqrt{b^2 - 4ac}}, \qquad x = x^k + \xi\, w_k.
+    \end{aligned}
+    ```
+
+    Outside [-B, B], u = x with log-derivative 0 (linear tails).
+
     Both directions are closed form and one pass; the map is strictly increasing because every
-    delta_k > 0 and every bin has positive width and height. With raw parameters 0 (a fresh
+    \(\delta_k > 0\) and every bin has positive width and height. With raw parameters 0 (a fresh
     network's near-zero outputs) the spline is the identity.
     """
 

@@ -1,0 +1,195 @@
+"""Training objectives as plug-ins: one module per objective, behind the registry `OBJECTIVES`.
+
+An objective decides what is trained on what, and everything downstream that depends on it:
+
+- its training part (`Training`: the model, the batches of an epoch, the loss of a step, the
+  validation value, the figures and the summary's details), driven by the one training loop
+  of `components.train.executor`;
+- its scorer for evaluate (`Scorer`: the test metrics, a closed-form reference, which baselines
+  compare);
+- its serving export for push (the SavedModel's ``log_prob`` and ``sample``);
+- the lines the CLI prints about a run (`Objective.describe`, `Objective.report`).
+
+The registry maps each name to its module, imported on first use: this module and the objective
+modules import neither TensorFlow nor MLflow at import time (the configuration is checked, and
+the CLI says what it will run, before TensorFlow loads). Adding an objective is one module that
+defines a subclass of `Objective` as ``OBJECTIVE`` and one line in `OBJECTIVES`:
+
+    # components/objectives/mine.py
+    class Mine(Objective):
+        name, metric, data_components = "mine", "elbo", ("ingest",)
+        def training(self, config, examples_uri, transform_graph_uri): ...
+        def scorer(self, summary, examples_uri, transform_graph_uri, config): ...
+        def export(self, model, summary, transform_graph_uri, metadata, export_dir, *,
+                   importance_samples, rows): ...
+        def report(self, evaluation): ...
+
+    OBJECTIVE = Mine()
+
+Shared pieces: `components.objectives.data` (seeds and tf.data input of the training parts),
+`components.objectives.scoring` (scoring helpers of the scorers).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Tuple
+
+if TYPE_CHECKING:
+    from tfflows.components.evaluate.config import EvaluateConfig
+    from tfflows.components.summary import ModelSummary
+    from tfflows.components.train.config import TrainConfig
+
+__all__ = ["OBJECTIVES", "Objective", "Scorer", "SummaryDetails", "Training", "get_objective"]
+
+# name -> module defining ``OBJECTIVE`` (imported by `get_objective`).
+OBJECTIVES: Dict[str, str] = {
+    "max_likelihood": "tfflows.components.objectives.max_likelihood",
+    "reverse_kl": "tfflows.components.objectives.reverse_kl",
+    "vae": "tfflows.components.objectives.vae",
+}
+
+
+class SummaryDetails:
+    """Base of an objective's entries in the model summary (a dataclass, inlined in ``summary.json``)."""
+
+    def metrics(self) -> Dict[str, float]:
+        """Final metrics logged to the training's MLflow run beside the best and final values."""
+        return {}
+
+
+class Training(Protocol):
+    """The part of an objective the training loop drives (one instance per run).
+
+    ``metric`` names the value of `step_values` and `validate` (higher is better); ``event_dim``,
+    ``fingerprint`` (identifies the data or target: checkpoints of another one are refused) and
+    ``params`` (logged to MLflow) describe what is fitted.
+    """
+
+    metric: str
+    event_dim: int
+    fingerprint: str
+    params: Dict[str, Any]
+
+    def build_model(self) -> Any:
+        """The model to train (a `models.FlowModel` or a `models.vae.IAFVAE`)."""
+
+    def batches(self, epoch: int) -> Any:
+        """The tf.data.Dataset of epoch ``epoch``'s steps, fixed by ``(seed, epoch)`` so a resumed
+        run sees what an uninterrupted one does."""
+
+    def step_values(self, model, batch) -> Tuple[Any, Any]:
+        """``(loss to minimise, the batch's value of the metric)``."""
+
+    def validate(self, model) -> float:
+        """The validation value of the metric."""
+
+    def finish(self, model) -> None:
+        """After the best weights are restored (e.g. batch-norm statistics of the train split)."""
+
+    def figures(self, model) -> Dict[str, Any]:
+        """Matplotlib figures for MLflow, by file name (logged under ``plots/``)."""
+
+    def details(self, model) -> Optional[SummaryDetails]:
+        """The objective's entries of the model summary."""
+
+
+class Scorer(Protocol):
+    """How evaluate scores models of one objective on fixed points (same for model and baseline).
+
+    ``headline`` is the metric compared, ``unit`` its name in the reason, ``where`` what was scored
+    (e.g. "test split"), ``split`` the scored split (None: no data), ``event_dim`` and
+    ``num_points`` the size of what was scored.
+    """
+
+    headline: str
+    unit: str
+    where: str
+    split: Optional[str]
+    event_dim: int
+    num_points: int
+
+    def score(self, model_uri: str, what: str) -> Tuple[Dict[str, Any], Optional[str]]:
+        """``(metrics, problem)``: problem is None or why the model is not finite."""
+
+    def reference(self) -> Tuple[Dict[str, Any], str]:
+        """``(metrics, name)`` of the closed-form reference the model must beat."""
+
+    def incomparable(self, summary: "ModelSummary") -> Optional[str]:
+        """Why a baseline with this summary cannot be compared (None: it can)."""
+
+    def extra(self) -> Dict[str, Any]:
+        """Entries of ``evaluation.json`` that say how the points were drawn."""
+
+
+class Objective:
+    """A training objective. Subclasses set the class attributes and implement the methods that
+    raise here.
+
+    Attributes:
+      name: the `TrainConfig.objective` string.
+      metric: the training metric ("log_likelihood" or "elbo").
+      data_components: the upstream components (and configuration sections) it trains on, in
+        pipeline order, e.g. ``("ingest", "transform")``; empty for none.
+      multi_replica: its batches can be split across replicas (several GPUs or workers).
+      details: the `SummaryDetails` dataclass of its summary entries, or None.
+      owned_fields: `TrainConfig` fields only this objective reads (another objective refuses
+        them when set).
+      min_num_layers: the smallest `TrainConfig.num_layers` it trains.
+      default_steps_per_epoch: steps of an epoch when `max_steps_per_epoch` is unset (None: one
+        pass over the train split).
+      flow_defaults: `build_flow` options it changes from the kind's defaults (the config's
+        explicit fields and ``flow_options`` still win).
+    """
+
+    name: str = ""
+    metric: str = ""
+    data_components: Tuple[str, ...] = ()
+    multi_replica: bool = False
+    details: Optional[type] = None
+    owned_fields: Tuple[str, ...] = ()
+    min_num_layers: int = 1
+    default_steps_per_epoch: Optional[int] = None
+    flow_defaults: Dict[str, Any] = {}
+
+    def check_config(self, config: "TrainConfig") -> None:
+        """Raises ValueError (field and fix) for a `TrainConfig` this objective cannot train; runs
+        before TensorFlow is imported."""
+
+    def model_kind(self, config: "TrainConfig") -> str:
+        """The summary's ``kind``: the flow kind by default."""
+        return config.kind
+
+    def describe(self, config: "TrainConfig", dataset: str) -> str:
+        """What a run trains, for the CLI's first line (e.g. "moons -> maf flow")."""
+        return f"{dataset} -> {config.kind} flow"
+
+    def data_fingerprint(self, config: "TrainConfig", examples_uri: Optional[str]) -> str:
+        """The fingerprint of what is fitted, known before training (checkpoint folder names)."""
+        from tfflows.components.ingest import read_metadata
+
+        return read_metadata(examples_uri).fingerprint
+
+    def training(self, config: "TrainConfig", examples_uri: Optional[str],
+                 transform_graph_uri: Optional[str]) -> Training:
+        raise NotImplementedError
+
+    def scorer(self, summary: "ModelSummary", examples_uri: Optional[str], transform_graph_uri: Optional[str],
+               config: "EvaluateConfig") -> Scorer:
+        raise NotImplementedError
+
+    def export(self, model, summary: "ModelSummary", transform_graph_uri: Optional[str], metadata,
+               export_dir: str, *, importance_samples: int, rows) -> str:
+        """Writes the serving SavedModel (`components.push.export`) and returns ``export_dir``."""
+        raise NotImplementedError
+
+    def report(self, evaluation: Dict[str, Any]) -> List[str]:
+        """The lines the CLI prints about the evaluation's metrics (none when they are missing)."""
+        raise NotImplementedError
+
+
+def get_objective(name: str) -> Objective:
+    """The registered objective ``name``."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; fix: use one of {', '.join(OBJECTIVES)}")
+    return importlib.import_module(OBJECTIVES[name]).OBJECTIVE

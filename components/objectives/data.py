@@ -1,0 +1,113 @@
+"""What the training parts of the objectives share: per-epoch seeds, the tf.data input of an
+Examples artifact, its splits, and the validation mean over a dataset."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Callable, List, Optional
+
+import tensorflow as tf
+
+from tfflows.components.transform import PREPROCESSING_FILE, dequantize
+
+__all__ = ["ExampleSplits", "RowMean", "epoch_seed", "logit_lambda", "make_dataset"]
+
+logger = logging.getLogger("tfflows.train")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s data order and noise (epoch 0: validation and batch-norm
+    statistics)."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 17) % (2**31 - 1)
+
+
+def make_dataset(files: List[str], event_dim: int, transform, *, batch_size: int, seed: int,
+                 num_levels: Optional[int] = None, shuffle_buffer: Optional[int] = None,
+                 drop_remainder: bool = False, max_steps: Optional[int] = None) -> tf.data.Dataset:
+    """Batches of model-space ``z`` from gzipped tf.Example files (feature ``x``).
+
+    Files are read in order; with ``shuffle_buffer`` rows are shuffled with ``seed``; discrete
+    data (``num_levels``) gets uniform noise from a stateless seed ``(seed, row index)``, so the
+    same seed gives the same batches and another seed fresh noise. The transform graph maps the
+    dequantised ``x`` to ``z`` (its log-det, constant in the flow's parameters, is dropped).
+    """
+    spec = {"x": tf.io.FixedLenFeature([event_dim], tf.float32)}
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    ds = ds.map(lambda r: tf.io.parse_single_example(r, spec)["x"]).enumerate()
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    if num_levels is not None:
+        levels = int(num_levels)
+
+        def noisy(i, x):
+            return dequantize(x, levels, tf.stack([tf.constant(seed, tf.int64), i]))
+
+        ds = ds.map(noisy)
+    else:
+        ds = ds.map(lambda i, x: x)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda x: transform(x)[0])
+    if max_steps is not None:
+        ds = ds.take(max_steps)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def logit_lambda(transform_graph_uri: str) -> Optional[float]:
+    """The logit preprocessing's lambda (None: another preprocessing, or none recorded)."""
+    path = os.path.join(transform_graph_uri, PREPROCESSING_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        resolved = json.load(f)
+    return resolved.get("logit_lambda") if resolved.get("method") == "logit" else None
+
+
+class ExampleSplits:
+    """The splits of an Examples artifact: metadata, train and eval files, sizes, MLflow params."""
+
+    def __init__(self, config, examples_uri: Optional[str]):
+        from tfflows.components.ingest import read_metadata, split_files
+
+        if not examples_uri:
+            raise ValueError(f"objective {config.objective!r} needs the ingested examples")
+        self.config = config
+        self.metadata = read_metadata(examples_uri)
+        self.event_dim = int(self.metadata.event_dim)
+        self.fingerprint = self.metadata.fingerprint
+        self.train_files = split_files(examples_uri, "train")
+        self.eval_files = split_files(examples_uri, "eval")
+        if not self.train_files:
+            raise ValueError(f"{examples_uri}: Split-train holds no TFRecord files; ingest again")
+        if not self.eval_files:
+            logger.warning("%s: no eval split; validation uses the train split", examples_uri)
+            self.eval_files = self.train_files
+        self.n_train = int(self.metadata.split_sizes.get("train", 0))
+        self.params = {"fingerprint": self.fingerprint, "name": self.metadata.name,
+                       "event_dim": self.event_dim, "discrete": self.metadata.discrete,
+                       "num_levels": self.metadata.num_levels, "train_size": self.n_train}
+
+    def train_options(self) -> dict:
+        """`make_dataset` options of the train split's epochs."""
+        c = self.config
+        return dict(shuffle_buffer=c.shuffle_buffer or max(self.n_train, 1),
+                    drop_remainder=self.n_train >= c.batch_size, max_steps=c.steps_per_epoch)
+
+
+class RowMean:
+    """The mean over every row of ``data`` of ``per_row(model, *batch)`` (float64 sums of one
+    tf.function, traced on first use: the model is the same at every validation)."""
+
+    def __init__(self, data: tf.data.Dataset, per_row: Callable):
+        self.data, self.per_row, self._sum = data, per_row, None
+
+    def __call__(self, model) -> float:
+        if self._sum is None:
+            self._sum = tf.function(lambda *batch: tf.reduce_sum(tf.cast(self.per_row(model, *batch), tf.float64)))
+        total, count = 0.0, 0
+        for batch in self.data:
+            batch = batch if isinstance(batch, tuple) else (batch,)
+            total += float(self._sum(*batch).numpy())
+            count += int(batch[0].shape[0])
+        return total / max(count, 1)

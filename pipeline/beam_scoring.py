@@ -1,0 +1,161 @@
+"""Scoring a table as a Beam pipeline: ``tfflows evaluate --beam-args "--runner=..."``.
+
+The same scores and summary as the in-process path (`pipeline.serving.evaluate_saved_model`),
+computed by workers of any Beam runner::
+
+    driver: plan_chunks(data)          a few numbers per chunk (.npy: rows; .csv: byte offset)
+      │  Create ─► Reshuffle           spread the chunks over the workers
+      ▼
+    worker: read_chunk                 reads its rows from --data (a bad row: its one-line error)
+      ▼
+    worker: RunInference(LogProbHandler)   the pushed SavedModel's `log_prob` signature, the model
+      │                                    loaded once per worker process (Beam's shared handle)
+      ▼
+    worker: one scores file per chunk  <shard folder>/<chunk>.npy, written then renamed
+      ▼
+    driver: every chunk checked present, concatenated in chunk order into --scores
+
+Workers read --data and write the shard folder (a hidden folder beside --scores), so on a
+cluster both must be on storage every worker sees. A chunk that a worker found bad reports its
+error as data, not as a failed bundle (a runner would retry it, then wrap it in a traceback): the
+driver raises the first bad chunk's `DataError`, exactly as the in-process path would. A chunk
+with no scores file after the job reported success is a lost output, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from typing import Any, Iterator, List, Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+
+from tfflows.components import artifacts
+from tfflows.components.errors import DataError
+from tfflows.components.ingest.runner import pipeline_options, runner_name
+from tfflows.pipeline.serving import RowChunk, load_saved_model, read_chunk, score_rows
+
+__all__ = ["LogProbHandler", "score_with_beam"]
+
+_ERRORS = "errors"
+
+
+class LogProbHandler(ModelHandler):
+    """RunInference's model handler for a pushed SavedModel: chunks of rows [n, D] in, log p(x) [n] out.
+
+    Beam's own TensorFlow handler (`TFModelHandlerTensor`) calls the model object on one tensor
+    per element and stacks elements into a batch; here an element is already a chunk of rows,
+    scored by the `log_prob` signature (the serving contract) ``batch_size`` rows a call.
+    """
+
+    def __init__(self, model_dir: str, batch_size: int):
+        super().__init__(max_batch_size=1)  # one chunk per call: a chunk is already a batch
+        self.model_dir, self.batch_size = model_dir, batch_size
+
+    def load_model(self) -> Any:
+        return load_saved_model(self.model_dir)[1]
+
+    def run_inference(self, batch: Sequence[np.ndarray], model: Any,
+                      inference_args: Optional[dict] = None) -> List[np.ndarray]:
+        return [score_rows(model, rows, self.batch_size) for rows in batch]
+
+    def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
+        return sum(rows.nbytes for rows in batch)  # the default pickles the whole batch to measure it
+
+    def get_metrics_namespace(self) -> str:
+        return "tfflows_scoring"
+
+
+class _ReadChunk(beam.DoFn):
+    """(chunk index, rows); a bad chunk goes to the ``errors`` output as (index, DataError parts)."""
+
+    def __init__(self, data: str, dim: int):
+        self.data, self.dim = data, dim
+
+    def process(self, chunk: RowChunk):
+        try:
+            yield chunk.index, read_chunk(self.data, chunk, self.dim)
+        except DataError as error:
+            yield beam.pvalue.TaggedOutput(_ERRORS, (chunk.index, [error.source, error.where, error.problem,
+                                                                    error.fix]))
+
+
+def _shard(folder: str, index: int, suffix: str) -> str:
+    return os.path.join(folder, f"{index:09d}{suffix}")
+
+
+def _write_atomically(path: str, write) -> None:
+    """``write(file)`` to a temporary name, then a rename: a retried bundle never leaves half a file."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def _write_scores(element, folder: str) -> None:
+    index, scores = element
+    _write_atomically(_shard(folder, index, ".npy"), lambda f: np.save(f, scores))
+
+
+def _write_error(element, folder: str) -> None:
+    index, parts = element
+    _write_atomically(_shard(folder, index, ".error.json"), lambda f: f.write(json.dumps(parts).encode()))
+
+
+def _describe(chunk: RowChunk, data: str) -> str:
+    unit = "lines" if data.endswith(".csv") else "rows"
+    return f"chunk {chunk.index} ({unit} {chunk.first}-{chunk.first + chunk.count - 1})"
+
+
+def score_with_beam(model_dir: str, data: str, dim: int, chunks: List[RowChunk], batch_size: int,
+                    beam_args: Sequence[str], shard_parent: Optional[str] = None) -> Iterator[np.ndarray]:
+    """The scores of every chunk of `data`, in input order, computed by a Beam pipeline.
+
+    Args:
+      model_dir: the resolved SavedModel version folder (local or object store) every worker loads.
+      data: the .npy / .csv table, readable by every worker (errors name it by its absolute path).
+      dim: the model's D (rows of another width are a `DataError`).
+      chunks: `pipeline.serving.plan_chunks(data)`, as a list.
+      batch_size: rows per call of the `log_prob` signature.
+      beam_args: Beam pipeline options (FnApiRunner when no ``--runner`` is named).
+      shard_parent: where the temporary shard folder goes (default: the system's temporary folder).
+
+    Yields:
+      float32 scores of chunk 0, 1, ... (empty for a .csv chunk of blank lines), after the
+      pipeline has finished and every chunk was checked.
+
+    Raises:
+      DataError: the first bad chunk's error, or a chunk the runner lost.
+    """
+    # Workers run in working directories of their own: they get absolute paths.
+    data = os.path.abspath(data)
+    model_dir = model_dir if artifacts.is_object_store(model_dir) else os.path.abspath(model_dir)
+    folder = tempfile.mkdtemp(prefix=".tfflows-scores-", dir=shard_parent)
+    try:
+        handler = KeyedModelHandler(LogProbHandler(model_dir, batch_size))
+        with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
+            read = (pipeline
+                    | "Chunks" >> beam.Create(chunks)
+                    | "Spread" >> beam.Reshuffle()
+                    | "Read" >> beam.ParDo(_ReadChunk(data, dim)).with_outputs(_ERRORS, main="rows"))
+            _ = read.rows | "Score" >> RunInference(handler) | "WriteScores" >> beam.Map(_write_scores, folder)
+            _ = read[_ERRORS] | "WriteErrors" >> beam.Map(_write_error, folder)
+        names = set(os.listdir(folder))
+        for chunk in chunks:
+            if f"{chunk.index:09d}.error.json" in names:
+                with open(_shard(folder, chunk.index, ".error.json")) as f:
+                    raise DataError(*json.load(f))
+        for chunk in chunks:
+            if f"{chunk.index:09d}.npy" not in names:
+                raise DataError(data, _describe(chunk, data),
+                                f"no scores although Beam's {runner_name(beam_args)} reported success "
+                                f"(the runner lost output)", "score on another runner (README 'Scale-out')")
+        for chunk in chunks:
+            yield np.load(_shard(folder, chunk.index, ".npy"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
