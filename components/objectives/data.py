@@ -3,16 +3,14 @@ Examples artifact, its splits, and the validation mean over a dataset."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from typing import Callable, List, Optional
 
 import tensorflow as tf
 
-from tfflows.components.transform import PREPROCESSING_FILE, dequantize
+from tfflows.components.transform import dequantize
 
-__all__ = ["ExampleSplits", "RowMean", "epoch_seed", "logit_lambda", "make_dataset"]
+__all__ = ["ExampleSplits", "RowMean", "epoch_seed", "make_dataset"]
 
 logger = logging.getLogger("tfflows.train")
 
@@ -52,16 +50,6 @@ def make_dataset(files: List[str], event_dim: int, transform, *, batch_size: int
     if max_steps is not None:
         ds = ds.take(max_steps)
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def logit_lambda(transform_graph_uri: str) -> Optional[float]:
-    """The logit preprocessing's lambda (None: another preprocessing, or none recorded)."""
-    path = os.path.join(transform_graph_uri, PREPROCESSING_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        resolved = json.load(f)
-    return resolved.get("logit_lambda") if resolved.get("method") == "logit" else None
 
 
 class ExampleSplits:

@@ -67,13 +67,14 @@ class MaximumLikelihoodTraining:
             model.set_batch_norm_statistics(self._dataset(self.splits.train_files, self.config.eval_batch_size, 0))
 
     def figures(self, model) -> Dict[str, Any]:
-        from tfflows.components.objectives.data import logit_lambda
         from tfflows.components.train import plots
+        from tfflows.components.transform import read_preprocessing
 
+        preprocessing = read_preprocessing(self.transform_graph_uri)
         samples = model.sample(self.config.num_plot_samples, seed=self.config.seed).numpy()
         data = next(iter(self.val_data)).numpy()[:500]
         return {"samples.png": plots.samples_figure(
-            samples, image_shape=self.metadata.image_shape, logit_lambda=logit_lambda(self.transform_graph_uri),
+            samples, image_shape=self.metadata.image_shape, logit_lambda=preprocessing.logit_lambda if preprocessing.method == "logit" else None,
             data=data, log_prob_fn=lambda g: model.log_prob(g).numpy())}
 
     def details(self, model) -> None:
