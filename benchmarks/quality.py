@@ -11,7 +11,7 @@ Trains the papers' configurations with the papers' recipe and scores the test sp
     transformers (Durkan et al. 2019; 8 bins on [-3, 3]); NICE (4): four additive couplings and
     a diagonal scaling (Dinh et al. 2015), no batch norm.
   - Image data only (datasets with an image shape: digits, mnist, cifar10): Glow (L=2, K=4, 64
-    hidden channels) and Real NVP image (L=2, 3 couplings per mask type, 2 residual blocks of 32
+    hidden channels; "glow_prior" adds Glow's learnt prior of the factored-out channels) and Real NVP image (L=2, 3 couplings per mask type, 2 residual blocks of 32
     channels: its full-resolution 3x3 ResNets cost the most), multi-scale convolutional flows
     (Kingma & Dhariwal 2018; Dinh et al. 2017 section 3.6), learning rate 1e-3; `--hidden`,
     `--hidden-layers` and `--no-batch-norm` do not apply to them. On a CPU their first epoch
@@ -40,6 +40,11 @@ an exact log-density. Its differential entropy H = -E log p(x) is estimated by M
 
 is reported (the test NLL includes the standardisation's log-determinant). The "true density"
 row scores the generating mixture itself (its gap is 0 up to Monte Carlo error).
+
+Paired comparisons: ``--pairs spline_maf5:maf5`` prints the mean per-example difference of test
+log-likelihoods, A - B, ± 2 standard errors of those differences. Both models score the same
+test points, so the test set's own spread (most of each row's error bar) cancels: this is the
+error bar that says whether A beats B, which overlapping row error bars cannot.
 
 Run:
   python -m benchmarks.quality --dataset moons --max-minutes 1 --hidden 64
@@ -85,6 +90,9 @@ MODELS: Dict[str, dict] = {
     # Multi-scale image flows (image datasets only): the kinds' own options; `architecture` labels the table row.
     "glow": dict(label="Glow (L=2, K=4)", kind="glow", lr=1e-3, architecture="2 levels × 4 steps, 64 ch",
                  options=dict(levels=2, steps_per_level=4, hidden_channels=64)),
+    "glow_prior": dict(label="Glow + learnt prior", kind="glow", lr=1e-3,
+                       architecture="2 levels × 4 steps, 64 ch, learnt prior",
+                       options=dict(levels=2, steps_per_level=4, hidden_channels=64, learnt_prior=True)),
     "realnvp_image": dict(label="Real NVP image (L=2)", kind="realnvp_image", lr=1e-3,
                           architecture="2 levels × 3+3 couplings, 2 res. blocks, 32 ch",
                           options=dict(levels=2, couplings_per_level=3, residual_blocks=2, hidden_channels=32)),
@@ -288,6 +296,7 @@ def train_model(spec: dict, data: Prepared, args, log=print) -> dict:
     rng = np.random.default_rng(args.seed + 10)
     eval_z, _ = data.to_model_space(data.splits["eval"], np.random.default_rng(args.seed + 20))
     fixed_train_z, _ = data.to_model_space(data.splits["train"], np.random.default_rng(args.seed + 30))
+    model.initialise_from_data(fixed_train_z[:args.batch_size])  # Glow's ActNorm (plain Keras fit skips it)
     best, best_weights, best_epoch, waited, epoch, stopped = -np.inf, model.get_weights(), 0, 0, 0, "max_epochs"
     start = time.time()
     while epoch < args.max_epochs:
@@ -338,6 +347,24 @@ def score(model_ll: np.ndarray, z: np.ndarray, log_det: np.ndarray, data: Prepar
         out["kl_gap"] = out["test_nll_data"] - data.entropy
         out["kl_gap_2se"] = float(math.hypot(se, data.entropy_2se))
     return out
+
+
+def paired_differences(pairs: Sequence[str], log_likelihoods: Dict[str, np.ndarray], labels: Dict[str, str]) -> List[dict]:
+    """Mean per-example test log-likelihood difference of each pair "A:B" (A - B) ± 2 s.e."""
+    from tfflows.components.transform.conversions import mean_and_two_se
+
+    out = []
+    for pair in pairs:
+        a, b = pair.split(":")
+        diff, diff_2se = mean_and_two_se(log_likelihoods[a] - log_likelihoods[b])
+        out.append(dict(pair=pair, a=labels[a], b=labels[b], difference=diff, difference_2se=diff_2se))
+    return out
+
+
+def format_pairs(differences: List[dict]) -> str:
+    lines = ["| A | B | test LL A - B (nats, paired ± 2 s.e.) |", "|---|---|---|"]
+    lines += [f"| {d['a']} | {d['b']} | {d['difference']:+.3f} ± {d['difference_2se']:.3f} |" for d in differences]
+    return "\n".join(lines)
 
 
 def _fmt(value, se=None, digits=2):
@@ -396,9 +423,17 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument("--gmm-train", type=int, default=10000)
     parser.add_argument("--gmm-test", type=int, default=10000)
     parser.add_argument("--entropy-samples", type=int, default=500000)
+    parser.add_argument("--pairs", nargs="+", default=[], metavar="A:B",
+                        help="model keys compared on the same test points: mean log-likelihood of A minus B, "
+                             "± 2 s.e. of the per-example differences (e.g. spline_maf5:maf5)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--verbose", action="store_true", help="print every epoch")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for pair in args.pairs:
+        keys = pair.split(":")
+        if len(keys) != 2 or not set(keys) <= set(args.models):
+            parser.error(f"--pairs {pair}: give A:B with both keys among --models ({' '.join(args.models)})")
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
@@ -417,6 +452,7 @@ def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
     test_z, test_log_det = data.to_model_space(data.splits["test"], np.random.default_rng(args.seed + 40))
     published = PUBLISHED.get(data.name, {})
     rows: List[dict] = []
+    test_lls: Dict[str, np.ndarray] = {}  # per-example, for --pairs
     if data.true_log_prob is not None:
         true_ll = data.true_log_prob(data.splits["test"]) - test_log_det  # model space, like the others
         rows.append(dict(model="true density", key="true", architecture="", params=0,
@@ -440,6 +476,7 @@ def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
                        params=fit["params"], train_seconds=fit["seconds"], epochs=fit["epochs"],
                        best_epoch=fit["best_epoch"], stopped=fit["stopped"], learning_rate=fit["learning_rate"],
                        val_ll=fit["val_ll"])
+        test_lls[key] = ll
         row.update(score(ll, test_z, test_log_det, data))
         row["published"] = published.get(spec["label"])
         rows.append(row)
@@ -452,6 +489,10 @@ def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
                   entropy=data.entropy, entropy_2se=data.entropy_2se, source=data.note,
                   options={k: v for k, v in vars(args).items()}, rows=rows)
     table = format_table(result)
+    pairs = [p for p in args.pairs if set(p.split(":")) <= set(test_lls)]  # both trained (an image flow may be dropped)
+    if pairs:
+        result["pairs"] = paired_differences(pairs, test_lls, {k: MODELS[k]["label"] for k in test_lls})
+        table += "\n\nPaired differences on the same test points:\n\n" + format_pairs(result["pairs"])
     log("\n" + table)
     result["table"] = table
     if args.out:

@@ -25,6 +25,7 @@ from tfflows.models.bijectors import (
     ImageCoupling,
     InverseAutoregressiveFlow,
     InvertibleConv1x1,
+    LearntPrior,
     LULinear,
     MaskedAutoregressiveFlow,
     PlanarFlow,
@@ -177,11 +178,12 @@ def build_nice(config):
     return layers, StandardNormal(d)
 
 
-def _multiscale(config, make_level):
+def _multiscale(config, make_level, learnt_prior=False):
     """The multi-scale skeleton of the image flows (Real NVP section 3.6): for each level,
     `make_level(shape, level, last)` -> (its layers, the image shape after them), then a factor-out
-    of half the channels except after the last level. The base is the standard normal on all D
-    values: the factored-out ones and the last level's output."""
+    of half the channels except after the last level, preceded by Glow's `LearntPrior` of the
+    factored-out half when `learnt_prior`. The base is the standard normal on all D values: the
+    factored-out ones and the last level's output."""
     options, d = config.options, config.event_dim
     layers, shape = [], options.hwc
     for level in range(options.levels):
@@ -189,6 +191,9 @@ def _multiscale(config, make_level):
         level_layers, shape = make_level(shape, level, last)
         layers += level_layers
         if not last:
+            if learnt_prior:
+                layers.append(LearntPrior(d, shape, options.max_log_scale, name=f"learnt_prior_{level}",
+                                          dtype=config.dtype))
             factor_out = FactorOut(d, shape, name=f"factor_out_{level}")
             layers.append(factor_out)
             shape = factor_out.kept_shape
@@ -216,7 +221,7 @@ def build_glow(config):
                        _image_coupling(config, shape, channel_mask(shape), f"{name}_coupling")]
         return layers, shape
 
-    return _multiscale(config, level_layers)
+    return _multiscale(config, level_layers, config.options.learnt_prior)
 
 
 @builder("realnvp_image")

@@ -15,7 +15,7 @@ import tensorflow_probability as tfp
 import tf_keras
 
 from tfflows.models import builders  # noqa: F401  (attaches the built-in kinds' builders)
-from tfflows.models.bijectors import BatchNormalization
+from tfflows.models.bijectors import ActNorm, BatchNormalization
 from tfflows.models.kinds import FLOW_KINDS, SHARED_OPTIONS, FlowConfig, flow_option_names, get_kind, kind_options
 from tfflows.models.made import MaskedDense
 
@@ -187,9 +187,37 @@ class FlowModel(tf_keras.Model):
         self._loss_tracker.update_state(nll)
         return {m.name: m.result() for m in self.metrics}
 
+    def _awaiting_initialisation(self) -> list[int]:
+        """Positions of the layers whose data-dependent initialisation is still to come."""
+        return [i for i, layer in enumerate(self.flow_layers)
+                if isinstance(layer, ActNorm) and not bool(layer.initialised.numpy())]
+
+    def initialise_from_data(self, x, context=None) -> bool:
+        """Data-dependent initialisation (Glow, section 3.1) from the batch `x` [batch, D].
+
+        Every layer with one (ActNorm) that has not had it yet sets its parameters from its own
+        input: x passed through the layers before it, data side first, each already initialised.
+        Run it eagerly, outside a training step (in a strategy's cross-replica context every
+        replica's copy gets the same value). A restored or initialised model is left as it is.
+        Returns whether any layer was initialised.
+        """
+        pending = self._awaiting_initialisation()
+        if not pending:
+            return False
+        h = tf.cast(x, self.dtype)
+        for layer in self.flow_layers[:pending[-1] + 1]:
+            if isinstance(layer, ActNorm):
+                layer.initialise(h)
+            h, _ = layer.inverse_and_log_det(h, context=context)
+        return True
+
     def fit(self, x=None, *args, **kwargs):
-        """Keras `fit`; then, with batch_norm_statistics="train_set", batch norm takes the whole
-        training set's statistics (MAF paper, appendix B)."""
+        """Keras `fit`, after the data-dependent initialisation on the first `batch_size` rows (or
+        the dataset's first batch); then, with batch_norm_statistics="train_set", batch norm takes
+        the whole training set's statistics (MAF paper, appendix B)."""
+        if self._awaiting_initialisation():
+            first = next(iter(x)) if isinstance(x, tf.data.Dataset) else np.asarray(x)[:kwargs.get("batch_size") or 32]
+            self.initialise_from_data(*self._unpack(first))
         history = super().fit(x, *args, **kwargs)
         if self.batch_norm_layers and self.config.batch_norm_statistics == "train_set":
             if isinstance(x, tf.data.Dataset) and x.cardinality() == tf.data.INFINITE_CARDINALITY:

@@ -487,13 +487,19 @@ class GlowOptions(ImageOptions):
 
     Attributes (besides `ImageOptions`'):
       steps_per_level: K, steps of flow per level.
+      learnt_prior: give each factored-out half the learnt Gaussian N(mu(z1), exp(sigma(z1))^2)
+        of Glow (section 3, fig. 2b "split"), mu and sigma a zero-initialised 3x3 convolution of
+        the kept half z1 (`bijectors.LearntPrior`); False: the standard normal, as Real NVP.
     """
 
     steps_per_level: int = 4
+    learnt_prior: bool = False
 
     def __post_init__(self):
         super().__post_init__()
         _positive_int("steps_per_level", self.steps_per_level)
+        if not isinstance(self.learnt_prior, bool):
+            raise ValueError(f"`learnt_prior` must be True or False, but is {self.learnt_prior!r}.")
 
 
 @dataclasses.dataclass

@@ -16,6 +16,8 @@ def perturb(module: tf.Module, seed: int, scale: float = 0.5) -> None:
     """
     rng = np.random.default_rng(seed)
     for v in module.variables:
+        if not v.dtype.is_floating:  # flags such as ActNorm's `initialised` are not weights
+            continue
         shape = v.shape.as_list()
         name = v.name
         if "variance" in name:

@@ -1,5 +1,5 @@
-"""Glow through the whole pipeline from the CLI on 8x8 digit images: the image shape comes from the
-ingest metadata, training initialises ActNorm from data, evaluation reports bits/dim, push exports
+"""Glow (with its learnt prior) through the whole pipeline from the CLI on 8x8 digit images: the
+image shape comes from the ingest metadata, training initialises ActNorm from data, evaluation reports bits/dim, push exports
 the frozen flow; the served SavedModel, scored in a fresh process on flat raw-pixel rows, gives the
 trained model's log-density (the flow on the logit transform plus its log-determinant)."""
 
@@ -19,7 +19,7 @@ def test_glow_on_digits_trains_evaluates_and_serves_flat_raw_rows(tmp_path):
     result = cli("run", "--dataset", "digits", "--model", "glow", "--epochs", "2", "--output", str(output),
                  "--set", "ingest.max_examples=400", "--set", "train.batch_size=50",
                  "--set", "train.learning_rate=0.001",
-                 "--set", "train.flow_options={levels: 2, steps_per_level: 1, hidden_channels: 8}",
+                 "--set", "train.flow_options={levels: 2, steps_per_level: 1, hidden_channels: 8, learnt_prior: true}",
                  # plumbing, not quality: two epochs on 400 images
                  "--set", "evaluate.reference_tolerance=1e6")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -44,6 +44,7 @@ def test_glow_on_digits_trains_evaluates_and_serves_flat_raw_rows(tmp_path):
     (preprocessing_path,) = list(output.rglob("preprocessing.json"))
     z, log_det = read_preprocessing(str(preprocessing_path.parent)).forward(rows)
     flow = load_flow(str(config_path.parent))
+    assert [type(layer).__name__ for layer in flow.flow_layers].count("LearntPrior") == 1  # the flow option arrived
     expected = flow.log_prob(np.asarray(z, np.float32)).numpy() + np.asarray(log_det)
     assert np.all(np.isfinite(served))
     np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-2)

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfflows.components.config import IngestConfig, TransformConfig
 from tfflows.components.flow_artifact import load_flow
@@ -190,3 +191,31 @@ def test_two_workers_killed_mid_epoch_resume_to_the_uninterrupted_weights(tmp_pa
                  tmp_path)
     for a, b in zip(load_flow(model).variables, load_flow(uninterrupted).variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_workers_train_glow_like_one(tmp_path):
+    """Glow's ActNorm takes its data-dependent initialisation outside the replicated step: two
+    workers start from the same initialisation and end with one worker's weights."""
+    examples, graph = str(tmp_path / "examples"), str(tmp_path / "transform")
+    run_ingest(IngestConfig("digits", max_examples=300, seed=1), examples)
+    run_transform(examples, TransformConfig(), graph)
+    config = TrainConfig(**{**CONFIG, "kind": "glow", "num_layers": 1, "hidden_units": (), "batch_size": 20,
+                            "max_steps_per_epoch": 3,
+                            "flow_options": dict(levels=1, steps_per_level=1, hidden_channels=4)})
+    config_file = tmp_path / "train.json"
+    config_file.write_text(config.to_json())
+    model = str(tmp_path / "model")
+    _run_workers([_train_command(examples, graph, model, config_file, str(tmp_path / "ckpt"))] * 2, tmp_path)
+    single = str(tmp_path / "single")
+    run_train(examples, graph, single, config, checkpoint_dir=str(tmp_path / "single_ckpt"))
+    # The rollback point of epoch 0 holds the initialisation: the same on both, to the last bit.
+    initial = [tf.train.load_checkpoint(str(tmp_path / folder / "ckpt-0")) for folder in ("ckpt", "single_ckpt")]
+    keys = [key for key, _ in tf.train.list_variables(str(tmp_path / "ckpt" / "ckpt-0"))
+            if "location" in key or "log_scale" in key]
+    assert len(keys) == 2
+    for key in keys:
+        assert np.abs(initial[0].get_tensor(key)).max() > 0.1  # set from the data, not zero
+        np.testing.assert_array_equal(initial[0].get_tensor(key), initial[1].get_tensor(key))
+    for a, b in zip(load_flow(model).variables, load_flow(single).variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-4)

@@ -75,9 +75,11 @@ def test_compile_writes_a_cluster_pipeline_spec(tmp_path, target):
 
 @pytest.mark.slow
 def test_run_evaluate_sample_end_to_end(tmp_path):
-    """The whole pipeline from the CLI, twice, then the pushed model used as a user would."""
+    """The whole pipeline from the CLI (with NICE: every kind goes through the same components),
+    then the pushed model used as a user would."""
     output = tmp_path / "out"
-    result = cli("run", "--dataset", "moons", "--model", "maf", "--epochs", "2", "--output", str(output), *TINY)
+    result = cli("run", "--dataset", "moons", "--model", "nice", "--epochs", "2", "--output", str(output), *TINY,
+                 "--set", "evaluate.reference_tolerance=1e6")  # plumbing, not quality: two epochs of NICE
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "test log-likelihood:" in result.stdout and "MLflow run:" in result.stdout
     # quiet by default: no TensorFlow/absl/MLflow chatter, the whole output fits on one screen, the
@@ -158,10 +160,12 @@ def test_ui_serves_the_runs_tracking_store(tmp_path):
 
 @pytest.mark.slow
 def test_image_data_end_to_end_bits_per_dim_and_sample_grid(tmp_path):
-    """Discrete image data (digits): evaluate reports bits/dim, sample draws an image grid."""
+    """Discrete image data (digits) with Real NVP's multi-scale image flow: evaluate reports
+    bits/dim, sample draws an image grid."""
     output = tmp_path / "out"
-    result = cli("run", "--dataset", "digits", "--epochs", "1", "--output", str(output), "--set",
-                 "ingest.max_examples=400", "--set", "train.num_layers=1", "--set", "train.hidden_units=[64]",
+    result = cli("run", "--dataset", "digits", "--model", "realnvp_image", "--epochs", "1", "--output", str(output),
+                 "--set", "ingest.max_examples=400", "--set",
+                 "train.flow_options={levels: 2, couplings_per_level: 1, residual_blocks: 1, hidden_channels: 8}",
                  # plumbing, not quality: one epoch loses to the Gaussian reference
                  "--set", "evaluate.reference_tolerance=1e6")
     assert result.returncode == 0, result.stderr[-4000:]

@@ -20,7 +20,7 @@ def _quiet(*_):
 def test_moons_rows_and_json(tmp_path):
     out = tmp_path / "moons.json"
     result = quality.main(["--dataset", "moons", "--moons-samples", "600", "--models", "gaussian", "maf5",
-                           "haf5_50", "--out", str(out)] + TINY, log=_quiet)
+                           "haf5_50", "--pairs", "haf5_50:maf5", "--out", str(out)] + TINY, log=_quiet)
     saved = json.loads(out.read_text())
     assert saved["dataset"] == "moons" and saved["event_dim"] == 2
     assert [r["key"] for r in saved["rows"]] == ["gaussian", "maf5", "haf5_50"]
@@ -32,7 +32,13 @@ def test_moons_rows_and_json(tmp_path):
     assert maf["architecture"] == "5×8" and haf["architecture"] == "5×4"  # HAF at 50 % width
     assert maf["epochs"] <= 2 and maf["params"] > 0
     table = result["table"].splitlines()
-    assert len(table) == 2 + 3 and table[2].startswith("| Gaussian |")
+    assert len(table) >= 2 + 3 and table[2].startswith("| Gaussian |")
+    (pair,) = saved["pairs"]  # the mean of the paired differences is the difference of the means
+    assert pair["a"] == "HAF (5) 50%" and pair["b"] == "MAF (5)"
+    assert pair["difference"] == pytest.approx(haf["test_ll"] - maf["test_ll"], abs=1e-9)
+    assert 0 < pair["difference_2se"] and "| HAF (5) 50% | MAF (5) | " in result["table"]
+    with pytest.raises(SystemExit):  # a key that is not trained
+        quality.parse_args(["--dataset", "moons", "--models", "maf5", "--pairs", "maf5:nice4"])
 
 
 def test_gmm_kl_gap_uses_the_true_entropy(tmp_path):

@@ -78,6 +78,9 @@ class Training(Protocol):
         """The tf.data.Dataset of epoch ``epoch``'s steps, fixed by ``(seed, epoch)`` so a resumed
         run sees what an uninterrupted one does."""
 
+    def initialise(self, model) -> None:
+        """Data-dependent initialisation of a fresh model (not called on a resumed one)."""
+
     def step_values(self, model, batch) -> Tuple[Any, Any]:
         """``(loss to minimise, the batch's value of the metric)``."""
 

@@ -55,6 +55,10 @@ class MaximumLikelihoodTraining:
     def batches(self, epoch: int):
         return self._dataset(self.splits.train_files, self.config.batch_size, epoch, **self.splits.train_options())
 
+    def initialise(self, model) -> None:
+        """Glow's ActNorm layers take their parameters from the first batch of epoch 1."""
+        model.initialise_from_data(next(iter(self.batches(1))))
+
     def step_values(self, model, z):
         import tensorflow as tf
 

@@ -124,6 +124,9 @@ class ReverseKLTraining:
             self._sum_elbo = sum_elbo
         return float(self._sum_elbo().numpy()) / n
 
+    def initialise(self, model) -> None:
+        pass  # no kind with a data-dependent initialisation applies here
+
     def finish(self, model) -> None:
         pass
 

@@ -110,6 +110,9 @@ class VAETraining:
         elbo = tf.reduce_mean(model.elbo(x, seed=seed))
         return -elbo, elbo
 
+    def initialise(self, model) -> None:
+        pass  # no kind with a data-dependent initialisation applies here
+
     def finish(self, model) -> None:
         pass
 

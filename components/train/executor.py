@@ -306,6 +306,9 @@ class Trainer:
         if candidates:
             raise DataError(self.checkpoint_dir, "", f"none of its {len(candidates)} checkpoints is readable",
                             "delete that folder or set train.resume=false to start afresh")
+        # Data-dependent initialisation (Glow's ActNorm) from epoch 1's first batch, before the
+        # first rollback point and outside any replicated step.
+        self.training.initialise(self.model)
         self.restore_point = self.manager.save(checkpoint_number=0)  # epoch 0: the first rollback point
 
     def _open_tracking(self) -> None:

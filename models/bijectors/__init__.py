@@ -6,7 +6,13 @@ from tfflows.models.bijectors.batch_norm import BatchNormalization
 from tfflows.models.bijectors.coupling import AffineCoupling, ConditionerNet, Coupling, split_indices
 from tfflows.models.bijectors.hybrid import HybridAutoregressive
 from tfflows.models.bijectors.image import FactorOut, ImageBijector, Squeeze
-from tfflows.models.bijectors.image_coupling import ConvNet, ImageCoupling, channel_mask, checkerboard_mask
+from tfflows.models.bijectors.image_coupling import (
+    ConvNet,
+    ImageCoupling,
+    LearntPrior,
+    channel_mask,
+    checkerboard_mask,
+)
 from tfflows.models.bijectors.iaf import GatedInverseAutoregressiveFlow, InverseAutoregressiveFlow
 from tfflows.models.bijectors.linear import DiagonalScaling, InvertibleConv1x1, LULinear
 from tfflows.models.bijectors.maf import MaskedAutoregressiveFlow
@@ -33,6 +39,7 @@ __all__ = [
     "FactorOut",
     "ConvNet",
     "ImageCoupling",
+    "LearntPrior",
     "checkerboard_mask",
     "channel_mask",
     "MaskedAutoregressiveFlow",

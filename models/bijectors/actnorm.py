@@ -29,13 +29,16 @@ class ActNorm(ImageBijector):
     (Glow writes \(y = \mathrm{scale} \odot x + \mathrm{bias}\) with \(\mathrm{scale} = e^{-s}\),
     \(\mathrm{bias} = -m\, e^{-s}\).)
 
-    Data-dependent initialisation: the first call in training mode (`training=True`) sets \(m_c\)
-    and \(s_c = \log \mathrm{std}_c\) from the mean and standard deviation of channel c over that batch (all
-    rows and pixels), so the layer's output on its first batch has zero mean and unit variance
-    per channel; from then on m and s are ordinary trainable parameters. Whether that has
-    happened is the variable `initialised`, saved and restored with the weights, so the
-    initialisation happens once per model (a restored or frozen model never redoes it).
-    Evaluation calls (`training=False`) never initialise: an untrained layer is the identity.
+    Data-dependent initialisation (Glow, section 3.1): `initialise(x)` sets \(m_c\) and
+    \(s_c = \log \mathrm{std}_c\) from the mean and standard deviation of channel c over a batch
+    (all rows and pixels), so the layer's output on that batch has zero mean and unit variance per
+    channel; from then on m and s are ordinary trainable parameters. `FlowModel.initialise_from_data`
+    calls it with each ActNorm's own input, and `FlowModel.fit` and the trainer call that on the
+    first training batch, outside any training step (a replica of a distribution strategy cannot
+    assign a mirrored variable inside a step; outside it, every replica's copy gets the same
+    value). Whether that has happened is the variable `initialised`, saved and restored with the
+    weights, so the initialisation happens once per model (a restored model never redoes it). An
+    uninitialised layer is the identity.
     """
 
     def __init__(self, event_dim: int, image_shape: Sequence[int], epsilon: float = 1e-6, name: str = "actnorm",
@@ -46,35 +49,28 @@ class ActNorm(ImageBijector):
         super().__init__(event_dim, image_shape, image_shape, parameters, name)
         self.epsilon = float(epsilon)
         channels = self.data_shape[-1]
-        # MEAN / ONLY_FIRST_REPLICA: the initialisation assigns in a replica's step; under a
-        # mirrored strategy every replica's batch statistics are averaged into one value.
         with tf.name_scope(name):
-            self.location = tf.Variable(tf.zeros([channels], dtype), name="location",
-                                        aggregation=tf.VariableAggregation.MEAN)
-            self.log_scale = tf.Variable(tf.zeros([channels], dtype), name="log_scale",
-                                         aggregation=tf.VariableAggregation.MEAN)
-            self.initialised = tf.Variable(False, trainable=False, name="initialised",
-                                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self.location = tf.Variable(tf.zeros([channels], dtype), name="location")
+            self.log_scale = tf.Variable(tf.zeros([channels], dtype), name="log_scale")
+            self.initialised = tf.Variable(False, trainable=False, name="initialised")
 
-    def initialise(self, x):
-        """Sets m and s from the batch x [batch, H, W, C] (once; later calls change nothing)."""
-
-        def from_batch():
-            mean, variance = tf.nn.moments(tf.stop_gradient(x), axes=[0, 1, 2])
-            self.location.assign(tf.cast(mean, self.location.dtype))
-            self.log_scale.assign(tf.cast(0.5 * tf.math.log(variance + self.epsilon), self.log_scale.dtype))
-            self.initialised.assign(True)
-            return tf.constant(True)
-
-        return tf.cond(self.initialised, lambda: tf.constant(False), from_batch)
+    def initialise(self, x) -> bool:
+        """Sets m and s from the rows x [batch, D] (this layer's input) unless that was done before;
+        returns whether it set them. Call it eagerly or in a strategy's cross-replica context."""
+        if bool(self.initialised.numpy()):
+            return False
+        image = tf.reshape(tf.stop_gradient(x)[..., :self.size], [-1, *self.data_shape])
+        mean, variance = tf.nn.moments(tf.cast(image, tf.float64), axes=[0, 1, 2])
+        self.location.assign(tf.cast(mean, self.location.dtype))
+        self.log_scale.assign(tf.cast(0.5 * tf.math.log(variance + self.epsilon), self.log_scale.dtype))
+        self.initialised.assign(True)
+        return True
 
     def _per_row(self, log_scale, batch_of):
         pixels = self.data_shape[0] * self.data_shape[1]
         return pixels * tf.reduce_sum(log_scale) * tf.ones_like(batch_of[:, 0, 0, 0])
 
     def _to_base(self, x, training):
-        if training:
-            self.initialise(x)
         location, log_scale = tf.cast(self.location, x.dtype), tf.cast(self.log_scale, x.dtype)
         return (x - location) * tf.exp(-log_scale), -self._per_row(log_scale, x)
 

@@ -125,8 +125,9 @@ class FactorOut(ImageBijector):
 
     After it, the next level's bijectors read the leading H·W·C/2 entries as an image
     [H, W, C/2] (`kept_shape`); the factored-out H·W·C/2 entries pass through every later layer
-    and are modelled by the standard normal base, as Real NVP's z_i are (eq. 16). (Glow instead
-    gives the factored half a learnt Gaussian conditioned on the kept half; not done here.)
+    and are modelled by the standard normal base, as Real NVP's z_i are (eq. 16). Glow instead
+    gives the factored half a learnt Gaussian conditioned on the kept half: a `LearntPrior` just
+    before the factor-out (glow's `learnt_prior` option).
     """
 
     def __init__(self, event_dim: int, image_shape: Sequence[int], name: str = "factor_out"):

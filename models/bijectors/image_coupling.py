@@ -9,8 +9,9 @@ import tensorflow as tf
 import tf_keras
 
 from tfflows.models.bijectors.image import ImageBijector
+from tfflows.models.bijectors.transformers import Affine
 
-__all__ = ["ConvNet", "ImageCoupling", "checkerboard_mask", "channel_mask"]
+__all__ = ["ConvNet", "ImageCoupling", "LearntPrior", "checkerboard_mask", "channel_mask"]
 
 
 def checkerboard_mask(image_shape: Sequence[int], flip: bool = False) -> np.ndarray:
@@ -42,24 +43,33 @@ class ConvNet(tf_keras.layers.Layer):
 
     With no residual block this is Glow's NN() (section 3.3: 3x3, 1x1, zero-initialised 3x3
     convolutions, ReLU). The last convolution starts at zero (kernel and bias), so a fresh
-    coupling is exactly the identity, as Glow initialises it.
+    coupling is exactly the identity, as Glow initialises it. With `hidden_channels` None only
+    that last convolution is left, y = conv3x3_zero(x): the conditioner of Glow's
+    learnt prior (`LearntPrior`).
     """
 
-    def __init__(self, hidden_channels: int, output_channels: int, residual_blocks: int = 0, **kwargs):
+    def __init__(self, hidden_channels: int | None, output_channels: int, residual_blocks: int = 0, **kwargs):
         super().__init__(**kwargs)
+        if hidden_channels is None and residual_blocks:
+            raise ValueError(f"`residual_blocks` is {residual_blocks}, but a ConvNet with `hidden_channels` None "
+                             f"has no hidden layers: pass residual_blocks=0.")
 
         def conv(channels, size, name, activation=None, zero=False):
             start = "zeros" if zero else "glorot_uniform"
             return tf_keras.layers.Conv2D(int(channels), size, padding="same", activation=activation, name=name,
                                           kernel_initializer=start, dtype=self.dtype)
 
-        self.first = conv(hidden_channels, 3, "in", "relu")
-        self.blocks = [(conv(hidden_channels, 3, f"res_{i}_a", "relu"), conv(hidden_channels, 3, f"res_{i}_b"))
-                       for i in range(int(residual_blocks))]
-        self.middle = conv(hidden_channels, 1, "middle", "relu")
+        self.hidden = hidden_channels is not None
+        if self.hidden:
+            self.first = conv(hidden_channels, 3, "in", "relu")
+            self.blocks = [(conv(hidden_channels, 3, f"res_{i}_a", "relu"), conv(hidden_channels, 3, f"res_{i}_b"))
+                           for i in range(int(residual_blocks))]
+            self.middle = conv(hidden_channels, 1, "middle", "relu")
         self.last = conv(output_channels, 3, "out", zero=True)
 
     def call(self, x):
+        if not self.hidden:
+            return self.last(x)
         h = self.first(x)
         for inner, outer in self.blocks:
             h = tf.nn.relu(h + outer(inner(h)))
@@ -93,7 +103,7 @@ class ImageCoupling(ImageBijector):
     """
 
     def __init__(self, event_dim: int, image_shape: Sequence[int], mask: np.ndarray, transformer,
-                 hidden_channels: int, residual_blocks: int = 0, name: str = "image_coupling", dtype="float32"):
+                 hidden_channels: int | None, residual_blocks: int = 0, name: str = "image_coupling", dtype="float32"):
         parameters = dict(locals())
         super().__init__(event_dim, image_shape, image_shape, parameters, name)
         self.kept = np.asarray(mask, dtype=bool)
@@ -121,3 +131,38 @@ class ImageCoupling(ImageBijector):
 
     def _to_data(self, u):
         return self._couple(u, self.transformer.to_data)
+
+
+class LearntPrior(ImageCoupling):
+    r"""Glow's learnt prior of the factored-out channels (Kingma & Dhariwal 2018, section 3 and
+    fig. 2b's "split"; `split2d` in the openai/glow code), placed just before a `FactorOut`.
+
+    #### Mathematical details
+
+    An image x [H, W, C] is split as `FactorOut` splits it: the kept half \(x_1\) = x[..., :C/2]
+    goes on to the next level, the factored-out half \(x_2\) = x[..., C/2:] to the base. Glow
+    models \(x_2 \mid x_1 \sim \mathcal{N}(\mu(x_1), \operatorname{diag} e^{2\sigma(x_1)})\), with
+    \((\mu, \sigma)\) = one zero-initialised 3x3 convolution of \(x_1\) (`ConvNet` with
+    `hidden_channels` None). That density is an affine coupling of \(x_2\) given \(x_1\) followed
+    by the standard normal, so this layer is an `ImageCoupling` with the `Affine` transformer:
+
+    ```math
+    \begin{aligned}
+    \text{inverse } (x \to u):&\quad u_1 = x_1, \quad u_2 = (x_2 - \mu(x_1))\, e^{-\sigma(x_1)} \\
+    \text{forward } (u \to x):&\quad x_1 = u_1, \quad x_2 = u_2\, e^{\sigma(x_1)} + \mu(x_1) \\
+    \log\left|\det \frac{\partial u}{\partial x}\right| &= -\sum \sigma(x_1), \qquad
+      \log \mathcal{N}(u_2; 0, I) - \sum \sigma(x_1) = \log \mathcal{N}\big(x_2; \mu(x_1), e^{2\sigma(x_1)}\big)
+    \end{aligned}
+    ```
+
+    Both directions are one parallel pass; the Jacobian is block lower-triangular (\(u_1\) does not
+    depend on \(x_2\)); a fresh layer is the identity (the convolution starts at zero), i.e. the
+    standard normal prior of Real NVP's factor-out. \(\sigma = B \tanh(a / B)\) is bounded as the
+    couplings' log-scales are (`max_log_scale`; None leaves it unbounded, as Glow does).
+    """
+
+    def __init__(self, event_dim: int, image_shape: Sequence[int], max_log_scale: float | None = None,
+                 name: str = "learnt_prior", dtype="float32"):
+        # channel_mask(flip=True) keeps x[..., :C/2], the half FactorOut keeps for the next level
+        super().__init__(event_dim, image_shape, channel_mask(image_shape, flip=True), Affine(max_log_scale),
+                         hidden_channels=None, name=name, dtype=dtype)
