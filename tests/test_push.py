@@ -171,17 +171,21 @@ def test_concurrent_claims_get_distinct_versions(tmp_path):
 
 def test_two_concurrent_pushes(data, tmp_path):
     config = PushConfig(push_base=str(tmp_path / "out"))
-    results = []
+    results, errors = [], []
 
     def push():
-        results.append(run_push(data["model"], data["transform"], data["examples"],
-                                data["blessing"], config))
+        try:
+            results.append(run_push(data["model"], data["transform"], data["examples"],
+                                    data["blessing"], config))
+        except Exception as error:  # a thread's exception would otherwise only be a warning
+            errors.append(repr(error))
 
     threads = [threading.Thread(target=push) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not errors, errors
     assert sorted(r["version"] for r in results) == [1, 2]
     serving = tmp_path / "out" / "serving"
     assert sorted(os.listdir(serving)) == ["1", "2"]  # no temp folder left behind
