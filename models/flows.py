@@ -192,6 +192,11 @@ class FlowModel(tf_keras.Model):
         return [i for i, layer in enumerate(self.flow_layers)
                 if isinstance(layer, ActNorm) and not bool(layer.initialised.numpy())]
 
+    @property
+    def needs_data_initialisation(self) -> bool:
+        """Whether `initialise_from_data` has anything to do (a fresh Glow; never a MAF)."""
+        return bool(self._awaiting_initialisation())
+
     def initialise_from_data(self, x, context=None) -> bool:
         """Data-dependent initialisation (Glow, section 3.1) from the batch `x` [batch, D].
 
@@ -215,7 +220,7 @@ class FlowModel(tf_keras.Model):
         """Keras `fit`, after the data-dependent initialisation on the first `batch_size` rows (or
         the dataset's first batch); then, with batch_norm_statistics="train_set", batch norm takes
         the whole training set's statistics (MAF paper, appendix B)."""
-        if self._awaiting_initialisation():
+        if self.needs_data_initialisation:
             first = next(iter(x)) if isinstance(x, tf.data.Dataset) else np.asarray(x)[:kwargs.get("batch_size") or 32]
             self.initialise_from_data(*self._unpack(first))
         history = super().fit(x, *args, **kwargs)

@@ -177,7 +177,8 @@ def test_initialise_from_data_normalises_every_actnorm_input_in_order_and_fit_ru
     model = build_flow("glow", 64, image_shape=[4, 4, 4], levels=2, steps_per_level=2, hidden_channels=4)
     perturb(model, seed=3, scale=0.5)  # couplings and 1x1 convolutions that change the data
     x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, size=(128, 64)), tf.float32)
-    assert model.initialise_from_data(x)
+    assert model.needs_data_initialisation and model.initialise_from_data(x)
+    assert not model.needs_data_initialisation
     actnorms = 0
     h = x
     for layer in model.flow_layers:  # each ActNorm's output on its own input: zero mean, unit variance

@@ -56,8 +56,10 @@ class MaximumLikelihoodTraining:
         return self._dataset(self.splits.train_files, self.config.batch_size, epoch, **self.splits.train_options())
 
     def initialise(self, model) -> None:
-        """Glow's ActNorm layers take their parameters from the first batch of epoch 1."""
-        model.initialise_from_data(next(iter(self.batches(1))))
+        """Glow's ActNorm layers take their parameters from the first batch of epoch 1 (read only
+        when a layer needs it: it fills a shuffle buffer)."""
+        if model.needs_data_initialisation:
+            model.initialise_from_data(next(iter(self.batches(1))))
 
     def step_values(self, model, z):
         import tensorflow as tf
