@@ -351,12 +351,12 @@ def score(model_ll: np.ndarray, z: np.ndarray, log_det: np.ndarray, data: Prepar
 
 def paired_differences(pairs: Sequence[str], log_likelihoods: Dict[str, np.ndarray], labels: Dict[str, str]) -> List[dict]:
     """Mean per-example test log-likelihood difference of each pair "A:B" (A - B) ± 2 s.e."""
-    from tfflows.components.transform.conversions import mean_and_two_se
+    from tfflows.components.transform.conversions import paired_difference
 
     out = []
     for pair in pairs:
         a, b = pair.split(":")
-        diff, diff_2se = mean_and_two_se(log_likelihoods[a] - log_likelihoods[b])
+        diff, diff_2se = paired_difference(log_likelihoods[a], log_likelihoods[b])
         out.append(dict(pair=pair, a=labels[a], b=labels[b], difference=diff, difference_2se=diff_2se))
     return out
 

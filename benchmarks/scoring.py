@@ -82,7 +82,7 @@ def _side(which: str, rows: str, work: str, dim: int, hidden: int, layers: int, 
                                  beam_args=shlex.split(beam_args) if which == "beam" else None)
     else:
         from benchmarks.speed import TFPFlow
-        from tfflows.pipeline.serving import iter_row_chunks
+        from tfflows.pipeline.serving import iter_row_chunks, match_columns
 
         log_prob = tf.function(TFPFlow(dim, hidden, layers).maf_dist.log_prob,
                                input_signature=[tf.TensorSpec([None, dim], tf.float32)])
@@ -90,7 +90,7 @@ def _side(which: str, rows: str, work: str, dim: int, hidden: int, layers: int, 
         before = _rss_mb()
         start = time.perf_counter()
         with _PeakAnon() as anon:
-            for _, chunk in iter_row_chunks(rows, dim, CHUNK):
+            for _, chunk in iter_row_chunks(rows, match_columns(rows, [f"x{i}" for i in range(dim)]), CHUNK):
                 for i in range(0, len(chunk), BATCH):
                     log_prob(tf.constant(chunk[i:i + BATCH])).numpy()
     seconds = time.perf_counter() - start

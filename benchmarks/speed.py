@@ -2,6 +2,7 @@
 
     python -m benchmarks.speed            # default: finishes in a few minutes on 2 CPU cores
     python -m benchmarks.speed --full     # sequential paths on 100 rows at D=784 too (~15 min)
+    python -m benchmarks.speed --fit-vs-trainer   # FlowModel.fit against the trainer's step only
 
 Both sides use the same architecture: `layers` MAF layers, one hidden layer of H relu units, D
 inputs, no batch norm, a standard normal base. TFP's flow is
@@ -383,6 +384,69 @@ def machine_line() -> str:
             f"Python {platform.python_version()}")
 
 
+# ----- FlowModel.fit against the trainer's step (issue 27) ----------------------------------------
+def _mean_log_likelihood(model, x):
+    """The maximum-likelihood objective as the trainer takes it: (loss, value) = (-mean ll, mean ll)."""
+    ll = tf.reduce_mean(model.log_prob(x, training=True))
+    return -ll, ll
+
+
+def _fit_epoch_ends(model, data, epochs: int) -> list[float]:
+    """Seconds from the `fit` call to the end of each epoch (tracing and compilation included)."""
+    ends, start = [], time.perf_counter()
+    record = tf_keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: ends.append(time.perf_counter() - start))
+    model.fit(data, epochs=epochs, verbose=0, callbacks=[record])
+    return ends
+
+
+def _trainer_epoch_ends(model, data, epochs: int) -> list[float]:
+    """The same for the pipeline's trainer step (`components.train.strategy.replicated_step`)."""
+    from tfflows.components.train.strategy import distribute, replicated_step
+
+    strategy = tf.distribute.get_strategy()
+    ends, start = [], time.perf_counter()
+    step = replicated_step(strategy, model, model.optimizer, _mean_log_likelihood, 0.0, True)
+    for _ in range(epochs):
+        for batch in distribute(strategy, data):
+            loss, _ = step(batch)
+        _block(loss)
+        ends.append(time.perf_counter() - start)
+    return ends
+
+
+def fit_vs_trainer(d: int = 4, rows: int = 2000, batch: int = 100, epochs: int = 6, layers: int = 5,
+                   hidden: int = 64) -> Table:
+    """A spline MAF trained by `FlowModel.fit`, by Keras' own train function (`fit` before issue 27)
+    and by the trainer's compiled step, on the same data and batches: the first epoch (tracing and
+    XLA compilation included) and the median of the later epochs."""
+    x = np.random.default_rng(0).standard_normal((rows, d)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices(x).batch(batch)
+
+    def fresh():
+        model = build_flow("maf", d, num_layers=layers, hidden_units=[hidden], batch_norm=False,
+                           transformer="spline")
+        model.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
+        return model
+
+    keras_own = fresh()
+    keras_own.make_train_function = lambda force=False: tf_keras.Model.make_train_function(keras_own, force)
+    # In this order: a later run in the process compiled slower here (the same trainer step's first
+    # epoch took 7 s run first, 10 s run third), so `fit`, the claim under test, runs last.
+    runs = {"keras": _fit_epoch_ends(keras_own, data, epochs),
+            "trainer": _trainer_epoch_ends(fresh(), data, epochs), "fit": _fit_epoch_ends(fresh(), data, epochs)}
+    first = {name: ends[0] for name, ends in runs.items()}
+    later = {name: float(np.median(np.diff(ends))) for name, ends in runs.items()}
+    table = Table(f"Spline MAF, D={d}, {layers} layers, H={hidden}, {rows} rows, batch {batch}",
+                  "seconds; lower is better", columns=("fit", "trainer"), times=True)
+    table.add("FlowModel.fit: first epoch", first["fit"], first["trainer"], "tracing + XLA compile")
+    table.add("FlowModel.fit: later epochs, per epoch", later["fit"], later["trainer"],
+              f"{rows / later['fit']:,.0f} vs {rows / later['trainer']:,.0f} examples/s")
+    table.add("Keras' own train function: first epoch", first["keras"], first["trainer"], "fit before issue 27")
+    table.add("Keras' own train function: per epoch", later["keras"], later["trainer"],
+              f"{rows / later['keras']:,.0f} examples/s")
+    return table
+
+
 # ----- profile: masked products vs the rest (issue 8, part 2) -------------------------------------
 @contextlib.contextmanager
 def unmasked_kernels():
@@ -454,8 +518,13 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-xla", action="store_true")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--fit-vs-trainer", action="store_true",
+                        help="only FlowModel.fit against the trainer's step (a spline MAF at D=4)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    if args.fit_vs_trainer:
+        print(fit_vs_trainer().render(), machine_line(), sep="\n\n")
+        return
     sequential_rows = {} if args.full else {784: 10}
     tables = run(sequential_rows=sequential_rows, reps=args.reps, xla=not args.no_xla)
     print()

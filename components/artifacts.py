@@ -23,28 +23,35 @@ Claiming a version without overwriting one, and without readers seeing half a mo
 Object-store clients: boto3 for ``s3://`` (endpoint and credentials from the standard AWS
 variables, e.g. ``AWS_ENDPOINT_URL`` for MinIO) and google-cloud-storage for ``gs://``
 (application default credentials; ``STORAGE_EMULATOR_HOST`` for an emulator). Both are
-imported only when such a URI is used.
+imported only when such a URI is used; a missing endpoint or missing credentials is one
+`ConfigError` line naming the variable to set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import uuid
 from typing import Optional
 
-__all__ = ["BLESSED_FILE", "EVALUATION_FILE", "METADATA_FILE", "NOT_BLESSED_FILE", "PUSH_INFO",
-           "SERVING_DIR", "current_pushed_model", "is_object_store", "join", "list_versions",
-           "local_export_dir", "local_model_dir", "publish_dir", "publish_version", "read_blessing", "read_evaluation",
-           "read_json", "resolve_version", "staging_dir", "write_blessing", "write_evaluation"]
+from tfflows.components.config import ConfigError
+
+__all__ = ["BLESSED_FILE", "DRIFT_FILE", "EVALUATION_FILE", "METADATA_FILE", "NOT_BLESSED_FILE", "PUSH_INFO",
+           "SERVING_CONFIG_FILE", "SERVING_DIR", "current_push_info", "current_pushed_model", "is_object_store", "join", "list_versions",
+           "local_export_dir", "local_model_dir", "publish_dir", "publish_version", "read_blessing", "read_drift",
+           "read_evaluation", "read_json", "remove_dead_exports", "resolve_version", "staging_dir", "withdrawn_on_failure",
+           "write_blessing", "write_drift", "write_evaluation", "write_serving_config"]
 
 SERVING_DIR = "serving"
 CLAIMS_DIR = ".tfflows-versions"  # not an integer: TF Serving ignores it
 METADATA_FILE = "assets.extra/tfflows.json"  # dataset metadata and preprocessing, beside the SavedModel
 PUSH_INFO = "assets.extra/tfflows_push.json"  # which trained model a version was pushed from
 SAVED_MODEL_FILE = "saved_model.pb"
+SERVING_CONFIG_FILE = "models.config"  # TF Serving's model config, beside serving/
 EVALUATION_FILE = "evaluation.json"
+DRIFT_FILE = "drift.json"
 BLESSED_FILE = "BLESSED"
 NOT_BLESSED_FILE = "NOT_BLESSED"
 _SCHEMES = ("s3://", "gs://")
@@ -210,11 +217,55 @@ class _GCS(_Store):
         self.bucket.blob(key).delete()
 
 
+# (scheme, error class name) -> why and what to set, for a store with no endpoint or credentials.
+_UNREACHABLE = {
+    ("s3", "NoCredentialsError"): "no S3 credentials; fix: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                                  "(or AWS_PROFILE)",
+    ("s3", "PartialCredentialsError"): "incomplete S3 credentials; fix: set both AWS_ACCESS_KEY_ID and "
+                                       "AWS_SECRET_ACCESS_KEY",
+    ("s3", "EndpointConnectionError"): "cannot reach S3 at {endpoint_url}; fix: set AWS_ENDPOINT_URL to your "
+                                       "S3-compatible server (e.g. http://minio:9000), or check the network",
+    ("gs", "DefaultCredentialsError"): "no Google Cloud credentials; fix: set GOOGLE_APPLICATION_CREDENTIALS to a "
+                                       "service-account key file (or STORAGE_EMULATOR_HOST for an emulator)",
+}
+
+
+@contextlib.contextmanager
+def _reported(uri: str):
+    """Turns a store's missing endpoint or credentials (`_UNREACHABLE`) into one `ConfigError` line
+    naming ``uri`` and the variable to set; boto3 and google-cloud-storage would surface them as
+    internal errors of whatever command touched the bucket."""
+    try:
+        yield
+    except Exception as error:
+        why = _UNREACHABLE.get((uri.split("://", 1)[0], type(error).__name__))
+        if why is None:
+            raise
+        raise ConfigError(f"{uri}: {why.format_map(getattr(error, 'kwargs', None) or {})}") from error
+
+
+class _Reporting:
+    """A `_Store` whose calls (and construction) go through `_reported`."""
+
+    def __init__(self, uri: str, make):
+        self._uri = uri
+        with _reported(uri):
+            self._store = make()
+
+    def __getattr__(self, name):
+        method = getattr(self._store, name)
+
+        def call(*args, **kwargs):
+            with _reported(self._uri):
+                return method(*args, **kwargs)
+        return call
+
+
 def _store(uri: str):
     """(store, key) of an object-store URI."""
     scheme, rest = uri.split("://", 1)
     bucket, _, key = rest.partition("/")
-    return (_S3 if scheme == "s3" else _GCS)(bucket), key.rstrip("/")
+    return _Reporting(uri, lambda: (_S3 if scheme == "s3" else _GCS)(bucket)), key.rstrip("/")
 
 
 def _exists(uri: str) -> bool:
@@ -335,6 +386,38 @@ def publish_version(tmp_dir: str, serving_dir: str, max_attempts: int = 100) -> 
     raise RuntimeError(f"{serving_dir}: could not claim a version in {max_attempts} attempts")
 
 
+def write_serving_config(push_base: str, model_name: str, stable: int, canary: Optional[int] = None) -> str:
+    """Writes ``<push_base>/models.config``: TF Serving's model config (text protobuf) serving the
+    ``stable`` version (and ``canary`` when given) of ``<push_base>/serving`` under those labels.
+
+    TF Serving re-reads it with ``--model_config_file_poll_wait_seconds``; clients pick a version
+    with ``/v1/models/<name>/labels/stable:predict``. The server never reads half a file: locally it
+    is written to a temporary file and renamed; on an object store it is one object, replaced whole
+    (``base_path`` is then the bucket's ``serving/``, which TF Serving reads through TensorFlow's
+    file systems, as it reads the config itself)."""
+    import time
+
+    base = push_base if is_object_store(push_base) else os.path.abspath(push_base)
+    versions = [stable] + ([canary] if canary and canary != stable else [])
+    labels = "\n".join(f'    version_labels {{ key: "{label}" value: {v} }}'
+                       for label, v in zip(("stable", "canary"), versions))
+    specific = "\n".join(f"        versions: {v}" for v in versions)
+    text = (f"# Written by tfflows (push, promote, rollback) at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}.\n"
+            "model_config_list {\n  config {\n"
+            f'    name: "{model_name}"\n    base_path: "{join(base, SERVING_DIR)}"\n'
+            '    model_platform: "tensorflow"\n'
+            f"    model_version_policy {{\n      specific {{\n{specific}\n      }}\n    }}\n{labels}\n  }}\n}}\n")
+    path = join(push_base, SERVING_CONFIG_FILE)
+    if is_object_store(path):
+        _write(path, text.encode())
+        return path
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
 def resolve_version(path: str) -> str:
     """A version folder as given, or the newest complete version inside a serving/ folder."""
     if _exists(join(path, SAVED_MODEL_FILE)):
@@ -360,14 +443,20 @@ def local_model_dir(version_dir: str, cache_dir: str) -> str:
     return target
 
 
-def current_pushed_model(push_base: str) -> Optional[str]:
-    """The trained-model URI of the highest pushed version (the evaluator's baseline), or None."""
+def current_push_info(push_base: str) -> Optional[dict]:
+    """The push record (``PUSH_INFO``: model, transform graph and examples URIs, the evaluation's
+    metrics, the data's span) of the highest pushed version, or None."""
     serving_dir = join(push_base, SERVING_DIR)
     for version in reversed(list_versions(serving_dir)):
         info = read_json(join(serving_dir, str(version), PUSH_INFO))
         if info is not None:
-            return info.get("model_uri")
+            return {**info, "version": version}
     return None
+
+
+def current_pushed_model(push_base: str) -> Optional[str]:
+    """The trained-model URI of the highest pushed version (the evaluator's baseline), or None."""
+    return (current_push_info(push_base) or {}).get("model_uri")
 
 
 # --- blessing -------------------------------------------------------------------------------
@@ -392,6 +481,17 @@ def write_evaluation(folder: str, result: dict) -> None:
 def read_evaluation(folder: str) -> Optional[dict]:
     """``evaluation.json`` of an evaluation or blessing folder, or None."""
     return read_json(join(folder, EVALUATION_FILE))
+
+
+def write_drift(folder: str, drift: Optional[dict], note: Optional[str]) -> None:
+    """``drift.json`` of a drift report: the drift measured before training (`components.drift`),
+    or None and why none was."""
+    _write(join(folder, DRIFT_FILE), json.dumps({"drift": drift, "note": note}, indent=2).encode())
+
+
+def read_drift(folder: Optional[str]) -> Optional[dict]:
+    """The drift in ``folder``'s ``drift.json`` (None: none measured, no file, or no folder)."""
+    return (read_json(join(folder, DRIFT_FILE)) or {}).get("drift") if folder else None
 
 
 # --- atomic output folders ------------------------------------------------------------------
@@ -420,10 +520,107 @@ def publish_dir(tmp_dir: str, output_uri: str) -> None:
 def local_export_dir(serving_dir: str) -> str:
     """An empty local folder for a push's SavedModel before `publish_version`: inside
     ``serving_dir`` on POSIX (the rename stays on one file system), a temporary folder for an
-    object store. The caller removes it afterwards (a published POSIX one is gone already)."""
+    object store. The caller removes it afterwards (a published POSIX one is gone already).
+    Folders that dead pushes left there are removed first (`remove_dead_exports`)."""
     if is_object_store(serving_dir):
-        return tempfile.mkdtemp(prefix="tfflows-push-")
-    os.makedirs(serving_dir, exist_ok=True)
-    path = os.path.join(serving_dir, f".tmp-{uuid.uuid4().hex}")
+        folder, prefix = tempfile.gettempdir(), _LOCAL_EXPORT_PREFIX
+    else:
+        folder, prefix = serving_dir, _EXPORT_PREFIX
+        os.makedirs(serving_dir, exist_ok=True)
+    remove_dead_exports(folder, prefix)
+    path = os.path.join(folder, _export_name(prefix))
     os.mkdir(path)
     return path
+
+
+# --- leftovers of dead pushes, and pushes rolled back ---------------------------------------
+
+_EXPORT_PREFIX = ".tmp-"  # not an integer: TF Serving ignores it
+_LOCAL_EXPORT_PREFIX = "tfflows-push-"  # an object-store push's local export, in the temporary folder
+# A folder older than this is a dead push's whatever its name says: one written on another machine
+# (a shared file system, where its pid means nothing here) or before folders were named after
+# their process. No push takes this long to export a SavedModel.
+STALE_EXPORT_AGE_S = 24 * 3600
+
+
+def _export_name(prefix: str) -> str:
+    """``<prefix><pid>@<host>.<uuid>``: the owner, so that a later push can tell a dead push's
+    folder from a live one's."""
+    import socket
+
+    return f"{prefix}{os.getpid()}@{socket.gethostname()}.{uuid.uuid4().hex}"
+
+
+def _owner_is_dead(name: str, prefix: str) -> bool:
+    """Whether the export folder ``name`` was made on this machine by a process that is gone."""
+    import socket
+
+    owner = name[len(prefix):].rpartition(".")[0]
+    pid, _, host = owner.partition("@")
+    if not pid.isdigit() or host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_dead_exports(folder: str, prefix: str = _EXPORT_PREFIX, max_age_s: float = STALE_EXPORT_AGE_S) -> list:
+    """Removes the export folders (``<prefix>...``) in ``folder`` that pushes killed mid-export
+    (SIGKILL, a crash, a power cut) left behind: their owner process is gone, or they are older
+    than ``max_age_s``. A live concurrent push's folder is never removed. Returns the removed paths."""
+    import shutil
+    import time
+
+    removed = []
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    for name in (n for n in names if n.startswith(prefix)):
+        path = os.path.join(folder, name)
+        try:
+            stale = _owner_is_dead(name, prefix) or time.time() - os.path.getmtime(path) > max_age_s
+        except OSError:  # removed meanwhile (its push published it)
+            continue
+        if stale and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _withdraw(serving_dir: str, version: int) -> None:
+    """Removes a published version. POSIX: renamed out of the integer names first, so readers and
+    TF Serving stop seeing it at once; object store: its marker first (no longer listed), then
+    its files."""
+    import shutil
+
+    if is_object_store(serving_dir):
+        store, key = _store(serving_dir)
+        store.delete(f"{key}/{CLAIMS_DIR}/{version}.json")
+        for name in store.keys(f"{key}/{version}"):
+            store.delete(name)
+        return
+    doomed = os.path.join(serving_dir, _export_name(_EXPORT_PREFIX))
+    os.rename(os.path.join(serving_dir, str(version)), doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def withdrawn_on_failure(push_base: str, version: int):
+    """Runs the block that makes a just-published ``version`` known (TF Serving's config, the
+    registry). If it fails (a full disk, a store that cannot be written), the version is removed
+    and ``models.config`` put back as it was, so the serving folder and the registry keep agreeing;
+    the error gets a note saying so, for its failure line."""
+    config_path = join(push_base, SERVING_CONFIG_FILE)
+    before = _read(config_path)
+    try:
+        yield
+    except BaseException as error:
+        _withdraw(join(push_base, SERVING_DIR), version)  # first: it frees the space the rest needs
+        if before is None:
+            _remove(config_path)
+        else:
+            _write(config_path, before)
+        error.add_note(f"serving version {version} was rolled back (removed)")
+        raise

@@ -209,6 +209,9 @@ class IngestConfig(JsonConfig):
       flip_augment: images only: append horizontal flips of every train image to ``train``
         (the paper's CIFAR-10 recipe, 45,000 -> 90,000).
       name: dataset name written to the metadata (default: ``dataset``).
+      span_window: with ``{SPAN}`` in ``path`` (TFX ExampleGen's pattern, e.g.
+        ``data/{SPAN}/*.csv``, optionally with ``{VERSION}``): how many of the newest spans a run
+        ingests together (1: the newest only); `components.inputs`.
     """
 
     dataset: str
@@ -231,6 +234,7 @@ class IngestConfig(JsonConfig):
     allow_pickle: bool = False
     flip_augment: bool = False
     name: Optional[str] = None
+    span_window: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", _tuple_or_none(self.columns))
@@ -246,6 +250,8 @@ class IngestConfig(JsonConfig):
             value = getattr(self, field)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"`{field}` must be in [0, 1), but is {value!r}")
+        if self.span_window < 1:
+            raise ValueError(f"`span_window` must be 1 or more, but is {self.span_window!r}")
         for field in ("eval_count", "test_count", "max_examples", "num_levels"):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or value < 0):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import sqlite3
@@ -228,14 +229,27 @@ class Tracker:
             return experiment.experiment_id
 
     # ----- public -------------------------------------------------------------------------
+    def _unique_name(self, experiment_id: str, name: str) -> str:
+        """``name``, or ``name-2``, ``name-3`` ... when the experiment already has a run of that name
+        (MLflow allows duplicates; a run's name is how people tell runs apart)."""
+        quoted = name.replace("'", "\\'")
+        taken = {run.info.run_name for run in self.client.search_runs(
+            [experiment_id], filter_string=f"attributes.run_name LIKE '{quoted}%'", max_results=5000)}
+        return name if name not in taken else next(
+            f"{name}-{i}" for i in itertools.count(2) if f"{name}-{i}" not in taken)
+
     def start_run(self, run_name: Optional[str] = None, resume: bool = True) -> Optional[str]:
-        """Opens a new run (when none was given) or marks the given one RUNNING again."""
+        """Opens a new run (when none was given) or marks the given one RUNNING again. A new run is
+        named ``run_name``, else ``config.run_name`` (else MLflow's random name), made unique in the
+        experiment (`_unique_name`)."""
         def _start():
             if self.run_id:
                 if resume and self.client.get_run(self.run_id).info.status != "RUNNING":
                     self.client.update_run(self.run_id, status="RUNNING")
                 return self.run_id
-            run = self.client.create_run(self.experiment_id(), run_name=run_name or self.config.run_name)
+            experiment_id = self.experiment_id()
+            name = run_name or self.config.run_name
+            run = self.client.create_run(experiment_id, run_name=self._unique_name(experiment_id, name) if name else None)
             self.run_id = run.info.run_id
             return self.run_id
 
@@ -272,17 +286,18 @@ class Tracker:
     def client_call(self, method: str, *args, **kwargs):
         return getattr(self.client, method)(*args, **kwargs)
 
-    def log_datasets(self, name: str, digest: str, source: str, splits: Mapping[str, int]) -> None:
+    def log_datasets(self, name: str, digest: str, source: Mapping, splits: Mapping[str, int]) -> None:
         """Records each split as an input of the run: dataset ``<name>-<split>`` with context
         ``train``/``eval``/``test`` (MLflow merges inputs of one name and digest, so the name carries
-        the split) and the dataset fingerprint as digest (MLflow keeps 36 characters of it)."""
+        the split), ``source`` (``{"uri": the user's file or pattern, ...}``) and ``digest`` (the
+        input's content digest; MLflow keeps 36 characters of it)."""
         import json
 
         def _log():
             from mlflow.entities import Dataset, DatasetInput, InputTag
 
             inputs = [DatasetInput(
-                Dataset(name=f"{name}-{split}", digest=digest[:36], source_type="local", source=json.dumps({"uri": source}),
+                Dataset(name=f"{name}-{split}", digest=digest[:36], source_type="local", source=json.dumps(dict(source)),
                         profile=json.dumps({"num_rows": int(rows)})),
                 tags=[InputTag("mlflow.data.context", split)]) for split, rows in splits.items()]
             self.client.log_inputs(self.run_id, datasets=inputs)
@@ -298,6 +313,14 @@ class Tracker:
     def log_figure(self, figure, artifact_file: str) -> None:
         """Logs a matplotlib figure as the image ``artifact_file`` (e.g. ``plots/loss_curve.png``)."""
         self.guard(f"figure {artifact_file}", self.client_call, "log_figure", self.run_id, figure, artifact_file)
+
+    def add_to_description(self, text: str) -> None:
+        """Appends a paragraph to the run's description (the ``mlflow.note.content`` tag the UI shows)."""
+        def _add():
+            note = self.client.get_run(self.run_id).data.tags.get("mlflow.note.content", "")
+            self.client.set_tag(self.run_id, "mlflow.note.content", f"{note}\n\n{text}".strip()[:5000])
+
+        self.guard("the run description", _add)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():

@@ -13,6 +13,10 @@ A page holds a marker line; `on_page_markdown` replaces it:
 
 A field without documentation, a missing README section or an API package outside pyproject.toml's
 package-dir is a warning, which `mkdocs build --strict` turns into a failed build.
+
+`on_files` adds MathJax to the site (`MATHJAX_FILES`, from the `django-static-mathjax` package the
+docs extra installs), so that the maths renders with no network: mkdocs.yml loads it from
+`javascripts/mathjax/`, never from a CDN.
 """
 
 from __future__ import annotations
@@ -28,6 +32,29 @@ import tomllib
 log = logging.getLogger("mkdocs.plugins.tfflows")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MARKER = re.compile(r"^<!-- (api|cli|config|readme)(?:: (.+?))? -->$", re.MULTILINE)
+
+
+# MathJax 3's files the site serves, relative to the package's es5/ folder (and its licence): TeX
+# with every extension built in, the CommonHTML fonts it loads from beside itself, and the
+# accessibility modules its menu may load. Not the speech rule maps (4 MB): speech stays off.
+MATHJAX_FILES = ("tex-chtml-full.js", "output/chtml/fonts/woff-v2/*.woff", "a11y/*.js", "../LICENSE")
+MATHJAX_SITE_DIR = "javascripts/mathjax"
+
+
+def on_files(files, config):
+    """Adds `MATHJAX_FILES` under `MATHJAX_SITE_DIR` (the licence as ``LICENSE``)."""
+    import mathjax
+    from mkdocs.structure.files import File
+
+    es5 = pathlib.Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    for pattern in MATHJAX_FILES:
+        matches = sorted(es5.glob(pattern)) if "*" in pattern else [es5 / pattern]
+        if not matches or not matches[0].is_file():
+            log.warning(f"docs: MathJax file {pattern} is missing from {es5}; reinstall tfflows[docs]")
+        for path in matches:
+            rel = path.name if pattern.startswith("..") else path.relative_to(es5).as_posix()
+            files.append(File.generated(config, f"{MATHJAX_SITE_DIR}/{rel}", abs_src_path=str(path)))
+    return files
 
 
 def on_page_markdown(markdown, page, config, files):

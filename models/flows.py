@@ -18,6 +18,7 @@ from tfflows.models import builders  # noqa: F401  (attaches the built-in kinds'
 from tfflows.models.bijectors import ActNorm, BatchNormalization
 from tfflows.models.kinds import FLOW_KINDS, SHARED_OPTIONS, FlowConfig, flow_option_names, get_kind, kind_options
 from tfflows.models.made import MaskedDense
+from tfflows.models.training import CompiledStep, gradient_step, kernel_l2
 
 __all__ = ["FLOW_KINDS", "FlowConfig", "FlowModel", "build_flow", "flow_option_names", "kernel_l2",
            "totally_ordered"]
@@ -33,12 +34,6 @@ def totally_ordered(log_prob):
     return tf.where(log_prob < np.inf, log_prob, tf.constant(-np.inf, log_prob.dtype))
 
 
-def kernel_l2(variables):
-    """sum of squares of every kernel (weight matrix) among `variables`: the papers' L2 penalty."""
-    kernels = [v for v in variables if "kernel" in v.name]
-    return tf.add_n([tf.reduce_sum(tf.square(v)) for v in kernels]) if kernels else tf.constant(0.0)
-
-
 class FlowModel(tf_keras.Model):
     """A normalising flow as a Keras model.
 
@@ -48,6 +43,8 @@ class FlowModel(tf_keras.Model):
     - `distribution`: the TFP `TransformedDistribution(base, bijector)`.
     - `fit(data)`: minimises the mean negative log-likelihood (+ L2); `data` yields x batches or
       (x, context) pairs for a conditional flow. Batch norm uses minibatch statistics in training.
+      Each batch is one `models.training.gradient_step`, XLA-compiled where it compiles: the
+      pipeline's trainer runs the same step.
 
     Build it with `build_flow`.
     """
@@ -169,16 +166,39 @@ class FlowModel(tf_keras.Model):
     def metrics(self):
         return [self._loss_tracker, self._nll_tracker]
 
+    @staticmethod
+    def _nll(model, data):
+        """(loss, value) of `gradient_step`: the batch's mean negative log-likelihood, twice."""
+        x, context = model._unpack(data)
+        nll = -tf.reduce_mean(model.log_prob(x, context=context, training=True))
+        return nll, nll
+
     def train_step(self, data):
-        x, context = self._unpack(data)
-        with tf.GradientTape() as tape:
-            nll = -tf.reduce_mean(self.log_prob(x, context=context, training=True))
-            loss = nll + self.config.l2 * self.l2_penalty() if self.config.l2 else nll
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        """One `models.training.gradient_step` on the mean negative log-likelihood (+ L2)."""
+        loss, nll = gradient_step(self, self.optimizer, self._nll, data, float(self.config.l2))
         self._nll_tracker.update_state(nll)
         self._loss_tracker.update_state(loss)
         return {m.name: m.result() for m in self.metrics}
+
+    def _counted_train_step(self, data):
+        logs = self.train_step(data)
+        self._train_counter.assign_add(1)  # as Keras' own train function does
+        return logs
+
+    def make_train_function(self, force=False):
+        """`fit`'s train function: the trainer's `CompiledStep` (one XLA program per step where it
+        compiles) instead of Keras' plain graph, which runs a spline MAF about half as fast
+        (`benchmarks/speed.py --fit-vs-trainer`).
+        ``compile(jit_compile=False)`` keeps to the plain graph; ``run_eagerly``, a distribution
+        strategy or ``steps_per_execution`` > 1 get Keras' own train function."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        if (self.run_eagerly or tf.distribute.has_strategy() or self.autotune_steps_per_execution
+                or (self._steps_per_execution is not None and int(self._steps_per_execution.numpy()) != 1)):
+            return super().make_train_function(force)
+        step = CompiledStep(self._counted_train_step, jit_compile=self.jit_compile is not False)
+        self.train_function = lambda iterator: step(next(iterator))
+        return self.train_function
 
     def test_step(self, data):
         x, context = self._unpack(data)

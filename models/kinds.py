@@ -29,7 +29,8 @@ from typing import Any, Callable, Optional, Sequence
 
 __all__ = [
     "FLOW_KINDS", "FlowConfig", "FlowKind", "register_kind", "builder", "get_kind", "flow_option_names",
-    "kind_options", "TRANSFORMERS", "PERMUTATIONS", "TransformerOptions", "MADEOptions", "MADEMoGOptions",
+    "check_own_options", "kind_options", "narrowest_hidden_width", "TRANSFORMERS", "PERMUTATIONS",
+    "TransformerOptions", "MADEOptions", "MADEMoGOptions",
     "MAFOptions", "IAFOptions", "RealNVPOptions", "HAFOptions", "PlanarOptions", "NICEOptions", "ImageOptions",
     "GlowOptions", "RealNVPImageOptions", "data_options",
 ]
@@ -51,6 +52,8 @@ class FlowKind:
       sequential_density: the density direction is a loop (compiled with XLA when eager).
       needs_image_shape: the kind reads its events as images: its options (an `ImageOptions`) must
         hold the data's `image_shape` (`data_options` gives it from the data's metadata).
+      made_inputs: D -> how many inputs the kind's widest MADE takes (None: no MADE); a MADE on d
+        inputs needs hidden layers of d - 1 units or more (`narrowest_hidden_width`).
       build: config -> (bijectors from the data side to the base side, base density); the
         built-in kinds get theirs from `models.builders`.
     """
@@ -63,6 +66,7 @@ class FlowKind:
     sequential_density: bool = False
     needs_image_shape: bool = False
     build: Optional[Callable[["FlowConfig"], tuple]] = None
+    made_inputs: Optional[Callable[[int], int]] = None
 
 
 _REGISTRY: dict[str, FlowKind] = {}
@@ -70,13 +74,23 @@ _REGISTRY: dict[str, FlowKind] = {}
 
 def register_kind(name: str, options: type, *, batch_norm: bool, min_event_dim: int = 1,
                   needs_hidden_units: bool = False, sequential_density: bool = False,
-                  needs_image_shape: bool = False, build: Callable | None = None) -> FlowKind:
+                  needs_image_shape: bool = False, build: Callable | None = None,
+                  made_inputs: Callable[[int], int] | None = None) -> FlowKind:
     """Registers (or replaces) kind `name` with its options dataclass and, optionally, its builder."""
     if not dataclasses.is_dataclass(options):
         raise TypeError(f"the options of kind {name!r} must be a dataclass, but are {options!r}.")
     _REGISTRY[name] = FlowKind(name, options, batch_norm, min_event_dim, needs_hidden_units, sequential_density,
-                               needs_image_shape, build)
+                               needs_image_shape, build, made_inputs)
     return _REGISTRY[name]
+
+
+def narrowest_hidden_width(kind: str, event_dim: int) -> int:
+    """The fewest units a hidden layer of `kind` may have for data of `event_dim` features (0: any).
+    A MADE on d > 1 inputs needs d - 1 (one unit per conditional, `masks.hidden_degrees`); known
+    from the data's width alone, so a run can refuse a too narrow network before it reads the data."""
+    inputs = get_kind(kind).made_inputs
+    d = inputs(event_dim) if inputs else 1
+    return d - 1 if d > 1 else 0
 
 
 def builder(name: str):
@@ -231,6 +245,13 @@ def _own_names(kind: str) -> set[str]:
 def flow_option_names(kind: str) -> list[str]:
     """The keywords `build_flow(kind, D, ...)` accepts: the shared options and the kind's own."""
     return sorted(set(SHARED_OPTIONS) | _own_names(kind))
+
+
+def check_own_options(kind: str, options: dict) -> None:
+    """Runs the checks of `kind`'s options class on its own options among `options` (which may also
+    hold shared ones), so that a bad value (``order: sideways``) is refused when the configuration
+    is read, before any data is, and without TensorFlow."""
+    get_kind(kind).options(**{name: value for name, value in options.items() if name in _own_names(kind)})
 
 
 def kind_options(kind: str, options: dict) -> dict:
@@ -528,12 +549,20 @@ class RealNVPImageOptions(ImageOptions):
             raise ValueError(f"`residual_blocks` must be an int >= 0, but is {self.residual_blocks!r}.")
 
 
-register_kind("made", MADEOptions, batch_norm=False)
-register_kind("made_mog", MADEMoGOptions, batch_norm=False)
-register_kind("maf", MAFOptions, batch_norm=True)
-register_kind("iaf", IAFOptions, batch_norm=True, sequential_density=True)
+def _all_inputs(event_dim: int) -> int:
+    return event_dim
+
+
+def _half_inputs(event_dim: int) -> int:  # HAF's MADE takes the even (or odd) positions
+    return (event_dim + 1) // 2
+
+
+register_kind("made", MADEOptions, batch_norm=False, made_inputs=_all_inputs)
+register_kind("made_mog", MADEMoGOptions, batch_norm=False, made_inputs=_all_inputs)
+register_kind("maf", MAFOptions, batch_norm=True, made_inputs=_all_inputs)
+register_kind("iaf", IAFOptions, batch_norm=True, sequential_density=True, made_inputs=_all_inputs)
 register_kind("realnvp", RealNVPOptions, batch_norm=True, min_event_dim=2, needs_hidden_units=True)
-register_kind("haf", HAFOptions, batch_norm=True, min_event_dim=2, needs_hidden_units=True)
+register_kind("haf", HAFOptions, batch_norm=True, min_event_dim=2, needs_hidden_units=True, made_inputs=_half_inputs)
 register_kind("planar", PlanarOptions, batch_norm=False)
 register_kind("nice", NICEOptions, batch_norm=False, min_event_dim=2)
 register_kind("glow", GlowOptions, batch_norm=False, needs_image_shape=True)

@@ -3,13 +3,15 @@
 The same scores and summary as the in-process path (`pipeline.serving.evaluate_saved_model`),
 computed by workers of any Beam runner::
 
-    driver: plan_chunks(data)          a few numbers per chunk (.npy: rows; .csv: byte offset)
+    driver: match_columns, plan_chunks   the columns by name, a few numbers per chunk (.npy: rows;
+      │                                  .csv: byte offset)
       │  Create ─► Reshuffle           spread the chunks over the workers
       ▼
-    worker: read_chunk                 reads its rows from --data (a bad row: its one-line error)
-      ▼
-    worker: RunInference(LogProbHandler)   the pushed SavedModel's `log_prob` signature, the model
-      │                                    loaded once per worker process (Beam's shared handle)
+    worker: read_chunk                 reads its rows from --data, the model's columns in its order
+      ▼                                (a bad row: its one-line error)
+    worker: RunInference(LogProbHandler)   the pushed SavedModel's `score` signature (`log_prob` for a
+      │                                    model without held-out quantiles), the model loaded once
+      │                                    per worker process (Beam's shared handle)
       ▼
     worker: one scores file per chunk  <shard folder>/<chunk>.npy, written then renamed
       ▼
@@ -38,7 +40,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 from tfflows.components import artifacts
 from tfflows.components.errors import DataError
 from tfflows.components.ingest.runner import pipeline_options, runner_name
-from tfflows.pipeline.serving import RowChunk, load_saved_model, read_chunk, score_rows
+from tfflows.pipeline.serving import Columns, RowChunk, load_saved_model, read_chunk, score_rows
 
 __all__ = ["LogProbHandler", "score_with_beam"]
 
@@ -46,11 +48,12 @@ _ERRORS = "errors"
 
 
 class LogProbHandler(ModelHandler):
-    """RunInference's model handler for a pushed SavedModel: chunks of rows [n, D] in, log p(x) [n] out.
+    """RunInference's model handler for a pushed SavedModel: chunks of rows [n, D] in, `score_rows`
+    out (log p(x), and the percentile for a calibrated model).
 
     Beam's own TensorFlow handler (`TFModelHandlerTensor`) calls the model object on one tensor
     per element and stacks elements into a batch; here an element is already a chunk of rows,
-    scored by the `log_prob` signature (the serving contract) ``batch_size`` rows a call.
+    scored by the SavedModel's signature (the serving contract) ``batch_size`` rows a call.
     """
 
     def __init__(self, model_dir: str, batch_size: int):
@@ -74,12 +77,12 @@ class LogProbHandler(ModelHandler):
 class _ReadChunk(beam.DoFn):
     """(chunk index, rows); a bad chunk goes to the ``errors`` output as (index, DataError parts)."""
 
-    def __init__(self, data: str, dim: int):
-        self.data, self.dim = data, dim
+    def __init__(self, data: str, columns: Columns):
+        self.data, self.columns = data, columns
 
     def process(self, chunk: RowChunk):
         try:
-            yield chunk.index, read_chunk(self.data, chunk, self.dim)
+            yield chunk.index, read_chunk(self.data, chunk, self.columns)
         except DataError as error:
             yield beam.pvalue.TaggedOutput(_ERRORS, (chunk.index, [error.source, error.where, error.problem,
                                                                     error.fix]))
@@ -112,21 +115,21 @@ def _describe(chunk: RowChunk, data: str) -> str:
     return f"chunk {chunk.index} ({unit} {chunk.first}-{chunk.first + chunk.count - 1})"
 
 
-def score_with_beam(model_dir: str, data: str, dim: int, chunks: List[RowChunk], batch_size: int,
+def score_with_beam(model_dir: str, data: str, columns: Columns, chunks: List[RowChunk], batch_size: int,
                     beam_args: Sequence[str], shard_parent: Optional[str] = None) -> Iterator[np.ndarray]:
     """The scores of every chunk of `data`, in input order, computed by a Beam pipeline.
 
     Args:
       model_dir: the resolved SavedModel version folder (local or object store) every worker loads.
       data: the .npy / .csv table, readable by every worker (errors name it by its absolute path).
-      dim: the model's D (rows of another width are a `DataError`).
-      chunks: `pipeline.serving.plan_chunks(data)`, as a list.
-      batch_size: rows per call of the `log_prob` signature.
+      columns: `pipeline.serving.match_columns` of `data` (the model's columns, by name or position).
+      chunks: `pipeline.serving.plan_chunks(data, columns)`, as a list.
+      batch_size: rows per call of the SavedModel's signature.
       beam_args: Beam pipeline options (FnApiRunner when no ``--runner`` is named).
       shard_parent: where the temporary shard folder goes (default: the system's temporary folder).
 
     Yields:
-      float32 scores of chunk 0, 1, ... (empty for a .csv chunk of blank lines), after the
+      `score_rows` tables of chunk 0, 1, ... (no rows for a .csv chunk of blank lines), after the
       pipeline has finished and every chunk was checked.
 
     Raises:
@@ -142,7 +145,7 @@ def score_with_beam(model_dir: str, data: str, dim: int, chunks: List[RowChunk],
             read = (pipeline
                     | "Chunks" >> beam.Create(chunks)
                     | "Spread" >> beam.Reshuffle()
-                    | "Read" >> beam.ParDo(_ReadChunk(data, dim)).with_outputs(_ERRORS, main="rows"))
+                    | "Read" >> beam.ParDo(_ReadChunk(data, columns)).with_outputs(_ERRORS, main="rows"))
             _ = read.rows | "Score" >> RunInference(handler) | "WriteScores" >> beam.Map(_write_scores, folder)
             _ = read[_ERRORS] | "WriteErrors" >> beam.Map(_write_error, folder)
         names = set(os.listdir(folder))

@@ -2,10 +2,11 @@
 
     tfflows run      [--config FILE.yaml] [--data PATH | --dataset NAME | --target U1..U4|module:fn]
                      [--model KIND] [--epochs N] [--output DIR] [--set section.field=value ...]
-    tfflows evaluate --model DIR --data PATH [--scores FILE] [--beam-args="--runner=... ..."]
+    tfflows evaluate --model DIR --data PATH [--scores FILE] [--threshold q0.01|LOGP] [--beam-args="--runner=... ..."]
     tfflows sample   --model DIR -n N [--seed S] --out FILE(.npy|.csv|.png)
     tfflows ui       [--config FILE.yaml] [--output DIR] [--port 5000]
-    tfflows compile  --target kubeflow|vertex [--config FILE.yaml] [--out FILE.json] [--image IMAGE]
+    tfflows compile  --target kubeflow|vertex --pipeline-root gs://B/P --tracking-uri http://MLFLOW:5000
+                     --push-base gs://B/P [--config FILE.yaml] [--out FILE.json] [--image IMAGE] [--cpu N --memory-gb G]
     tfflows promote  --version N [--config FILE.yaml] [--output DIR]   (registry alias + TF Serving `stable`)
     tfflows rollback [--config FILE.yaml] [--output DIR]               (back to the previous version)
 
@@ -19,9 +20,12 @@ that the failure line names; `--verbose` shows everything instead (`pipeline/ter
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
-import re
 import shlex
+import signal
+import socket
 import subprocess
 import sys
 
@@ -72,8 +76,18 @@ def _load_config(args, overrides=None):
     return load_run_config(args.config, overrides, args.set or ())
 
 
+def _push_destination(push_base: str | None) -> str:
+    """For the plan line: where the serving versions go when not under the output (a bucket or
+    another folder), else nothing."""
+    from tfflows.components.artifacts import SERVING_DIR, is_object_store, join
+
+    if not push_base:
+        return ""
+    return f" (serving versions to {join(push_base if is_object_store(push_base) else os.path.abspath(push_base), SERVING_DIR)})"
+
+
 def cmd_run(args) -> int:
-    from tfflows.pipeline.runner import preflight
+    from tfflows.pipeline.runner import preflight, step_names
 
     config = _load_config(args, _run_overrides(args))
     preflight(config)  # nothing is written (not even the log) for a mistake found before the run
@@ -82,9 +96,9 @@ def cmd_run(args) -> int:
     from tfflows.components.objectives import get_objective
 
     objective = get_objective(config.train.objective)
-    steps = ", ".join(objective.data_components + ("train", "evaluate", "push"))
+    steps = ", ".join(step_names(config))
     terminal.say(f"tfflows run: {objective.describe(config.train, config.ingest.dataset)}; {steps} into "
-                 f"{os.path.abspath(config.output)}")
+                 f"{os.path.abspath(config.output)}{_push_destination(config.push.push_base)}")
     from tfflows.pipeline.runner import run_local
 
     result = run_local(config)
@@ -94,21 +108,79 @@ def cmd_run(args) -> int:
     return 0 if result.ok else 3
 
 
+def _model_path(args) -> str:
+    """``--model``; a registry URI (``models:/NAME@ALIAS``) resolved to a local copy of its SavedModel
+    in the store of ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``--output``
+    (`registry.store_uri`)."""
+    if not args.model.startswith("models:/"):
+        return args.model
+    from tfflows.pipeline.registry import registered_model_dir, store_uri
+
+    return registered_model_dir(args.model, store_uri(args.tracking_uri, os.environ.get("MLFLOW_TRACKING_URI"),
+                                                      args.output))
+
+
 def cmd_evaluate(args) -> int:
     from tfflows.pipeline.serving import evaluate_saved_model
 
     args.terminal.capture(None)
     beam_args = shlex.split(args.beam_args) if args.beam_args is not None else None
-    args.terminal.say(evaluate_saved_model(args.model, args.data, scores_path=args.scores, beam_args=beam_args))
+    args.terminal.say(evaluate_saved_model(_model_path(args), args.data, scores_path=args.scores, beam_args=beam_args,
+                                           threshold=args.threshold))
     return 0
+
+
+SAMPLE_FORMATS = (".npy", ".csv", ".png")
 
 
 def cmd_sample(args) -> int:
+    if not args.out.endswith(SAMPLE_FORMATS):  # numpy would add .npy to any other name, silently
+        from tfflows.pipeline.config import ConfigError
+
+        raise ConfigError(f"--out {args.out}: unknown file extension; fix: name the file {', '.join(SAMPLE_FORMATS)} "
+                          "(.png: an image grid, image data only)")
     from tfflows.pipeline.serving import sample_saved_model
 
     args.terminal.capture(None)
-    args.terminal.say(sample_saved_model(args.model, args.n, args.seed, args.out))
+    args.terminal.say(sample_saved_model(_model_path(args), args.n, args.seed, args.out))
     return 0
+
+
+def _check_port_free(port: int) -> None:
+    """Refuses a port something already listens on: `mlflow ui` would log "Address already in use"
+    and exit 0, as if it had served."""
+    from tfflows.pipeline.config import ConfigError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is free
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise ConfigError(f"--port {port}: 127.0.0.1:{port} cannot be served ({error.strerror}; another "
+                              f"tfflows ui or server?); fix: stop that one or pass another --port") from None
+
+
+def _serve(command: list[str]) -> int:
+    """Runs the server `command` in its own process group and, on SIGTERM or SIGINT, stops the whole
+    group: `mlflow ui` starts the web server as a child of its own, which a signal to `mlflow` alone
+    left running on the port. Returns 0 for a stop asked for, else the server's exit status."""
+    server = subprocess.Popen(command, start_new_session=True)
+    stopping = []
+
+    def stop(signum, frame):
+        stopping.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        status = server.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        with contextlib.suppress(ProcessLookupError):  # whatever of the group outlived its leader
+            os.killpg(server.pid, signal.SIGKILL)
+    return 0 if stopping else status
 
 
 def cmd_ui(args) -> int:
@@ -116,27 +188,30 @@ def cmd_ui(args) -> int:
 
     config = _load_config(args, {"output": args.output} if args.output else None)
     uri = tracking_uri(config)
+    _check_port_free(args.port)
     command = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "ui", "--backend-store-uri", uri,
                "--host", "127.0.0.1", "--port", str(args.port)]
     print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
-    return subprocess.call(command)
+    return _serve(command)
+
+
+# compile's flags -> (section, field) of the configuration they set (`ClusterConfig`, tracking, push).
+COMPILE_FLAGS = {"pipeline_root": ("cluster", "pipeline_root"), "image": ("cluster", "image"),
+                 "cpu": ("cluster", "cpu"), "memory_gb": ("cluster", "memory_gb"),
+                 "tracking_uri": ("tracking", "uri"), "push_base": ("push", "push_base")}
 
 
 def cmd_compile(args) -> int:
-    from importlib.metadata import version
+    from tfflows.pipeline.runner import check_cluster, compile_for_cluster
 
-    from tfflows.pipeline.config import ConfigError
-    from tfflows.pipeline.runner import compile_for_cluster
-
-    # Default: the image infra/k8s/kustomization.yaml deploys (tfflows:<package version>, tested
-    # equal); a moving tag would run other code than the one compiled and tested.
-    image = args.image = args.image or f"tfflows:{version('tfflows')}"
-    if image.endswith(":latest") or not re.search(r":[^/]+$|@sha256:", image):
-        raise ConfigError(f"--image {image}: needs a fixed tag or digest, not latest; fix: e.g. "
-                          f"--image tfflows:{version('tfflows')}")
-    config = _load_config(args)
+    overrides: dict = {}
+    for flag, (section, name) in COMPILE_FLAGS.items():
+        if getattr(args, flag) is not None:
+            overrides.setdefault(section, {})[name] = getattr(args, flag)
+    config = _load_config(args, overrides)
+    check_cluster(config)  # before the log folder: a refused spec leaves nothing behind
     args.terminal.capture(os.path.join(config.output, "logs"))
-    path = compile_for_cluster(config, args.target, args.out, args.image)
+    path = compile_for_cluster(config, args.target, args.out)
     args.terminal.say(f"wrote the {args.target} pipeline spec to {path}")
     return 0
 
@@ -144,7 +219,10 @@ def cmd_compile(args) -> int:
 def cmd_registry(args) -> int:
     from tfflows.pipeline import registry
 
-    config = _load_config(args, {"output": args.output} if args.output else None)
+    overrides = {"output": args.output} if args.output else {}
+    if uri := args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):  # `registry.store_uri`'s order
+        overrides["tracking"] = {"uri": uri}
+    config = _load_config(args, overrides)
     print(registry.promote(config, args.version) if args.command == "promote" else registry.rollback(config))
     return 0
 
@@ -168,9 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="log-likelihood of a pushed model on new data")
     evaluate.add_argument("--model", required=True, help="a pushed SavedModel (serving/<version>), the serving/ folder "
-                          "(latest) or models:/NAME@ALIAS (the registry of the default run, tfflows_output/mlflow.db)")
-    evaluate.add_argument("--data", required=True, help=".npy or .csv (header) file of raw rows")
-    evaluate.add_argument("--scores", help="write per-row log-likelihoods here (.npy or .csv)")
+                          "(latest) or models:/NAME@ALIAS (looked up in --tracking-uri, MLFLOW_TRACKING_URI or --output)")
+    evaluate.add_argument("--data", required=True, help=".csv (columns matched by the header's names; without a "
+                          "header, by position) or .npy (by position) of raw rows")
+    evaluate.add_argument("--scores", help="write per-row results here: .csv (row, log_prob, percentile, is_anomaly) "
+                          "or .npy (log_prob)")
+    evaluate.add_argument("--threshold", metavar="q0.01|LOGP", help="flag rows scoring below the model's held-out "
+                          "quantile (q0.01: 1%% of its held-out rows score lower) or below a log-density (-12.5)")
     evaluate.add_argument("--beam-args", metavar="OPTIONS", help="score as a Beam pipeline with these pipeline "
                           "options, written with '=': --beam-args=\"--runner=PortableRunner --job_endpoint=HOST:PORT\" "
                           "(--beam-args=\"\": the in-process FnApiRunner); README 'Scale-out'")
@@ -182,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", required=True, help=".npy, .csv or .png (an image grid, image data only)")
     sample.set_defaults(func=cmd_sample)
+    for command in (evaluate, sample):  # where a models:/ URI is looked up (`registry.store_uri`)
+        command.add_argument("--tracking-uri", help="MLflow store of models:/ URIs (default: MLFLOW_TRACKING_URI, "
+                             "else the --output folder's mlflow.db)")
+        command.add_argument("--output", help="the run's output folder whose mlflow.db holds models:/ URIs "
+                             "(default tfflows_output)")
 
     ui = sub.add_parser("ui", help="start the MLflow UI on the project's tracking store")
     ui.add_argument("--config")
@@ -194,8 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--target", required=True, choices=["kubeflow", "vertex"])
     comp.add_argument("--config")
     comp.add_argument("--out", help="output JSON (default: <output>/<pipeline>_<target>.json)")
-    comp.add_argument("--image", help="container image holding tfflows (default: tfflows:<version>, "
-                      "the tag infra/k8s/kustomization.yaml deploys)")
+    comp.add_argument("--image", help="container image holding tfflows, fixed tag or digest (cluster.image; default "
+                      "tfflows:<version>, the tag infra/k8s/kustomization.yaml deploys)")
+    comp.add_argument("--pipeline-root", help="bucket folder for the pipeline's artifacts, gs:// or s3:// "
+                      "(cluster.pipeline_root)")
+    comp.add_argument("--tracking-uri", help="the cluster's MLflow server, e.g. http://mlflow:5000 (tracking.uri)")
+    comp.add_argument("--push-base", help="bucket folder the blessed models are pushed to (push.push_base)")
+    comp.add_argument("--cpu", type=float, help="vCPU limit of each step's container (cluster.cpu)")
+    comp.add_argument("--memory-gb", type=float, help="memory limit in GB of each step's container (cluster.memory_gb)")
     comp.add_argument("--set", action="append", metavar="KEY=VALUE")
     comp.set_defaults(func=cmd_compile)
 
@@ -206,12 +299,40 @@ def build_parser() -> argparse.ArgumentParser:
             move.add_argument("--version", type=int, required=True, help="registered model version")
         move.add_argument("--config")
         move.add_argument("--output", help="the run's output folder (its mlflow.db and serving/)")
+        move.add_argument("--tracking-uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else the --output "
+                          "folder's mlflow.db)")
         move.add_argument("--set", action="append", metavar="KEY=VALUE")
         move.set_defaults(func=cmd_registry)
     for command in sub.choices.values():
         command.add_argument("--verbose", action="store_true",
                              help="show TensorFlow, Beam and MLflow logs and tracebacks instead of a log file")
     return parser
+
+
+# How a full disk reads along an error's chain: OSError's errno, TensorFlow's and SQLite's words.
+_DISK_FULL_WORDS = ("No space left on device", "database or disk is full")
+
+
+def _noted(message: str, chain: list) -> str:
+    """``message`` with what the run undid before failing (the errors' notes, e.g. a push rolled
+    back) before its fix."""
+    notes = "".join(f"; {note}" for cause in chain for note in getattr(cause, "__notes__", ()))
+    head, sep, fix = message.rpartition("; fix: ")
+    return f"{head}{notes}{sep}{fix}" if sep else message + notes
+
+
+def _disk_full(chain: list) -> str | None:
+    """The line for a run stopped by a full disk (wherever the write was: a SavedModel, a log, an
+    SQLite store), or None."""
+    full = [c for c in chain if getattr(c, "errno", None) == errno.ENOSPC or any(w in str(c) for w in _DISK_FULL_WORDS)]
+    if not full:
+        return None
+    # (a copy's destination is its filename2)
+    path = next((getattr(c, "filename2", None) or c.filename for c in full if getattr(c, "filename", None)), None)
+    if path is None and "; No space left" in str(full[0]):  # TensorFlow's "<path>; No space left on device"
+        path = str(full[0]).split("; No space left", 1)[0].strip()
+    return (f"{path or 'a file of the run (an SQLite store)'}: no space left on device; fix: free space on "
+            "that disk (df -h shows it) or choose another --output, then run again (finished steps are reused)")
 
 
 def _failure(error: BaseException) -> tuple[int, str]:
@@ -228,9 +349,15 @@ def _failure(error: BaseException) -> tuple[int, str]:
         seen.add(id(error))
         chain.append(error)
         error = error.__cause__ or error.__context__
+    if (line := _disk_full(chain)) is not None:
+        return 2, _noted(line, chain)
+    # Only a push loaded the registry; a store on this machine it could not write is the user's to fix.
+    unregistered = getattr(sys.modules.get("tfflows.components.push.registry"), "RegistrationError", ())
     for cause in chain:
         if diverged and isinstance(cause, diverged):
             return 3, str(cause)
+        if unregistered and isinstance(cause, unregistered):
+            return 2, _noted(str(cause), chain)
         if isinstance(cause, (ConfigError, DataError)):
             return 2, str(cause)
         if isinstance(cause, UnicodeDecodeError):

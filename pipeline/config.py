@@ -9,6 +9,7 @@ documented on the section's dataclass:
 - `tracking`  -> `components.train.config.TrackingConfig` (MLflow)
 - `evaluate`  -> `components.evaluate.config.EvaluateConfig` (test metrics, blessing threshold)
 - `push`      -> `components.push.config.PushConfig`    (serving export, model registry)
+- `cluster`   -> `ClusterConfig` below                   (`tfflows compile`: pipeline root, image, resources)
 
 Precedence: defaults < YAML file (`--config`) < CLI flags < `--set section.field=value`.
 The whole configuration is checked strictly (`components.config.build_config`: every value against
@@ -23,21 +24,60 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import yaml
 
+from tfflows.components.artifacts import is_object_store
 from tfflows.components.config import ConfigError, IngestConfig, TransformConfig, build_config
 from tfflows.components.evaluate.config import EvaluateConfig
 from tfflows.components.push.config import PushConfig
 from tfflows.components.train.config import TrackingConfig, TrainConfig
 
-__all__ = ["ConfigError", "RunConfig", "load_run_config", "config_to_dict"]
+__all__ = ["ClusterConfig", "ConfigError", "RunConfig", "load_run_config", "config_to_dict"]
 
 DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory")
 PROGRESS = ("auto", "bar", "lines", "off")
 # TFX makes folders and ML Metadata contexts of the name: no path separators, no `..`.
 _PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where a compiled pipeline (`tfflows compile`) runs: only what a cluster adds to a run. The
+    MLflow server and the push destination keep their own homes, ``tracking.uri`` and
+    ``push.push_base``; `compile` refuses a spec in which any of these would name a path of the
+    compiling machine (`pipeline.runner.check_cluster`).
+
+    Attributes:
+      pipeline_root: bucket folder (``gs://`` or ``s3://``) under which the cluster's pipeline
+        writes its artifacts (``--pipeline-root``).
+      image: container image holding tfflows, with a fixed tag or digest (``--image``; None: the
+        ``tfflows:<package version>`` that ``infra/k8s/kustomization.yaml`` deploys).
+      cpu: vCPU limit of every step's container (None: the cluster's default).
+      memory_gb: memory limit of every step's container in GB (None: the cluster's default).
+    """
+
+    pipeline_root: Optional[str] = None
+    image: Optional[str] = None
+    cpu: Optional[float] = None
+    memory_gb: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.pipeline_root is not None and not is_object_store(self.pipeline_root):
+            raise ConfigError(f"cluster.pipeline_root {self.pipeline_root}: not a bucket, and a cluster's steps "
+                              "cannot write this machine's folders; fix: --pipeline-root gs://BUCKET/PREFIX "
+                              "(or s3://)")
+        if self.image is not None and (self.image.endswith(":latest") or not re.search(r":[^/]+$|@sha256:",
+                                                                                     self.image)):
+            from importlib.metadata import version
+
+            raise ConfigError(f"cluster.image {self.image}: needs a fixed tag or digest, not latest (a moving tag "
+                              f"runs other code than the one compiled); fix: e.g. --image tfflows:{version('tfflows')}")
+        for name in ("cpu", "memory_gb"):
+            if (value := getattr(self, name)) is not None and value <= 0:
+                raise ConfigError(f"cluster.{name} must be positive, but is {value}; fix: set it above 0 or "
+                                  "leave it out")
 
 
 @dataclass(frozen=True)
@@ -58,6 +98,7 @@ class RunConfig:
         in the run's log file (``<output>/logs/``) whatever this says.
       progress_every_epochs: the period of "lines" progress.
       ingest, transform, train, tracking, evaluate, push: the components' sections.
+      cluster: where `tfflows compile`'s spec runs (`ClusterConfig`); `tfflows run` ignores it.
 
     The embedded default (no file, no flags) is a quick run: two moons, a MAF of 5 layers with 64
     hidden units, at most 200 epochs with learning rate 1e-3 and patience 20. The papers' recipe
@@ -78,6 +119,7 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         if not _PIPELINE_NAME.fullmatch(self.pipeline_name) or ".." in self.pipeline_name:
@@ -132,30 +174,78 @@ def _merge(base: dict, update, cls) -> dict:
     return merged
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses aliases expanding past `MAX_YAML_VALUES` values.
+
+    Aliases share one Python object, so loading a "billion laughs" file is quick, but every later
+    walk (type checks, an error message quoting the value) expands it: nine levels of nine aliases
+    took 40 s and printed a 1.26 GB line. Each node's expanded size is counted while the document is
+    composed, before anything is constructed."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._expanded_sizes: dict[int, int] = {}  # id(node) -> values it stands for, aliases expanded
+
+    def compose_node(self, parent, index):
+        node = super().compose_node(parent, index)
+        sizes = self._expanded_sizes
+        if id(node) not in sizes:  # an alias returns its anchor's node, already counted
+            children = (node.value if isinstance(node, yaml.SequenceNode) else
+                        [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else [])
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[id(node)] > MAX_YAML_VALUES:
+                raise _AliasBomb(f"line {node.start_mark.line + 1}: aliases expand to more than "
+                                 f"{MAX_YAML_VALUES:,} values")
+        return node
+
+
+class _AliasBomb(yaml.YAMLError):
+    """Raised by `_BoundedLoader`; its message is the problem, for `_load_yaml`'s one line."""
+
+
+MAX_YAML_VALUES = 100_000  # a whole configuration is a few hundred; 10,000 CSV column names fit
+
+
+def _load_yaml(text, where: str):
+    """YAML `text` (a string or a file) through `_BoundedLoader`; any problem is one `ConfigError`
+    line naming `where` (the file, or the field of a --set)."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except _AliasBomb as error:
+        raise ConfigError(f"{where}: {error}; fix: write the values out instead of nesting aliases "
+                          f"(*name)") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error}); fix: "
+                          "correct the YAML syntax") from error
+
+
 def _parse_set(assignment: str) -> tuple[list[str], Any]:
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected section.field=value, e.g. train.epochs=5")
     key, raw = assignment.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {assignment!r}: cannot parse the value ({error.problem})") from error
+    value = _load_yaml(raw, f"--set {key.strip()}") if raw.strip() else None
     return key.strip().split("."), value
+
+
+def _read_config_file(path: str) -> dict | None:
+    """The `--config` file: a mapping of sections (None when empty), one line for anything else."""
+    try:
+        with open(path) as f:
+            loaded = _load_yaml(f, path)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error.strerror}); fix: check the path given "
+                          "to --config") from error
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the config file holds a {type(loaded).__name__}, not a mapping of sections; "
+                          "fix: write it as `section: {field: value}` lines, e.g. `train: {epochs: 5}`")
+    return loaded
 
 
 def load_run_config(path: str | None = None, overrides: dict | None = None, assignments=()) -> RunConfig:
     """Defaults < YAML file at `path` < `overrides` (a nested dict) < `assignments` ("a.b=v")."""
     values = config_to_dict(RunConfig())
-    if path is not None:
-        try:
-            with open(path) as f:
-                loaded = yaml.safe_load(f)
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read the config file ({error.strerror})") from error
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({getattr(error, 'problem', error)})") from error
-        if loaded is not None:
-            values = _merge(values, loaded, RunConfig)
+    if path is not None and (loaded := _read_config_file(path)) is not None:
+        values = _merge(values, loaded, RunConfig)
     if overrides:
         values = _merge(values, overrides, RunConfig)
     for assignment in assignments:

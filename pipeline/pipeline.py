@@ -1,6 +1,7 @@
 """`create_pipeline`: the tfflows TFX pipeline, independent of where it runs.
 
-ingest -> transform -> train -> evaluate (against the currently pushed model) -> push (+ MLflow
+ingest -> transform -> drift (the pushed champion scores the new test split, before training) ->
+train -> evaluate (against the currently pushed model, on the same points) -> push (+ MLflow
 registry). With `train.objective: reverse_kl` the flow is fitted to a target density, not to
 data: train -> evaluate -> push, no ingest or transform; `train.objective: vae` trains a VAE on
 the ingested data: ingest -> train -> evaluate -> push, no transform. Runners (`pipeline/runner.py`) only
@@ -16,9 +17,11 @@ import os
 import tfflows.models.flows  # noqa: F401  (imports TFP with tf-keras before any component does)
 from tfx.orchestration import pipeline as tfx_pipeline
 
+from tfflows.components.drift.component import DriftCheck
 from tfflows.components.evaluate.component import EvaluateFlow
 from tfflows.components.objectives import get_objective
 from tfflows.components.ingest.component import IngestExamples
+from tfflows.components.inputs import snapshot_inputs
 from tfflows.components.push.component import PushFlow
 from tfflows.components.train.component import TrainFlow
 from tfflows.components.transform.component import TransformData
@@ -43,29 +46,40 @@ def _sections(config: RunConfig) -> tuple:
     return get_objective(config.train.objective).data_components + ("train",)
 
 
-def _checkpoint_dir(config: RunConfig) -> str:
-    """Stable across re-runs of the same training (so a killed run resumes), distinct otherwise."""
-    key = "|".join(getattr(config, name).to_json() for name in _sections(config))
+def _checkpoint_dir(config: RunConfig, inputs=None) -> str:
+    """Stable across re-runs of the same training on the same data (so a killed run resumes),
+    distinct otherwise: new content at the same path (``inputs``' digest) trains afresh."""
+    key = "|".join([getattr(config, name).to_json() for name in _sections(config)]
+                   + ([inputs.digest] if inputs is not None else []))
     return os.path.join(os.path.abspath(config.output), "checkpoints", hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
 def create_pipeline(config: RunConfig, pipeline_root: str, tracking_uri: str, metadata_connection_config=None,
                     local: bool = True):
-    """The pipeline (five components; four for a VAE, three for reverse KL). `local=False` (cluster specs) leaves
+    """The pipeline (six components; four for a VAE, three for reverse KL). `local=False` (cluster specs) leaves
     checkpoints to the trainer."""
     tracking, push = resolved_sections(config, tracking_uri)
-    data_components, data = [], {}
+    data_components, data, inputs = [], {}, None
     if "ingest" in _sections(config):
-        ingest = IngestExamples(config.ingest)
+        # Locally the inputs' content fingerprint (and span) is taken now: part of ingest's cache key.
+        inputs = snapshot_inputs(config.ingest) if local else None
+        ingest = IngestExamples(config.ingest, inputs)
         data_components, data = [ingest], {"examples": ingest.outputs["examples"]}
+    drift = None
     if "transform" in _sections(config):
         transform = TransformData(ingest.outputs["examples"], config.transform)
-        data_components.append(transform)
         data["transform_graph"] = transform.outputs["transform_graph"]
+        # Before training: the champion scores the new test split (a limit may stop the run here).
+        drift = DriftCheck(ingest.outputs["examples"], data["transform_graph"], config.evaluate.to_json(),
+                           push.push_base)
+        data_components += [transform, drift]
     train = TrainFlow(data.get("examples"), data.get("transform_graph"), config.train, tracking,
-                      checkpoint_dir=_checkpoint_dir(config) if local else None)
+                      checkpoint_dir=_checkpoint_dir(config, inputs) if local else None)
+    if drift is not None:
+        train.add_upstream_node(drift)
     evaluator = EvaluateFlow(model=train.outputs["model"], config=config.evaluate.to_json(),
-                             baseline_push_base=push.push_base, tracking_config=tracking.to_json(), **data)
+                             baseline_push_base=push.push_base, tracking_config=tracking.to_json(),
+                             drift=drift.outputs["drift"] if drift is not None else None, **data)
     pusher = PushFlow(model=train.outputs["model"], model_blessing=evaluator.outputs["blessing"],
                       config=push.to_json(), tracking_config=tracking.to_json(), **data)
     return tfx_pipeline.Pipeline(

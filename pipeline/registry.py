@@ -18,7 +18,7 @@ import tempfile
 from tfflows.components.train.config import TrackingConfig
 from tfflows.pipeline.config import ConfigError, RunConfig
 
-__all__ = ["promote", "registered_model_dir", "resolved_tracking", "rollback"]
+__all__ = ["promote", "registered_model_dir", "resolved_tracking", "rollback", "store_uri"]
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -57,9 +57,8 @@ def _move(config: RunConfig, version_of) -> str:
     try:
         version = version_of(tracker)
         push_base = config.push.push_base or config.output
-        local = not artifacts.is_object_store(push_base)
-        latest = (artifacts.list_versions(os.path.join(push_base, artifacts.SERVING_DIR)) or [None])[-1]
-        return describe(set_champion(tracker, version, push_base if local else None, latest))
+        latest = (artifacts.list_versions(artifacts.join(push_base, artifacts.SERVING_DIR)) or [None])[-1]
+        return describe(set_champion(tracker, version, push_base, latest))
     except ValueError as err:
         raise ConfigError(str(err)) from err
     except Exception as err:  # noqa: BLE001 - MLflow's RESOURCE_DOES_NOT_EXIST and friends, as one line
@@ -80,6 +79,15 @@ def rollback(config: RunConfig) -> str:
         tracker.client, tracker.config.registered_model_name, tracker.config.alias))
 
 
+def store_uri(tracking_uri: str | None, environ_uri: str | None, output: str | None) -> str:
+    """The MLflow store that ``models:/...`` URIs, `promote` and `rollback` use, in this order:
+    ``--tracking-uri``, the ``MLFLOW_TRACKING_URI`` the CLI read (``environ_uri``), the run's own
+    store under ``--output`` (default ``tfflows_output``): the store the model was registered in."""
+    from tfflows.pipeline.runner import tracking_uri as output_tracking_uri
+
+    return tracking_uri or environ_uri or output_tracking_uri(RunConfig(output=output or RunConfig.output))
+
+
 def registered_model_dir(uri: str, tracking_uri: str | None = None) -> str:
     """A local copy of the SavedModel behind ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
 
@@ -94,6 +102,10 @@ def registered_model_dir(uri: str, tracking_uri: str | None = None) -> str:
     if not match:
         raise FileNotFoundError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     tracking_uri = tracking_uri or default_tracking_uri(RunConfig())
+    store = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else None
+    if store is not None and not os.path.isfile(store):  # MLflow would create an empty store there
+        raise FileNotFoundError(f"{uri}: no MLflow store at {store}; fix: pass the run's --output or --tracking-uri, "
+                                "or the pushed SavedModel folder (serving/<version>)")
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         version = (client.get_model_version_by_alias(match["name"], match["alias"]) if match["alias"]

@@ -3,19 +3,27 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-import glob
+import gzip
 import json
 import os
 import shutil
+import time
 
+import numpy as np
+
+from tfflows.components.artifacts import is_object_store
 from tfflows.components.config import FILE_FORMATS
 from tfflows.components.errors import DataError
+from tfflows.components.inputs import pattern_matches
 from tfflows.components.objectives import get_objective
 from tfflows.components.summary import ModelSummary
+from tfflows.models.kinds import narrowest_hidden_width
 from tfflows.pipeline.config import ConfigError, RunConfig
+from tfflows.pipeline.steps import run_steps
 
-__all__ = ["tracking_uri", "preflight", "run_local", "compile_for_cluster", "RunResult"]
+__all__ = ["tracking_uri", "preflight", "run_local", "check_cluster", "compile_for_cluster", "RunResult", "step_names"]
 
 
 def tracking_uri(config: RunConfig) -> str:
@@ -25,21 +33,34 @@ def tracking_uri(config: RunConfig) -> str:
 
 @dataclasses.dataclass
 class RunResult:
+    """What a run did: its steps (ran or reused), and the evaluation, push and training summary of
+    the model this run evaluated and pushed, cached or not."""
+
     evaluation: dict
     pushed: dict
     training: ModelSummary | None
     tracking_uri: str
+    steps: list = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return bool(self.evaluation) and (self.training is None or self.training.status == "ok")
 
+    def _step(self, name: str):
+        return next((step for step in self.steps if step.name == name), None)
+
     def report(self) -> str:
-        lines = []
+        lines = [step.line() for step in self.steps]
+        if drift := self.evaluation.get("drift"):
+            lines.append(drift["line"])
         if self.evaluation:  # the objective's lines about its metrics
             lines += get_objective(self.evaluation.get("objective", "max_likelihood")).report(self.evaluation)
         lines.append(f"blessed: {self.evaluation.get('blessed')} ({self.evaluation.get('reason', '')})")
-        if self.pushed.get("pushed"):
+        push = self._step("push")
+        if self.pushed.get("pushed") and push is not None and push.reused:
+            lines.append(f"SavedModel: {self.pushed.get('destination')} (pushed by run {push.reused_run}; "
+                         "nothing new pushed or registered)")
+        elif self.pushed.get("pushed"):
             lines.append(f"SavedModel: {self.pushed.get('destination')}")
         else:
             lines.append("SavedModel: not pushed (model not blessed); earlier versions are untouched")
@@ -48,9 +69,16 @@ class RunResult:
         return "\n".join(lines)
 
 
-def _latest_artifact_uri(store, type_name: str) -> str | None:
-    artifacts = store.get_artifacts_by_type(type_name)
-    return max(artifacts, key=lambda a: a.id).uri if artifacts else None
+# Node ids of `create_pipeline`'s components -> the step names the run prints.
+_STEP_NAMES = {"IngestExamplesComponent": "ingest", "TransformDataComponent": "transform",
+               "DriftCheck": "drift", "TrainFlowComponent": "train", "EvaluateFlow": "evaluate", "PushFlow": "push"}
+
+
+def step_names(config: RunConfig) -> tuple:
+    """The steps a run of ``config`` prints, in order (`create_pipeline`'s components): the drift
+    check runs where a transform does (a champion scores transformed data through its own)."""
+    data = get_objective(config.train.objective).data_components
+    return data + (("drift",) if "transform" in data else ()) + ("train", "evaluate", "push")
 
 
 def _read_json(folder: str | None, name: str) -> dict:
@@ -65,11 +93,52 @@ def _read_summary(model_uri: str | None) -> ModelSummary | None:
     return ModelSummary.read(model_uri) if model_uri else None
 
 
+# Room kept under the output for the deepest path a run writes (pipeline_root/<component>/<artifact>/
+# <execution>/Split-train/data_tfrecord-...gz, mlartifacts/<experiment>/<run>/artifacts/..., TFX's
+# temporary folders): an output longer than the file system's limit less this fails half-way.
+_PATH_ROOM = 512
+
+
+def _existing_parent(path: str) -> str:
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _too_long(folder: str) -> str | None:
+    """Why `folder` is too long a path for its file system (a folder name or the whole path), or
+    None. Checked before anything is made: `os.makedirs` of such a path creates the folders up to
+    the first one that fails (16 empty folders for a 4,500-character --output)."""
+    path = os.path.abspath(folder)
+    parent = _existing_parent(path)
+    name_max, path_max = os.pathconf(parent, "PC_NAME_MAX"), os.pathconf(parent, "PC_PATH_MAX")
+    longest = max(path.split(os.sep), key=lambda part: len(os.fsencode(part)))
+    if len(os.fsencode(longest)) > name_max:
+        return (f"the folder name {longest[:20]}... is {len(os.fsencode(longest))} bytes, the file system takes "
+                f"at most {name_max}")
+    if len(os.fsencode(path)) > path_max - _PATH_ROOM:
+        return (f"the path is {len(os.fsencode(path))} bytes, and a run needs {_PATH_ROOM} more under it: the "
+                f"file system takes at most {path_max}")
+    return None
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _not_sqlite(path: str) -> bool:
+    """Whether `path` exists and is not an SQLite database (an empty file is one SQLite fills)."""
+    if not os.path.lexists(path):
+        return False
+    if not os.path.isfile(path):
+        return True
+    with open(path, "rb") as f:
+        header = f.read(len(_SQLITE_HEADER))
+    return bool(header) and header != _SQLITE_HEADER
+
+
 def _unwritable(folder: str) -> str | None:
     """Why `folder` (or the folder that would hold it) cannot be written, or None."""
-    probe = os.path.abspath(folder)
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
+    probe = _existing_parent(os.path.abspath(folder))
     if not os.path.isdir(probe):
         return f"{probe} is not a folder"
     if os.statvfs(probe).f_flag & os.ST_RDONLY:
@@ -79,20 +148,74 @@ def _unwritable(folder: str) -> str | None:
     return None
 
 
+def _peek_width(ingest) -> int | None:
+    """The number of features of the input file from its header alone (``columns``, a CSV's first
+    line, an .npy or IDX header), or None when that is not cheap to know. Only for `preflight`'s
+    width check: ingest reads and checks the whole file (a bad header is its to report)."""
+    if ingest.dataset == "csv" and ingest.columns:
+        return len(ingest.columns)
+    files = pattern_matches(ingest.path) if ingest.path and "://" not in ingest.path else []
+    if ingest.dataset not in ("csv", "npy", "idx") or not files or not os.path.isfile(files[0]):
+        return None
+    try:
+        if ingest.dataset == "csv":
+            with open(files[0], encoding="utf-8", newline="") as f:
+                return len(next(csv.reader([f.readline()])))
+        if ingest.dataset == "npy":
+            shape = np.load(files[0], mmap_mode="r", allow_pickle=False).shape  # reads the header only
+        else:
+            with (gzip.open if files[0].endswith(".gz") else open)(files[0], "rb") as f:
+                magic = f.read(4)
+                if magic[:2] != b"\0\0" or not 2 <= magic[3] <= 4:  # not examples: `read_idx` says why
+                    return None
+                shape = [int.from_bytes(f.read(4), "big") for _ in range(magic[3])]
+    except (OSError, ValueError, IndexError, EOFError, StopIteration):
+        return None
+    return int(np.prod(shape[1:])) if len(shape) > 1 else 1
+
+
+def _check_width(config: RunConfig) -> None:
+    """Refuses MADE layers narrower than the data needs (one unit per conditional), found before
+    ingest and transform ran, when the width is in the file's header."""
+    train = config.train
+    if train.objective != "max_likelihood" or not train.hidden_units or not (width := _peek_width(config.ingest)):
+        return
+    need = narrowest_hidden_width(train.kind, width)
+    if min(train.hidden_units) < need:
+        raise ConfigError(f"train.hidden_units {list(train.hidden_units)} is too narrow for the {width} features of "
+                          f"{config.ingest.path}: a {train.kind} MADE needs {need} units or more per layer; fix: "
+                          f"--set train.hidden_units=[{need}] or wider, or keep fewer columns")
+
+
 def preflight(config: RunConfig) -> None:
     """What would otherwise fail only inside a component, after ML Metadata and `pipeline_root`
-    were created: a missing input file, an output folder that cannot be written. Checked before
-    anything is written; object-store URIs (``gs://``, ``s3://``) are left to the components."""
+    were created: a missing input file, a MADE narrower than the data, an output folder that
+    cannot be written or whose path is too long, an ML Metadata or MLflow store there that is not
+    SQLite, an output on a bucket. Checked before anything is written; object-store inputs
+    (``gs://``, ``s3://``) are left to the components."""
     if "ingest" in get_objective(config.train.objective).data_components:
         ingest = config.ingest
         if ingest.dataset in FILE_FORMATS and not ingest.path:
             raise DataError(ingest.dataset, "ingest.path", "no input file given", "pass --data PATH")
         for name in ("path", "test_path"):
             path = getattr(ingest, name)
-            if path and "://" not in path and not glob.glob(path):
+            if path and "://" not in path and not pattern_matches(path):  # {SPAN} patterns included
                 raise DataError(path, f"ingest.{name}", "no such file or folder", "check the path given to --data")
-    if "://" not in config.output and (reason := _unwritable(config.output)):
+        _check_width(config)
+    if "://" in config.output:  # os.path would make it a local folder named "gs:" (or "s3:") and say nothing
+        push = (f", and --set push.push_base={config.output} to push the serving versions to the bucket"
+                if is_object_store(config.output) else "")
+        raise ConfigError(f"output {config.output}: a run's output is a local folder (ML Metadata and the default "
+                          f"MLflow store are SQLite files, which a bucket cannot hold); fix: --output DIR{push}")
+    if reason := _too_long(config.output):
+        raise ConfigError(f"output: too long a path ({reason}): {config.output}; fix: choose a shorter --output")
+    if reason := _unwritable(config.output):
         raise ConfigError(f"output {config.output}: cannot write there ({reason}); fix: choose a writable --output")
+    stores = [config.metadata_path] + ([] if config.tracking.uri else [os.path.join(config.output, "mlflow.db")])
+    for store in stores:  # TFX and MLflow would fail on it only after TensorFlow, TFX and Beam loaded
+        if _not_sqlite(store):
+            raise ConfigError(f"{store}: not an SQLite database, but this run keeps its records there; fix: move "
+                              "it away or choose another --output")
 
 
 def run_local(config: RunConfig) -> RunResult:
@@ -111,6 +234,7 @@ def run_local(config: RunConfig) -> RunResult:
     uri = tracking_uri(config)
     pipeline = create_pipeline(config, os.path.abspath(config.pipeline_root), uri, connection)
     fresh = not os.path.exists(config.metadata_path) and not os.path.exists(config.pipeline_root)
+    started_ms = int(time.time() * 1000)
     try:
         LocalDagRunner().run(pipeline)
     except DataError:
@@ -119,25 +243,84 @@ def run_local(config: RunConfig) -> RunResult:
             if os.path.exists(config.metadata_path):
                 os.remove(config.metadata_path)
         raise
-    store = metadata_store.MetadataStore(connection)
+    steps = run_steps(metadata_store.MetadataStore(connection), _STEP_NAMES, started_ms)
+    outputs = {step.name: step.outputs for step in steps}
     return RunResult(
-        evaluation=_read_json(_latest_artifact_uri(store, "ModelEvaluation"), "evaluation.json"),
-        pushed=_read_json(_latest_artifact_uri(store, "PushedModel"), "push_result.json"),
-        training=_read_summary(_latest_artifact_uri(store, "Model")),
-        tracking_uri=uri,
+        evaluation=_read_json(outputs.get("evaluate", {}).get("evaluation"), "evaluation.json"),
+        pushed=_read_json(outputs.get("push", {}).get("pushed_model"), "push_result.json"),
+        training=_read_summary(outputs.get("train", {}).get("model")),
+        tracking_uri=uri, steps=steps,
     )
 
 
-def compile_for_cluster(config: RunConfig, target: str, out: str | None, image: str) -> str:
-    """Writes the pipeline spec JSON that Kubeflow Pipelines v2 / Vertex AI Pipelines run."""
+def _on_this_machine(uri: str) -> bool:
+    """Whether an MLflow store or artifact URI names this machine's files (a path, ``file:``,
+    ``sqlite:``): in a cluster's pod it would be the pod's scratch disk."""
+    return uri.startswith(("sqlite:", "file:")) or ("://" not in uri and not uri.startswith("databricks"))
+
+
+_THIS_MACHINE = "a path of this machine, which a cluster's pods cannot reach"
+
+
+def _cluster_problems(config: RunConfig):
+    """(setting and value, problem, fix) of every setting that a cluster's spec would lack or would
+    carry as a path of this machine."""
+    cluster, tracking = config.cluster, config.tracking
+    if cluster.pipeline_root is None:
+        yield ("cluster.pipeline_root", "unset, and the cluster's steps need a bucket for their artifacts",
+               "--pipeline-root gs://BUCKET/tfflows (or s3://)")
+    if tracking.enabled:
+        uri = tracking.uri or tracking_uri(config)
+        if _on_this_machine(uri):
+            yield (f"tracking.uri {uri}", _THIS_MACHINE, "--tracking-uri http://MLFLOW:5000 (the cluster's MLflow "
+                                                          "server), or --set tracking.enabled=false")
+        for name in ("registry_uri", "artifact_location"):
+            if (value := getattr(tracking, name)) and _on_this_machine(value):
+                yield (f"tracking.{name} {value}", _THIS_MACHINE, f"a server URI or a bucket, or leave tracking.{name} "
+                                                                  "out")
+    if not is_object_store(config.push.push_base or ""):
+        yield (f"push.push_base {config.push.push_base or f'unset (the output, {os.path.abspath(config.output)})'}",
+               _THIS_MACHINE, "--push-base gs://BUCKET/tfflows (or s3://)")
+    if "ingest" in get_objective(config.train.objective).data_components:
+        for name in ("path", "test_path"):
+            if (path := getattr(config.ingest, name)) and "://" not in path:
+                yield (f"ingest.{name} {path}", _THIS_MACHINE, "copy the data to a bucket and --set "
+                                                               f"ingest.{name}=gs://BUCKET/FILE")
+
+
+def check_cluster(config: RunConfig) -> None:
+    """Refuses, in one line, a configuration whose compiled spec would name a path of the compiling
+    machine: run by Kubeflow or Vertex, the pipeline would write its artifacts, track and push into
+    a pod's scratch disk, or read data the pod does not have."""
+    if first := next(_cluster_problems(config), None):
+        setting, problem, fix = first
+        raise ConfigError(f"{setting}: {problem}; fix: {fix}")
+
+
+def compile_for_cluster(config: RunConfig, target: str, out: str | None) -> str:
+    """Writes the pipeline spec JSON that Kubeflow Pipelines v2 / Vertex AI Pipelines run, with the
+    `cluster` section's pipeline root, image and resources (`check_cluster` first)."""
+    check_cluster(config)
+    from importlib.metadata import version
+
+    from kfp.pipeline_spec import pipeline_spec_pb2
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
     from tfflows.pipeline.pipeline import create_pipeline
 
     out = out or os.path.join(config.output, f"{config.pipeline_name}_{target}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    root = config.pipeline_root if "://" in config.pipeline_root else f"gs://CHANGE-ME/{config.pipeline_name}"
-    pipeline = create_pipeline(config, root, tracking_uri(config), local=False)
+    cluster = config.cluster
+    # Tracking off: no store at all (the run's default, `<output>/mlflow.db`, is this machine's).
+    uri = tracking_uri(config) if config.tracking.enabled else ""
+    pipeline = create_pipeline(config, cluster.pipeline_root, uri, local=False)
+    if cluster.cpu or cluster.memory_gb:
+        resources = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
+            cpu_limit=cluster.cpu or 0, memory_limit=cluster.memory_gb or 0)
+        for component in pipeline.components:
+            component.with_platform_config(resources)
+    # Default: the image infra/k8s/kustomization.yaml deploys (tfflows:<package version>, tested equal).
+    image = cluster.image or f"tfflows:{version('tfflows')}"
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
         config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=os.path.dirname(os.path.abspath(out)), output_filename=os.path.basename(out))

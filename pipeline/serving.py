@@ -1,8 +1,18 @@
-"""Using a pushed SavedModel from the command line: score new data, draw samples.
+"""Using a pushed SavedModel from the command line: score new data, flag anomalies, draw samples.
 
-Works on exactly what TF Serving loads (the `log_prob` and `sample` signatures), so it also checks
-the exported contract. Models are found through `components.artifacts` (a version folder, or the
-newest complete version of a serving/ folder, local or on an object store).
+Works on exactly what TF Serving loads (the ``score`` signature of a calibrated model, else
+``log_prob``; ``sample``), so it also checks the exported contract. Models are found through
+`components.artifacts` (a version folder, or the newest complete version of a serving/ folder,
+local or on an object store).
+
+Columns are matched by name: a .csv's header is matched to the model's feature names (the dataset
+metadata stored with the model) in any order, other columns are ignored and named in the summary,
+missing ones are refused naming them; a header-less .csv or a .npy is taken by position only when
+exactly as wide as the model, and the summary says so (`match_columns`).
+
+Scores are calibrated: a pushed model carries the quantiles of its own held-out scores
+(``held_out_quantiles``, from evaluate), so each row gets a percentile (the share of held-out rows
+scoring lower) and ``--threshold q0.01`` flags rows below the held-out 1% quantile.
 
 Scoring streams: rows are read ``chunk_rows`` at a time (a memory map for .npy, lines for .csv),
 scored, summarised and appended to a temporary scores file that is renamed onto ``--scores`` at
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import csv
 import dataclasses
 import itertools
 import math
@@ -22,7 +33,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -30,7 +41,8 @@ from tfflows.components import artifacts
 from tfflows.components.errors import DataError
 
 __all__ = ["resolve_model_dir", "load_saved_model", "evaluate_saved_model", "sample_saved_model", "score_rows",
-           "RowChunk", "plan_chunks", "read_chunk", "iter_row_chunks"]
+           "score_outputs", "parse_threshold", "Columns", "match_columns", "RowChunk", "plan_chunks", "read_chunk",
+           "iter_row_chunks"]
 
 SCORE_FORMATS = (".npy", ".csv")
 CHUNK_ROWS = 65536  # rows held in memory at once while scoring (~11 MB at D=43)
@@ -65,52 +77,144 @@ def _load(path: str):
     return (model_dir, *load_saved_model(model_dir))
 
 
+def score_outputs(loaded) -> Tuple[str, ...]:
+    """What `score_rows` returns per row: ``log_prob`` and ``percentile`` by the ``score`` signature of
+    a calibrated model; ``log_prob`` alone by the ``log_prob`` signature of one without held-out
+    quantiles (pushed before they existed, or fitted to a target)."""
+    return ("log_prob", "percentile") if "score" in loaded.signatures else ("log_prob",)
+
+
 def score_rows(loaded, rows: np.ndarray, batch_size: int) -> np.ndarray:
-    """log p(x) [n] of float32 rows [n, D] by the SavedModel's `log_prob` signature, `batch_size` rows a call."""
+    """float32 [n, len(score_outputs)] of float32 rows [n, D] by the SavedModel's own signature (the
+    serving contract), ``batch_size`` rows a call."""
     import tensorflow as tf
 
-    signature = loaded.signatures["log_prob"]
-    scores = [signature(x=tf.constant(rows[i:i + batch_size]))["log_prob"].numpy()
-              for i in range(0, len(rows), batch_size)]
-    return np.concatenate(scores) if scores else np.zeros(0, np.float32)
+    outputs = score_outputs(loaded)
+    signature = loaded.signatures["score" if len(outputs) > 1 else "log_prob"]
+    parts = []
+    for i in range(0, len(rows), batch_size):
+        out = signature(x=tf.constant(rows[i:i + batch_size]))
+        parts.append(np.stack([out[name].numpy() for name in outputs], axis=1))
+    return np.concatenate(parts) if parts else np.zeros((0, len(outputs)), np.float32)
 
 
-def _metadata(model_dir: str) -> dict:
-    """The dataset metadata the push component stores beside the SavedModel."""
-    info = artifacts.read_json(os.path.join(model_dir, artifacts.METADATA_FILE)) or {}
-    return info.get("dataset") or {}
+def _info(model_dir: str) -> dict:
+    """The metadata file the push component stores beside the SavedModel (`components.push.export`)."""
+    return artifacts.read_json(os.path.join(model_dir, artifacts.METADATA_FILE)) or {}
 
 
-def _check_chunk(rows: np.ndarray, path: str, dim: Optional[int], name_row) -> np.ndarray:
-    """float32 [n, D] rows, or a one-line DataError naming the row via ``name_row(i)``."""
+def _short(names: Sequence[str], limit: int = 8) -> str:
+    """Up to ``limit`` names, then how many more: a line stays readable for 784 pixel columns."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} in all)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Columns:
+    """How the columns of a table map onto the model's inputs (planned once, sent to Beam workers).
+
+    Attributes:
+      names: the model's feature names, in its order.
+      take: the file's column of each model feature (``rows[:, take]`` is in the model's order).
+      width: values per row of the file.
+      header: .csv: the first line names the columns (False: a header-less file, by position).
+      note: the summary's line on how the columns were matched.
+    """
+
+    names: Tuple[str, ...]
+    take: Tuple[int, ...]
+    width: int
+    header: bool
+    note: str
+
+
+def _by_position(path: str, names: Sequence[str], width: int, why: str) -> Columns:
+    """Columns matched by position: only a table exactly as wide as the model is taken."""
+    if width != len(names):
+        raise DataError(path, "columns", f"{width} values per row but the model takes {len(names)} "
+                        f"({_short(names)})", "write a header line naming the columns (they are matched by "
+                        "name, in any order), or give exactly the model's columns in its order")
+    return Columns(tuple(names), tuple(range(width)), width, False,
+                   f"columns: {why}: matched by position to the model's {_short(names)}")
+
+
+def _by_name(path: str, names: Sequence[str], header: List[str]) -> Columns:
+    """Columns matched by the header's names; a missing or repeated model column is refused."""
+    wanted = set(names)
+    repeated = sorted({c for c in header if c in wanted and header.count(c) > 1})
+    if repeated:
+        raise DataError(path, "line 1 (header)", f"column {_short(repeated)} appears more than once",
+                        "keep one column of each name")
+    missing = [n for n in names if n not in header]
+    if missing:
+        raise DataError(path, "line 1 (header)", f"no column {_short(missing)}",
+                        f"name the model's columns {_short(names)} in the header (any order; other columns are "
+                        f"ignored; it has {_short(header)})")
+    extra = [c for c in header if c not in wanted]
+    note = f"columns: matched by name ({_short(names)})"
+    if extra:
+        note += f"; ignored, not in the model: {_short(extra)}"
+    return Columns(tuple(names), tuple(header.index(n) for n in names), len(header), True, note)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def match_columns(path: str, names: Sequence[str]) -> Columns:
+    """How ``path``'s columns feed a model with feature ``names``: by name for a .csv with a header
+    line, by position (said in the note) for a header-less .csv or a .npy, which must then hold
+    exactly the model's columns. Raises `DataError` naming missing, repeated or surplus columns."""
+    _check_table_path(path)
+    if path.endswith(".npy"):
+        table = _open_npy(path)
+        return _by_position(path, names, int(np.prod(table.shape[1:])), "a .npy has no column names")
+    with open(path, "rb") as f:
+        first = f.readline().decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of a name
+    if not first.strip():
+        raise DataError(path, "rows", "the file is empty",
+                        "write a header line (column names), then one row of numbers per line")
+    cells = [c.strip() for c in next(csv.reader([first]))]
+    if list(cells) != list(names) and all(map(_is_number, cells)):
+        return _by_position(path, names, len(cells), "no header line")
+    return _by_name(path, names, cells)
+
+
+def _check_chunk(rows: np.ndarray, path: str, columns: Columns, name_row) -> np.ndarray:
+    """float32 [n, D] rows, or a one-line DataError naming the row (``name_row(i)``) and column."""
     rows = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
-    if dim is not None and rows.shape[1] != dim:
-        raise DataError(path, "columns", f"{rows.shape[1]} values per row but the model takes {dim}",
-                        "pass rows of the data the model was trained on")
     bad = ~np.isfinite(rows)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise DataError(path, f"{name_row(row)}, column {col}", "NaN or infinite value", "remove or fix that row")
+        raise DataError(path, f"{name_row(row)}, column {columns.take[col]} ({columns.names[col]})",
+                        "NaN or infinite value", "remove or fix that row")
     return rows
 
 
-def _csv_chunk(lines: list, path: str, numbers: list) -> np.ndarray:
+def _csv_chunk(lines: list, path: str, numbers: list, columns: Columns) -> np.ndarray:
+    """The model's columns, in its order, of non-blank CSV lines; every line as wide as the table."""
     try:
-        return np.loadtxt(lines, delimiter=",", ndmin=2, dtype=np.float32)
+        rows = np.loadtxt(lines, delimiter=",", ndmin=2, dtype=np.float32, usecols=columns.take)
+        if all(line.count(",") + 1 == columns.width for line in lines):
+            return rows
     except ValueError:
         pass
-    width = None  # find the first bad line, to name it
+    # find the first bad line, to name it
     for line, number in zip(lines, numbers):
-        where = f"line {number}"
+        where, cells = f"line {number}", line.split(",")
+        if len(cells) != columns.width:
+            above = "the header names" if columns.header else "line 1 has"
+            raise DataError(path, where, f"{len(cells)} values where {above} {columns.width}",
+                            "give every row the same number of values")
         try:
-            values = [float(v) for v in line.split(",")]
+            [float(cells[j]) for j in columns.take]
         except ValueError:
             raise DataError(path, where, f"not a numeric row ({line.strip()[:60]!r})",
                             "write numbers only, one row per example") from None
-        if width is not None and len(values) != width:
-            raise DataError(path, where, f"{len(values)} values where the rows above have {width}",
-                            "give every row the same number of values")
-        width = len(values)
     raise DataError(path, f"lines {numbers[0]}-{numbers[-1]}", "not a numeric table",
                     "write numbers only, one row per example")
 
@@ -121,7 +225,7 @@ class RowChunk:
 
     Attributes:
       index: position of the chunk in the table (chunk ``k`` holds rows before chunk ``k + 1``'s).
-      first: .npy: index of its first row; .csv: number of its first line (1-based, header = 1).
+      first: .npy: index of its first row; .csv: number of its first line (1-based; 2 after a header).
       count: .npy: its rows; .csv: its lines (blank lines included, and skipped when read).
       offset: .csv: byte offset of its first line; .npy: 0.
     """
@@ -146,31 +250,26 @@ def _open_npy(path: str) -> np.ndarray:
     return table
 
 
-def _csv_line_chunks(path: str, chunk_rows: int) -> Iterator[Tuple[RowChunk, list]]:
-    """(chunk, its raw lines) of a .csv after its header line; DataError if it holds no rows."""
+def _csv_line_chunks(path: str, columns: Columns, chunk_rows: int) -> Iterator[Tuple[RowChunk, list]]:
+    """(chunk, its raw lines) of a .csv after its header line, if any; DataError if it holds no rows."""
     with open(path, "rb") as f:
-        header = f.readline()
-        index, line_no, offset, any_rows = 0, 2, len(header), False
+        header = f.readline() if columns.header else b""
+        index, line_no, offset, any_rows = 0, 1 + columns.header, len(header), False
         while lines := list(itertools.islice(f, chunk_rows)):
             any_rows = any_rows or any(line.strip() for line in lines)
             yield RowChunk(index, line_no, len(lines), offset), lines
             index, line_no, offset = index + 1, line_no + len(lines), offset + sum(map(len, lines))
     if not any_rows:
-        if not header.strip():
-            raise DataError(path, "rows", "the file is empty",
-                            "write a header line (column names), then one row of numbers per line")
-        raise DataError(path, "rows", "only a header line, no rows",
-                        "add rows below the header (the first line is always read as the header, "
-                        "so a file without one loses its first row)")
+        raise DataError(path, "rows", "only a header line, no rows", "add rows below the header")
 
 
-def _csv_rows(lines: list, chunk: RowChunk, path: str, dim: Optional[int]) -> np.ndarray:
+def _csv_rows(lines: list, chunk: RowChunk, path: str, columns: Columns) -> np.ndarray:
     """The checked rows of a chunk's raw lines (blank lines skipped; may be empty)."""
     numbers = [chunk.first + i for i, line in enumerate(lines) if line.strip()]
     if not numbers:
-        return np.zeros((0, dim or 0), np.float32)
+        return np.zeros((0, len(columns.names)), np.float32)
     text = [lines[n - chunk.first].decode("utf-8", "replace") for n in numbers]
-    return _check_chunk(_csv_chunk(text, path, numbers), path, dim, lambda i: f"line {numbers[i]}")
+    return _check_chunk(_csv_chunk(text, path, numbers, columns), path, columns, lambda i: f"line {numbers[i]}")
 
 
 def _check_table_path(path: str) -> None:
@@ -180,51 +279,51 @@ def _check_table_path(path: str) -> None:
         raise DataError(path, "file name", "unsupported format", "give a .npy or a .csv with a header line")
 
 
-def plan_chunks(path: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[RowChunk]:
+def plan_chunks(path: str, columns: Columns, chunk_rows: int = CHUNK_ROWS) -> Iterator[RowChunk]:
     """The chunks of ``chunk_rows`` rows (.npy) or lines (.csv, after the header) of a table, in order.
 
-    Reads only the .npy header, or scans the .csv once for line offsets (one chunk at a time).
-    Raises `DataError` for a file that cannot hold rows (empty, header only, not numeric).
+    ``columns``: `match_columns` of the table. Reads only the .npy header, or scans the .csv once
+    for line offsets (one chunk at a time). Raises `DataError` for a file that holds no rows.
     """
-    _check_table_path(path)
     if path.endswith(".npy"):
         rows = len(_open_npy(path))
         for index, start in enumerate(range(0, rows, chunk_rows)):
             yield RowChunk(index, start, min(chunk_rows, rows - start))
     else:
-        for chunk, _ in _csv_line_chunks(path, chunk_rows):
+        for chunk, _ in _csv_line_chunks(path, columns, chunk_rows):
             yield chunk
 
 
-def read_chunk(path: str, chunk: RowChunk, dim: Optional[int] = None) -> np.ndarray:
-    """float32 rows [n, D] of one chunk of `plan_chunks` (n = 0 for a .csv chunk of blank lines).
+def read_chunk(path: str, chunk: RowChunk, columns: Columns) -> np.ndarray:
+    """float32 rows [n, D] in the model's column order of one chunk of `plan_chunks` (n = 0 for a
+    .csv chunk of blank lines).
 
-    Raises `DataError` (one line: file, row or line, problem, fix) for a bad row.
+    Raises `DataError` (one line: file, row or line, column, problem, fix) for a bad row.
     """
     if path.endswith(".npy"):
         rows = _open_npy(path)[chunk.first:chunk.first + chunk.count]
-        return _check_chunk(rows, path, dim, lambda i: f"row {chunk.first + i}")
+        return _check_chunk(rows, path, columns, lambda i: f"row {chunk.first + i}")
     with open(path, "rb") as f:
         f.seek(chunk.offset)
-        return _csv_rows(list(itertools.islice(f, chunk.count)), chunk, path, dim)
+        return _csv_rows(list(itertools.islice(f, chunk.count)), chunk, path, columns)
 
 
-def iter_row_chunks(path: str, dim: Optional[int] = None,
+def iter_row_chunks(path: str, columns: Columns,
                     chunk_rows: int = CHUNK_ROWS) -> Iterator[Tuple[int, np.ndarray]]:
-    """(index of the first row, float32 rows [n <= chunk_rows, D]) of a .npy or a .csv with a header.
+    """(index of the first row, float32 rows [n <= chunk_rows, D] in the model's column order) of a
+    .npy or a .csv; ``columns``: `match_columns` of the table.
 
     Never holds more than one chunk: .npy files are memory-mapped, .csv files read line by line
     (once: `plan_chunks`'s scan and the parsing share the lines). Raises `DataError` (one line:
     file, row or line, problem, fix) for bad files.
     """
-    _check_table_path(path)
     if path.endswith(".npy"):
-        pairs = ((chunk, None) for chunk in plan_chunks(path, chunk_rows))
+        pairs = ((chunk, None) for chunk in plan_chunks(path, columns, chunk_rows))
     else:
-        pairs = _csv_line_chunks(path, chunk_rows)
+        pairs = _csv_line_chunks(path, columns, chunk_rows)
     start = 0
     for chunk, lines in pairs:
-        rows = read_chunk(path, chunk, dim) if lines is None else _csv_rows(lines, chunk, path, dim)
+        rows = read_chunk(path, chunk, columns) if lines is None else _csv_rows(lines, chunk, path, columns)
         if len(rows):
             yield start, rows
             start += len(rows)
@@ -243,22 +342,32 @@ def _check_scores_path(scores_path: str, data: str) -> None:
 
 
 class _ScoresWriter:
-    """Appends scores to a temporary file beside ``path``; `commit` renames it onto ``path``."""
+    """Appends scores to a temporary file beside ``path``; `commit` renames it onto ``path``.
 
-    def __init__(self, path: str):
-        self.path, self.count = path, 0
+    A .csv gets one line per row: ``row`` (0-based, in input order), then ``columns`` (``log_prob``,
+    ``percentile`` when the model is calibrated, ``is_anomaly`` 0/1 with a threshold); a .npy gets
+    ``log_prob`` alone, float32 [rows] (a plain array, as before columns existed).
+    """
+
+    FORMATS = {"log_prob": "%.9g", "percentile": "%.6g", "is_anomaly": "%d"}
+
+    def __init__(self, path: str, columns: Sequence[str]):
+        self.path, self.count, self.columns = path, 0, tuple(columns)
         self.tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
         self.raw = self.tmp + ".f32"
         self.file = open(self.raw if path.endswith(".npy") else self.tmp, "wb")
         if path.endswith(".csv"):
-            self.file.write(b"log_prob\n")
+            self.file.write(",".join(("row", *self.columns)).encode() + b"\n")
 
-    def write(self, scores: np.ndarray) -> None:
+    def write(self, table: np.ndarray) -> None:
+        """``table``: float [n, len(columns)], log_prob first."""
         if self.path.endswith(".csv"):
-            np.savetxt(self.file, scores[:, None], fmt="%.9g")
+            rows = np.arange(self.count, self.count + len(table), dtype=np.float64)[:, None]
+            np.savetxt(self.file, np.hstack([rows, table]), delimiter=",",
+                       fmt=["%d", *(self.FORMATS[c] for c in self.columns)])
         else:
-            self.file.write(np.ascontiguousarray(scores, "<f4").tobytes())
-        self.count += len(scores)
+            self.file.write(np.ascontiguousarray(table[:, 0], "<f4").tobytes())
+        self.count += len(table)
 
     def commit(self) -> None:
         self.file.close()
@@ -300,36 +409,136 @@ class _RunningStats:
         return 2 * math.sqrt(self.m2 / (self.n - 1) / self.n) if self.n > 1 else float("nan")
 
 
-def evaluate_saved_model(model: str, data: str, scores_path: Optional[str] = None, batch_size: int = 4096,
-                         chunk_rows: int = CHUNK_ROWS, beam_args: Optional[Sequence[str]] = None) -> str:
-    """Mean log-likelihood ± 2 s.e. (nats, raw data space) of `data`, and bits/dim for discrete data.
+SUMMARY_SAMPLE = 20_000  # finite scores kept for the summary's quantiles (exact up to this many rows)
+SUMMARY_LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
-    Streams `data` ``chunk_rows`` rows at a time; with `scores_path` (.npy or .csv, never the input
-    file) writes the per-row log-likelihoods in input order to exactly that path. With `beam_args`
-    (Beam pipeline options, e.g. ``["--runner=PortableRunner", ...]``) the chunks are read and
-    scored by a Beam pipeline on that runner (`pipeline.beam_scoring`); the result is the same.
+
+def _mix(index: np.ndarray) -> np.ndarray:
+    """splitmix64 of uint64 row indices: a fixed pseudo-random key per row."""
+    z = index + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+class _QuantileSample:
+    """A uniform sample of at most `SUMMARY_SAMPLE` finite scores in bounded memory: the rows whose
+    index hashes lowest (`_mix`), so the sample, and the quantiles, do not depend on the chunking or
+    on the path (in-process or Beam)."""
+
+    def __init__(self):
+        self.keys, self.values, self.seen = np.zeros(0, np.uint64), np.zeros(0, np.float64), 0
+
+    def add(self, scores: np.ndarray) -> None:
+        index = np.arange(self.seen, self.seen + len(scores), dtype=np.uint64)
+        self.seen += len(scores)
+        finite = np.isfinite(scores)
+        self.keys = np.concatenate([self.keys, _mix(index[finite])])
+        self.values = np.concatenate([self.values, scores[finite].astype(np.float64)])
+        if len(self.keys) > SUMMARY_SAMPLE:
+            keep = np.argpartition(self.keys, SUMMARY_SAMPLE)[:SUMMARY_SAMPLE]
+            self.keys, self.values = self.keys[keep], self.values[keep]
+
+    def line(self) -> str:
+        quantiles = np.quantile(self.values, SUMMARY_LEVELS)
+        text = ", ".join(f"{'median' if level == 0.5 else f'{level:.0%}'} {v:.4f}"
+                         for level, v in zip(SUMMARY_LEVELS, quantiles))
+        estimated = f" (from a uniform sample of {SUMMARY_SAMPLE} rows)" if self.seen > SUMMARY_SAMPLE else ""
+        return f"log-likelihood quantiles: {text}{estimated}"
+
+
+def parse_threshold(spec: Optional[str]):
+    """``("q", level)`` for ``q0.01`` (a held-out quantile level in (0, 1)), ``("log_prob", value)``
+    for a log-density like ``-12.5``, None for None; `DataError` for anything else. Checked before
+    the model loads."""
+    if spec is None:
+        return None
+    fix = "give a held-out quantile like q0.01 (1% of held-out rows score lower) or a log-density like -12.5"
+    try:
+        kind, value = ("q", float(spec[1:])) if spec.startswith("q") else ("log_prob", float(spec))
+    except ValueError:
+        raise DataError("--threshold", spec, "neither a quantile nor a number", fix) from None
+    if kind == "q" and not 0 < value < 1 or not math.isfinite(value):
+        raise DataError("--threshold", spec, "a quantile level is between 0 and 1, a log-density finite", fix)
+    return kind, value
+
+
+def _resolve_threshold(parsed, spec: str, calibration: Optional[dict], model_dir: str) -> Tuple[float, str]:
+    """(log-density below which a row is flagged, how the summary names it)."""
+    kind, value = parsed
+    if kind == "log_prob":
+        return value, f"log_prob < {value:g}"
+    if not calibration:
+        raise DataError(model_dir, "--threshold", f"{spec} needs the model's held-out quantiles, and it carries "
+                        "none (fitted to a target, or pushed before they existed)",
+                        "give a log-density instead, e.g. --threshold -12.5, or push the model again")
+    cut = float(np.interp(value, calibration["levels"], calibration["values"]))
+    return cut, (f"log_prob < {cut:.4f}, {spec} of the model's {calibration['count']} held-out "
+                 f"{calibration['split']} rows")
+
+
+def _held_out_line(calibration: Optional[dict]) -> str:
+    """What the model's own held-out rows scored, to read the table's quantiles against."""
+    if not calibration:
+        return "percentile: not available (the model carries no held-out quantiles)"
+    q = dict(zip(calibration["levels"], calibration["values"]))
+    return (f"held-out {calibration['split']} rows of the model ({calibration['count']}): 1% {q[0.01]:.4f}, "
+            f"median {q[0.5]:.4f}, 99% {q[0.99]:.4f}")
+
+
+def _scored_chunks(model_dir, loaded, data, columns, batch_size, chunk_rows, beam_args, scores_path):
+    """Score tables [n, len(score_outputs)] of `data`'s chunks in input order, in-process or by Beam."""
+    if beam_args is None:
+        return (score_rows(loaded, rows, batch_size) for _, rows in iter_row_chunks(data, columns, chunk_rows))
+    from tfflows.pipeline.beam_scoring import score_with_beam
+
+    shards = os.path.dirname(os.path.abspath(scores_path)) if scores_path else None
+    return score_with_beam(model_dir, data, columns, list(plan_chunks(data, columns, chunk_rows)), batch_size,
+                           beam_args, shards)
+
+
+def evaluate_saved_model(model: str, data: str, scores_path: Optional[str] = None, batch_size: int = 4096,
+                         chunk_rows: int = CHUNK_ROWS, beam_args: Optional[Sequence[str]] = None,
+                         threshold: Optional[str] = None) -> str:
+    """Scores `data` with a pushed model: mean log-likelihood ± 2 s.e. (nats, raw data space),
+    quantiles, bits/dim for discrete data and, with `threshold`, the rows flagged as anomalies.
+
+    A .csv's columns are matched to the model's feature names by its header (any order; other
+    columns ignored and named), a header-less .csv or a .npy by position (`match_columns`). Streams
+    `data` ``chunk_rows`` rows at a time; with `scores_path` (.csv: ``row, log_prob, percentile,
+    is_anomaly``; .npy: log_prob; never the input file) writes per-row results in input order to
+    exactly that path. ``percentile`` is the share of the model's held-out rows scoring lower (the
+    SavedModel's ``score`` signature); `threshold` (``q0.01``: the held-out 1% quantile, or a
+    log-density) flags rows scoring below it. With `beam_args` (Beam pipeline options) the chunks
+    are read and scored by a Beam pipeline (`pipeline.beam_scoring`); the result is the same.
     """
+    parsed = parse_threshold(threshold)
     if scores_path:
         _check_scores_path(scores_path, data)
-    if not os.path.exists(data):
-        raise FileNotFoundError(f"{data}: no such file")
+    _check_table_path(data)
     model_dir, local_dir, loaded = _load(model)  # imports TensorFlow: after the checks, which take well under a second
-    dim = int(loaded.signatures["log_prob"].structured_input_signature[1]["x"].shape[-1])
-    if beam_args is None:
-        chunk_scores = (score_rows(loaded, rows, batch_size) for _, rows in iter_row_chunks(data, dim, chunk_rows))
-    else:
-        from tfflows.pipeline.beam_scoring import score_with_beam
+    from tfflows.components.push.export import feature_names
 
-        shards = os.path.dirname(os.path.abspath(scores_path)) if scores_path else None
-        chunk_scores = score_with_beam(model_dir, data, dim, list(plan_chunks(data, chunk_rows)), batch_size,
-                                       beam_args, shards)
-    stats, writer = _RunningStats(), _ScoresWriter(scores_path) if scores_path else None
+    dim = int(loaded.signatures["log_prob"].structured_input_signature[1]["x"].shape[-1])
+    info = _info(local_dir)
+    calibration = info.get("held_out_quantiles") if "score" in loaded.signatures else None
+    columns = match_columns(data, feature_names(info, dim))
+    cut, cut_text = _resolve_threshold(parsed, threshold, calibration, model_dir) if parsed else (None, None)
+    outputs = score_outputs(loaded) + (("is_anomaly",) if parsed else ())
+    chunk_scores = _scored_chunks(model_dir, loaded, data, columns, batch_size, chunk_rows, beam_args, scores_path)
+    stats, sample, flagged = _RunningStats(), _QuantileSample(), 0
+    writer = _ScoresWriter(scores_path, outputs) if scores_path else None
     try:
         with contextlib.closing(chunk_scores):
-            for scores in chunk_scores:
-                stats.add(scores)
+            for table in chunk_scores:
+                stats.add(table[:, 0])
+                sample.add(table[:, 0])
+                if parsed:
+                    flags = table[:, 0] < cut
+                    flagged += int(flags.sum())
+                    table = np.column_stack([table, flags])
                 if writer:
-                    writer.write(scores)
+                    writer.write(table)
         if writer:
             writer.commit()
     except BaseException:
@@ -337,35 +546,46 @@ def evaluate_saved_model(model: str, data: str, scores_path: Optional[str] = Non
             writer.discard()
         raise
     total = stats.n + stats.non_finite
-    lines = [f"model: {model_dir}", f"rows: {total} from {data}"]
+    lines = [f"model: {model_dir}", columns.note, f"rows: {total} from {data}"]
     if stats.non_finite:
         lines.append(f"rows scored -inf or NaN (outside the model's support, excluded below): {stats.non_finite}")
     if stats.n:
-        lines.append(f"log-likelihood: {stats.mean:.4f} ± {stats.two_se():.4f} nats (mean ± 2 s.e.)")
-    meta = _metadata(local_dir)
+        lines += [f"log-likelihood: {stats.mean:.4f} ± {stats.two_se():.4f} nats (mean ± 2 s.e.)", sample.line()]
+    lines.append(_held_out_line(calibration))
+    meta = info.get("dataset") or {}
     if meta.get("discrete") and stats.n:
         lines.append(f"bits/dim: {-stats.mean / (dim * math.log(2)):.4f} (dequantised data in [0, {meta['num_levels']}))")
+    if parsed:
+        lines.append(f"anomalies ({cut_text}): {flagged} of {total} rows ({flagged / max(total, 1):.2%})")
     if scores_path:
-        lines.append(f"per-row scores: {scores_path}")
+        lines.append(f"per-row scores: {scores_path}"
+                     + (f" ({', '.join(('row',) + outputs)})" if scores_path.endswith(".csv") else " (log_prob)"))
     return "\n".join(lines)
 
 
 def sample_saved_model(model: str, n: int, seed: int, out: str) -> str:
-    """Draws `n` samples with the `sample` signature and writes them to `out`."""
+    """Draws `n` samples with the `sample` signature and writes them to `out`: a .csv with the
+    model's feature names as its header and float32-exact values (`evaluate` reads it back by
+    name), a .npy, or a .png image grid (image data)."""
     import tensorflow as tf
+
+    from tfflows.components.push.export import feature_names
 
     if n < 1:
         raise DataError("-n", "number of samples", f"must be >= 1, got {n}", "pass a positive -n")
     model_dir, local_dir, loaded = _load(model)
     samples = loaded.signatures["sample"](num_samples=tf.constant(n, tf.int32),
                                           seed=tf.constant([seed, 0], tf.int32))["samples"].numpy()
+    info = _info(local_dir)
     if out.endswith(".png"):
-        meta = _metadata(local_dir)
+        meta = info.get("dataset") or {}
         if not meta.get("image_shape"):
             raise DataError(out, "format", "an image grid needs image data", "write .npy or .csv instead")
         _image_grid(samples, meta["image_shape"], meta.get("num_levels") or 256, out)
     elif out.endswith(".csv"):
-        np.savetxt(out, samples, delimiter=",")
+        # %.9g: the shortest decimal that reads back as the same float32 (scores round-trip exactly)
+        np.savetxt(out, samples, delimiter=",", fmt="%.9g", header=",".join(feature_names(info, samples.shape[1])),
+                   comments="")
     else:
         np.save(out, samples)
     return f"wrote {n} samples from {model_dir} to {out}"

@@ -10,6 +10,7 @@ all of this off: everything is shown as it comes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -17,7 +18,7 @@ import tempfile
 import time
 import traceback
 
-__all__ = ["QUIET_ENVIRONMENT", "Terminal", "EPOCH_RECORD_FIELDS"]
+__all__ = ["QUIET_ENVIRONMENT", "Terminal", "EPOCH_RECORD_FIELDS", "MAX_FAILURE_LINE", "quiet", "shorten"]
 
 # Set before TensorFlow, absl or MLflow is imported (they read these once, at import).
 QUIET_ENVIRONMENT = {
@@ -26,6 +27,47 @@ QUIET_ENVIRONMENT = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "TQDM_DISABLE": "1",
 }
+# A failure line is read, not scrolled: messages quote users' values (a row, a list, a path), which
+# may be any size; `shorten` keeps the line under this many characters (but for a long log path).
+MAX_FAILURE_LINE = 300
+_CUT = " ... "
+
+
+def _cut_middle(text: str, length: int) -> str:
+    """`text` in `length` characters: its start and end, the middle replaced by `_CUT`."""
+    if len(text) <= length:
+        return text
+    keep = length - len(_CUT)
+    start = keep * 2 // 3
+    return text[:start] + _CUT + text[len(text) - (keep - start):]
+
+
+def shorten(message: str, room: int) -> str:
+    """`message` on one line of at most ``room`` characters (at least 240: a long log path, named in
+    full, may push the line past 300). The one place where failures' quoted values are bounded:
+    the fix (after ``; fix:``) is kept (its end cut if it would take two thirds of the line), and
+    the longest ``: ``-separated part before it (a quoted value, a path) is cut in the middle,
+    then the next longest, so the field or file named first and the row and column stay."""
+    message = " ".join(message.split())
+    room = max(room, 240)
+    if len(message) <= room:
+        return message
+    head, sep, fix = message.rpartition("; fix: ")
+    if not sep:
+        head, fix = message, ""
+    fix = sep + fix
+    if len(fix) > room * 2 // 3:
+        fix = fix[:room * 2 // 3 - len(_CUT)] + _CUT.rstrip()
+    parts = head.split(": ")
+    while (excess := len(": ".join(parts)) + len(fix) - room) > 0:
+        longest = max(range(len(parts)), key=lambda i: len(parts[i]))
+        target = max(len(parts[longest]) - excess, 2 * len(_CUT))
+        if target >= len(parts[longest]):
+            break  # many short parts: the whole head is cut below
+        parts[longest] = _cut_middle(parts[longest], target)
+    return _cut_middle(": ".join(parts), room - len(fix)) + fix
+
+
 # A trainer's per-epoch log record carries these (``extra=``); `Terminal` turns such records into
 # the progress bar or the every-N-epochs lines.
 EPOCH_RECORD_FIELDS = ("epoch", "epochs")
@@ -113,7 +155,8 @@ class Terminal:
         logging.captureWarnings(True)
         root = logging.getLogger()
         root.setLevel(logging.INFO)
-        self._add_handler(root, logging.StreamHandler(sys.stderr), "%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # The log by name, not through sys.stderr: in a notebook that is the kernel's stream, not fd 2.
+        self._add_handler(root, logging.FileHandler(self.log_path), "%(asctime)s %(levelname)s %(name)s: %(message)s")
         self._add_handler(logging.getLogger("tfflows"), _Progress(self.err, progress, every), "%(message)s")
 
     def _add_handler(self, logger: logging.Logger, handler: logging.Handler, fmt: str) -> None:
@@ -135,14 +178,29 @@ class Terminal:
         raise OSError(f"cannot create a log file in {log_dir} or the temporary folder")
 
     def failure(self, error: BaseException, message: str) -> None:
-        """One line on stderr; the traceback goes to the log (to stderr too with ``verbose``)."""
+        """One line on stderr, under `MAX_FAILURE_LINE` characters (`shorten`); the traceback goes to
+        the log (to stderr too with ``verbose``)."""
+        prefix, suffix = f"tfflows {self.command}: ", ""
         if self.verbose:
             traceback.print_exception(error, file=self.err)
-        elif self.log_path:
-            with open(self.log_path, "a") as log:
-                traceback.print_exception(error, file=log)
-            message = f"{message} (log: {self.log_path})"
-        print(f"tfflows {self.command}: {message}", file=self.err, flush=True)
+        elif self.log_path and (log_path := self._log_traceback(error)):
+            suffix = f" (log: {log_path})"
+        message = shorten(message, MAX_FAILURE_LINE - 1 - len(prefix) - len(suffix))
+        print(f"{prefix}{message}{suffix}", file=self.err, flush=True)
+
+    def _log_traceback(self, error: BaseException) -> str | None:
+        """Appends the traceback to the log, or, when that cannot be written (the disk that filled
+        up and failed the run holds it), to a new log in the temporary folder. Returns the log that
+        holds it (None: neither could be written; the failure line still comes)."""
+        for folder in (None, os.path.join(tempfile.gettempdir(), "tfflows-logs")):
+            try:
+                path = self.log_path if folder is None else self._open_log(folder)
+                with open(path, "a") as log:
+                    traceback.print_exception(error, file=log)
+                return path
+            except OSError:
+                continue
+        return None
 
     def close(self) -> None:
         """Puts the terminal back (file descriptors and logging), e.g. for a caller in-process."""
@@ -151,8 +209,9 @@ class Terminal:
             handler.close()
         self._handlers.clear()
         if self._saved:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            with contextlib.suppress(OSError):  # what is left for a log on a full disk is lost
+                sys.stdout.flush()
+                sys.stderr.flush()
             os.dup2(self._saved[0], 1)
             os.dup2(self._saved[1], 2)
             for fd in self._saved:
@@ -161,3 +220,21 @@ class Terminal:
             self.out.close()
             self.err.close()
             self.out, self.err = sys.stdout, sys.stderr
+
+
+@contextlib.contextmanager
+def quiet(log_dir: str | None = None, progress: str = "lines", every: int = 10):
+    """The command line's quiet mode (`Terminal.capture`) for a notebook or a script: inside the
+    block TensorFlow, absl, Beam and MLflow output goes to a log file in ``log_dir`` (else the
+    temporary folder), while `tfflows` warnings and training progress still show; yields the log's
+    path. Python's own streams are pointed at the log too: in a Jupyter kernel they are not file
+    descriptors 1 and 2. Enter it before TensorFlow is imported, which reads `QUIET_ENVIRONMENT`
+    once and, imported into a kernel with no logging set up, logs INFO lines into the notebook."""
+    terminal = Terminal("notebook")
+    terminal.capture(log_dir, progress, every)
+    try:
+        with open(terminal.log_path, "a", buffering=1) as log, contextlib.redirect_stdout(log), \
+                contextlib.redirect_stderr(log):
+            yield terminal.log_path
+    finally:
+        terminal.close()

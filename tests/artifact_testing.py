@@ -12,14 +12,15 @@ from tfflows.components.transform import load_transform
 from tfflows.models import build_flow
 
 
-def prepared_moons(root, num_samples: int, seed: int):
-    """(Examples URI, TransformGraph URI) of two moons ingested and transformed under ``root``."""
+def prepared_moons(root, num_samples: int, seed: int, **ingest_options):
+    """(Examples URI, TransformGraph URI) of two moons ingested and transformed under ``root``
+    (``ingest_options``: other `IngestConfig` fields, e.g. ``test_fraction``)."""
     from tfflows.components.config import IngestConfig, TransformConfig
     from tfflows.components.ingest import run_ingest
     from tfflows.components.transform import run_transform
 
     ex, tg = str(root / "examples"), str(root / "transform")
-    run_ingest(IngestConfig("moons", num_samples=num_samples, seed=seed), ex)
+    run_ingest(IngestConfig("moons", num_samples=num_samples, seed=seed, **ingest_options), ex)
     run_transform(ex, TransformConfig(), tg)
     return ex, tg
 

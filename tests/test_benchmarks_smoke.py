@@ -56,3 +56,11 @@ def test_same_weights_same_log_prob_as_tfp():
     bias_1.assign(output.bias)
     x = tf.constant(rng.normal(size=(6, d)), tf.float32)
     np.testing.assert_allclose(ours.log_prob(x).numpy(), theirs.maf_dist.log_prob(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_fit_vs_trainer_rows():
+    table = speed.fit_vs_trainer(rows=40, batch=20, epochs=2, layers=1, hidden=8)
+    text = table.render()
+    for row in ("FlowModel.fit: first epoch", "FlowModel.fit: later epochs", "Keras' own train function: per epoch"):
+        assert row in text, row
+    assert all(np.isfinite(v) and v > 0 for _, fit, trainer, _ in table.rows for v in (fit, trainer))

@@ -32,6 +32,13 @@ BAD_SETTINGS = [
     ("train=5", "train: expected a mapping of fields, got 5"),
     ("ingest.columns=[a, 1]", "ingest.columns: expected a list of strings or null"),
     ("train.flow_options={bogus: 1}", "train.flow_options has unknown option(s) ['bogus']"),
+    # issue 27: a bad value of the kind's own option (was found only in the trainer, after ingest), and
+    # an option that is a field of train (was accepted and ignored: the model got the default width)
+    ("train.flow_options={order: sideways}", "train.flow_options.order must be 'natural', 'reversed' or 'random', "
+                                             "but is 'sideways'; fix: change train.flow_options.order"),
+    ("train.flow_options={hidden_units: [8]}", "train.flow_options.hidden_units repeats the field "
+                                               "train.hidden_units; fix: set train.hidden_units instead"),
+    ("train.flow_options={transformer: cubic}", "train.flow_options.transformer must be one of ('affine', 'spline')"),
     ("pipeline_name=../..", "pipeline_name '../..' is not a plain name"),
     ("progress=loud", "progress: expected one of auto, bar, lines, off"),
 ]
@@ -74,6 +81,7 @@ def test_the_defaults_and_a_flow_config_need_no_tensorflow():
     ["--set", "enable_cache=maybe"], ["--set", "tracking.uri=12"], ["--set", "train.hidden_units=5"],
     ["--set", "train.num_layers=0"], ["--set", "train.hidden_units=[0]"], ["--set", "train.epochz=3"],
     ["--model", "sylvester"], ["--set", "pipeline_name=../.."],
+    ["--set", "train.flow_options={order: sideways}"], ["--set", "train.flow_options={hidden_units: [8]}"],
 ])
 def test_cli_reports_a_bad_config_in_one_line_within_2_seconds_without_tensorflow(tmp_path, args):
     """Before: ~16 s (TensorFlow was imported first), and some of these passed or crashed."""
@@ -94,3 +102,18 @@ def test_cli_reports_a_bad_config_in_one_line_within_2_seconds_without_tensorflo
 
 def test_run_config_defaults_validate():
     assert load_run_config() == RunConfig()
+
+
+def test_the_narrowest_made_width_is_what_a_made_accepts():
+    """`models.kinds.narrowest_hidden_width`, which `tfflows run` checks against the data's width
+    before ingest (issue 28, item 4), agrees with the MADE's own rule (`masks.hidden_degrees`)."""
+    from tfflows.models.kinds import narrowest_hidden_width
+    from tfflows.models.masks import hidden_degrees
+
+    for kind, d, made_inputs in (("maf", 9, 9), ("made_mog", 9, 9), ("iaf", 9, 9), ("haf", 9, 5), ("realnvp", 9, 0)):
+        need = narrowest_hidden_width(kind, d)
+        assert need == max(made_inputs - 1, 0), kind
+        if need:
+            hidden_degrees(need, made_inputs)
+            with pytest.raises(ValueError, match="hidden_units"):
+                hidden_degrees(need - 1, made_inputs)

@@ -65,7 +65,7 @@ def test_default_run_store_tells_one_story(tmp_path):
         "import json, sys, numpy as np, mlflow\n"
         "mlflow.set_tracking_uri(sys.argv[1])\n"
         f"m = mlflow.pyfunc.load_model('models:/{NAME}@champion')\n"
-        "lp = m.predict({'x': np.zeros((3, 2), np.float32)})\n"
+        "lp = m.predict({'x0': np.zeros(3), 'x1': np.zeros(3)})['log_prob']\n"
         "print(json.dumps({'lp': np.asarray(lp).tolist(), 'inputs': m.metadata.signature.inputs.to_dict(),\n"
         "                  'model_id': m.model_id}))\n")
     env = dict(os.environ, MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false")
@@ -74,5 +74,5 @@ def test_default_run_store_tells_one_story(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(loaded["lp"]) == 3 and all(isinstance(v, float) for v in loaded["lp"])
-    assert loaded["inputs"] == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 2]}, "name": "x"}]
+    assert loaded["inputs"] == [{"type": "double", "name": n, "required": True} for n in ("x0", "x1")]
     assert loaded["model_id"] == model.model_id

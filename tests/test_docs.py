@@ -112,9 +112,9 @@ def test_site_builds_strict_and_covers_every_public_name(site):
     assert "MAF sampling, 100 samples" in benchmarks and "HAF (5) 70 %" in benchmarks
     assert (site / "vi" / "U1.png").exists() and 'src="../vi/U1.png"' in benchmarks
 
-    # Maths: arithmatex marks it for MathJax, which the page loads.
+    # Maths: arithmatex marks it for MathJax, which the page loads (`test_maths_renders_offline`).
     library = (site / "quickstart-library" / "index.html").read_text()
-    assert 'class="arithmatex"' in library and "tex-mml-chtml" in library
+    assert 'class="arithmatex"' in library and "javascripts/mathjax/tex-chtml-full.js" in library
 
 
 DISPLAY_MATHS = re.compile(r'<div class="arithmatex">\\\[(.*?)\\\]</div>', re.DOTALL)  # a ```math fence, rendered
@@ -141,4 +141,32 @@ def test_docstring_maths_renders(site):
     (equation,) = DISPLAY_MATHS.findall(lu)
     assert r"x = W u + b" in equation and r"\sum_i \log d_i" in equation and r"U^{-1} L^{-1} P^\top" in equation
     assert 'class="arithmatex">\\(W = P L U\\)</span>' in lu  # inline maths too
-    assert "tex-mml-chtml" in page and "javascripts/mathjax.js" in page
+    assert "javascripts/mathjax/tex-chtml-full.js" in page and "javascripts/mathjax.js" in page
+
+
+# A page's scripts and stylesheets: (tag, URL).
+ASSETS = re.compile(r'<(script|link)\b[^>]*?\b(?:src|href)="([^"]+)"')
+# What the maths needs, relative to the site: MathJax, its fonts (loaded from beside it) and licence.
+MATHJAX_SITE_FILES = ("javascripts/mathjax/tex-chtml-full.js", "javascripts/mathjax/LICENSE",
+                      "javascripts/mathjax/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff",
+                      "javascripts/mathjax/output/chtml/fonts/woff-v2/MathJax_Math-Italic.woff")
+
+
+@pytest.mark.slow
+def test_maths_renders_offline(site):
+    """No page loads its maths from the network (the site used to take MathJax from a CDN: offline,
+    every formula showed as raw LaTeX); MathJax and its fonts are in the site, and every page's
+    MathJax script resolves to that file."""
+    for path in MATHJAX_SITE_FILES:
+        assert (site / path).is_file() and (site / path).stat().st_size > 0, path
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) > 5
+    for page in pages:
+        assets = ASSETS.findall(page.read_text())
+        remote_maths = [url for _, url in assets if url.startswith(("http:", "https:", "//"))
+                        and re.search(r"mathjax|katex|tex-|chtml", url, re.IGNORECASE)]
+        assert not remote_maths, f"{page.relative_to(site)} loads its maths from the network: {remote_maths}"
+        scripts = [url for tag, url in assets if tag == "script" and url.endswith("tex-chtml-full.js")]
+        if page.name == "index.html" and page.parent.name != "search":
+            assert len(scripts) == 1, f"{page.relative_to(site)}: MathJax script {scripts}"
+            assert (page.parent / scripts[0]).resolve() == (site / MATHJAX_SITE_FILES[0]).resolve(), scripts

@@ -69,13 +69,20 @@ def _k8s_docs() -> list[tuple[Path, dict]]:
     return docs
 
 
-def _pod_specs(doc: dict) -> list[dict]:
+def _pod_templates(doc: dict) -> list[dict]:
+    """The pod templates of a workload (a TFJob: one per replica type)."""
     kind = doc["kind"]
     if kind in {"Deployment", "StatefulSet", "Job", "DaemonSet"}:
-        return [doc["spec"]["template"]["spec"]]
+        return [doc["spec"]["template"]]
     if kind == "CronJob":
-        return [doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
+        return [doc["spec"]["jobTemplate"]["spec"]["template"]]
+    if kind == "TFJob":
+        return [replica["template"] for replica in doc["spec"]["tfReplicaSpecs"].values()]
     return []
+
+
+def _pod_specs(doc: dict) -> list[dict]:
+    return [template["spec"] for template in _pod_templates(doc)]
 
 
 def _containers(doc: dict) -> list[dict]:

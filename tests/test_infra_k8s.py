@@ -8,6 +8,7 @@ and `kubernetes-validate --strict` checks them against the Kubernetes 1.32 schem
 from __future__ import annotations
 
 import json
+import os
 import re
 import runpy
 import shutil
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from tests.test_infra import (K8S, README, REPO, SECRET_NAME, _check_cron_fields, _containers,
-                              _k8s_docs, _literal_secrets, _pod_specs)
+                              _k8s_docs, _literal_secrets, _pod_specs, _pod_templates)
 
 # ------------------------------------------------------------------------------------------
 # Kubernetes
@@ -211,6 +212,105 @@ def test_k8s_manifests_validate_strictly(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
+# Multi-worker training manifests (infra/k8s/training): the TFJob and the Vertex AI custom job
+# ------------------------------------------------------------------------------------------
+
+TRAINING = K8S / "training"
+
+# What the Training Operator's CRD (kubeflow/training-operator, manifests/base/crds/
+# kubeflow.org_tfjobs.yaml, kubeflow.org/v1) declares around the pod templates, closed to unknown
+# fields as `kubectl apply --validate=strict` is; the replica types, restart and clean-pod policies
+# are the operator's API constants. Each template is a core PodTemplateSpec, validated strictly
+# as a Pod by kubernetes-validate.
+_TFJOB_SCHEMA = {
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "kubeflow.org/v1"}, "kind": {"const": "TFJob"}, "metadata": {"type": "object"},
+        "spec": {"type": "object", "required": ["tfReplicaSpecs"], "additionalProperties": False, "properties": {
+            "enableDynamicWorker": {"type": "boolean"}, "successPolicy": {"type": "string"},
+            "runPolicy": {"type": "object", "additionalProperties": False, "properties": {
+                "activeDeadlineSeconds": {"type": "integer"}, "backoffLimit": {"type": "integer"},
+                "cleanPodPolicy": {"enum": ["All", "Running", "None"]}, "schedulingPolicy": {"type": "object"},
+                "suspend": {"type": "boolean"}, "ttlSecondsAfterFinished": {"type": "integer"}}},
+            "tfReplicaSpecs": {
+                "type": "object", "minProperties": 1,
+                "propertyNames": {"enum": ["Chief", "Master", "PS", "Worker", "Evaluator"]},
+                "additionalProperties": {
+                    "type": "object", "required": ["template"], "additionalProperties": False, "properties": {
+                        "replicas": {"type": "integer", "minimum": 1},
+                        "restartPolicy": {"enum": ["Always", "OnFailure", "Never", "ExitCode"]},
+                        "template": {"type": "object", "required": ["spec"], "additionalProperties": False,
+                                     "properties": {"metadata": {"type": "object"}, "spec": {"type": "object"}}}}}}}}}}
+
+
+def _training_docs() -> dict:
+    """The rendered training kustomization, by kind."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed (it is on the project's machine image)")
+    done = subprocess.run(["kubectl", "kustomize", str(TRAINING)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return {d["kind"]: d for d in yaml.safe_load_all(done.stdout) if d}
+
+
+def _tfjob_problems(tfjob: dict) -> list:
+    """Every way `tfjob` breaks the CRD's fields or, in a pod template, the Kubernetes 1.32 schemas."""
+    import jsonschema
+    import kubernetes_validate
+
+    problems = [e.message for e in jsonschema.Draft7Validator(_TFJOB_SCHEMA).iter_errors(tfjob)]
+    for kind, replica in tfjob["spec"]["tfReplicaSpecs"].items():
+        template = replica["template"]
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"tfflows-train-{kind.lower()}-0",
+                                                               **template.get("metadata", {})},
+               "spec": template["spec"]}
+        try:
+            kubernetes_validate.validate(pod, "1.32", strict=True)
+        except kubernetes_validate.ValidationError as error:
+            problems.append(f"{kind}: {error}")
+    return problems
+
+
+def test_tfjob_validates_against_its_crd_and_the_pod_schema():
+    docs = _training_docs()
+    assert set(docs) == {"TFJob", "NetworkPolicy"}
+    tfjob = docs["TFJob"]
+    assert tfjob["metadata"]["namespace"] == "tfflows" and not _tfjob_problems(tfjob), _tfjob_problems(tfjob)
+    (worker,) = tfjob["spec"]["tfReplicaSpecs"].values()
+    (container,) = worker["template"]["spec"]["containers"]
+    assert container["name"] == "tensorflow"  # the container the operator gives TF_CONFIG and its port
+    assert {"name": "tfjob-port", "containerPort": 2222} in container["ports"]
+    import kubernetes_validate
+
+    kubernetes_validate.validate(docs["NetworkPolicy"], "1.32", strict=True)
+    # The checks bite: a misspelt replica field and an unknown field in the pod template.
+    broken = json.loads(json.dumps(tfjob))
+    broken["spec"]["tfReplicaSpecs"]["Worker"]["replica"] = 2
+    broken["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["imagePolicy"] = "Always"
+    problems = _tfjob_problems(broken)
+    assert len(problems) == 2 and "'replica' was unexpected" in problems[0] and "imagePolicy" in problems[1], problems
+
+
+def test_vertex_custom_job_is_a_custom_job_spec_with_a_chief_and_a_worker():
+    """`gcloud ai custom-jobs create --config` takes a CustomJobSpec: parsed with aiplatform v1's own
+    message, which refuses unknown fields. Pool 0 is the chief (one replica), pool 1 the workers,
+    running the same command as the TFJob."""
+    from google.cloud.aiplatform_v1.types import CustomJobSpec
+    from google.protobuf import json_format
+
+    text = (TRAINING / "vertex-custom-job.json").read_text()
+    spec = json_format.Parse(text, CustomJobSpec.pb(CustomJobSpec()))
+    pools = spec.worker_pool_specs
+    assert len(pools) == 2 and pools[0].replica_count == 1 and pools[1].replica_count >= 1
+    assert pools[0].container_spec == pools[1].container_spec
+    tfjob = yaml.safe_load((TRAINING / "tfjob.yaml").read_text())
+    (container,) = tfjob["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"]
+    assert list(pools[0].container_spec.command) == container["command"]
+    assert [a.split("=")[0] for a in pools[0].container_spec.args] == [a.split("=")[0] for a in container["args"]]
+    with pytest.raises(json_format.ParseError, match="replicasCount"):
+        json_format.Parse(text.replace('"replicaCount"', '"replicasCount"', 1), CustomJobSpec.pb(CustomJobSpec()))
+
+
+# ------------------------------------------------------------------------------------------
 # Pod security
 # ------------------------------------------------------------------------------------------
 
@@ -232,7 +332,7 @@ def test_k8s_pods_run_as_non_root_with_read_only_root():
                 tmp = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
                 assert tmp and tmp[0]["name"] in empty_dirs, f"{name}: /tmp is not an emptyDir"
                 checked += 1
-    assert checked == 6
+    assert checked == 7  # six workloads of infra/k8s and the TFJob of training/
 
 
 # ------------------------------------------------------------------------------------------
@@ -293,16 +393,16 @@ def test_k8s_network_policies_allow_only_what_each_service_needs():
     assert deny, "no default-deny NetworkPolicy"
     pods = {}
     for doc in docs:
-        for spec in _pod_specs(doc):
-            template = (doc["spec"]["jobTemplate"]["spec"]["template"] if doc["kind"] == "CronJob"
-                        else doc["spec"]["template"])
+        for template in _pod_templates(doc):
             pods[doc["metadata"]["name"]] = template["metadata"]["labels"]
     assert set(pods) == {"postgres", "minio", "minio-create-bucket", "mlflow", "tf-serving",
-                         "tfflows-pipeline"}
+                         "tfflows-pipeline", "tfflows-train"}
     needed = {("mlflow", "postgres", 5432), ("mlflow", "minio", 9000),
-              ("minio-create-bucket", "minio", 9000), ("tfflows-pipeline", "mlflow", 5000)}
+              ("minio-create-bucket", "minio", 9000), ("tfflows-pipeline", "mlflow", 5000),
+              ("tfflows-train", "tfflows-train", 2222)}  # the TFJob's workers meet (training/)
     ports = {"postgres": [5432], "minio": [9000, 9001], "mlflow": [5000],
-             "tf-serving": [8500, 8501], "minio-create-bucket": [], "tfflows-pipeline": []}
+             "tf-serving": [8500, 8501], "minio-create-bucket": [], "tfflows-pipeline": [],
+             "tfflows-train": [2222]}
     for src in pods:
         for dst in pods:
             for port in ports[dst]:
@@ -424,37 +524,107 @@ def test_compile_default_image_is_the_deployed_tag():
     assert [c["image"] for c in _containers(cron)] == [f"tfflows:{tag}"]
 
 
+# What `tfflows compile` needs to name nothing of the compiling machine (`runner.check_cluster`).
+_CLUSTER_FLAGS = ["--pipeline-root", "s3://tfflows/pipeline_root", "--push-base", "s3://tfflows/push",
+                  "--tracking-uri", "http://mlflow:5000"]
+
+
 @pytest.mark.parametrize("image", ["tfflows:latest", "tfflows", "registry.local:5000/tfflows"])
 def test_compile_refuses_a_moving_image(image, capsys, tmp_path):
     from tfflows.pipeline.cli import main
 
-    status = main(["compile", "--target", "kubeflow", "--image", image,
+    status = main(["compile", "--target", "kubeflow", "--image", image, *_CLUSTER_FLAGS,
                    "--out", str(tmp_path / "spec.json")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2 and len(err) == 1 and f"--image {image}: needs a fixed tag" in err[0], err
+    assert status == 2 and len(err) == 1 and f"cluster.image {image}: needs a fixed tag" in err[0], err
     assert not (tmp_path / "spec.json").exists()
+
+
+@pytest.mark.parametrize("flags, named", [
+    ({"--pipeline-root": None}, "cluster.pipeline_root: unset, and the cluster's steps need a bucket"),
+    ({"--pipeline-root": "/srv/pipeline_root"}, "cluster.pipeline_root /srv/pipeline_root: not a bucket"),
+    ({"--tracking-uri": None}, "tracking.uri sqlite:///{out}/mlflow.db: a path of this machine"),
+    ({"--tracking-uri": "sqlite:////srv/mlflow.db"}, "tracking.uri sqlite:////srv/mlflow.db: a path"),
+    ({"--tracking-uri": "mlruns"}, "tracking.uri mlruns: a path"),
+    ({"--push-base": None}, "push.push_base unset (the output, {out}): a path of this machine"),
+    ({"--push-base": "/srv/push"}, "push.push_base /srv/push: a path"),
+    ({"--set": "ingest.path=/srv/rows.csv"}, "ingest.path /srv/rows.csv: a path"),
+])
+def test_compile_refuses_a_path_of_this_machine(flags, named, capsys, tmp_path):
+    """A cluster's pods would track, push or write artifacts into their own scratch disk: one line,
+    exit 2, nothing written (no spec, no log folder)."""
+    from tfflows.pipeline.cli import main
+
+    values = dict(zip(_CLUSTER_FLAGS[::2], _CLUSTER_FLAGS[1::2])) | flags
+    argv = [part for flag, value in values.items() if value is not None for part in (flag, value)]
+    if "--set" in flags:
+        argv += ["--set", "ingest.dataset=csv"]
+    out = tmp_path / "out"
+    status = main(["compile", "--target", "vertex", "--set", f"output={out}", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and named.format(out=out) in err[0], err
+    assert "fix: " in err[0] and not out.exists()
+
+
+# Compiles as the CLI does (both targets, the values infra/k8s deploys; once with tracking off), then
+# with `check_cluster` bypassed and no cluster values: the old path, whose spec names this machine's folders.
+_COMPILE = """
+import sys
+from tfflows.pipeline import cli, runner
+from tfflows.pipeline.config import load_run_config
+config, out, flags = sys.argv[1], sys.argv[2], sys.argv[3:]
+for target in ("kubeflow", "vertex"):
+    assert cli.main(["compile", "--target", target, "--config", config, "--out", f"{out}/{target}.json", *flags]) == 0
+untracked = [*flags[:flags.index("--tracking-uri")], *flags[flags.index("--tracking-uri") + 2:]]
+assert cli.main(["compile", "--target", "vertex", "--config", config, "--out", f"{out}/untracked.json", *untracked,
+                 "--set", "tracking.enabled=false"]) == 0
+runner.check_cluster = lambda config: None
+unchecked = load_run_config(config, {"cluster": {"pipeline_root": "gs://CHANGE-ME/tfflows"}})
+runner.compile_for_cluster(unchecked, "vertex", f"{out}/unchecked.json")
+"""
+
+
+def _local_paths(text: str, *folders: Path) -> list:
+    """Every place `text` names a folder of this machine (the output, the repository, the working
+    folder, home, the temporary folder) or a local MLflow store."""
+    import tempfile
+
+    roots = {str(f) for f in folders} | {str(REPO), os.getcwd(), os.path.expanduser("~"), tempfile.gettempdir()}
+    return [m.group() for m in re.finditer("|".join(map(re.escape, sorted(roots, key=len, reverse=True)))
+                                           + r"|sqlite:|file:/", text)]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_compiled_kubeflow_spec_loads_with_kfp(tmp_path):
+def test_compiled_specs_name_no_path_of_this_machine_and_load_with_kfp(tmp_path):
     from google.protobuf import json_format
     from kfp import components
 
     config = tmp_path / "tiny.yaml"
     config.write_text(f"ingest: {{dataset: moons, num_samples: 300}}\ntrain: {{epochs: 1}}\n"
                       f"output: {tmp_path / 'out'}\n")
-    spec_path = tmp_path / "spec.json"
-    done = subprocess.run([str(Path(sys.executable).parent / "tfflows"), "compile", "--target",
-                           "kubeflow", "--config", str(config), "--out", str(spec_path)],
-                          capture_output=True, text=True, timeout=800)
+    cron = next(d for _, d in _k8s_docs() if d["kind"] == "CronJob")
+    (uri,) = [a.split("=", 1)[1] for a in _containers(cron)[0]["args"] if a.startswith("tracking.uri=")]
+    flags = [*_CLUSTER_FLAGS[:-1], uri, "--cpu", "2", "--memory-gb", "8"]
+    done = subprocess.run([sys.executable, "-c", _COMPILE, str(config), str(tmp_path), *flags],
+                          capture_output=True, text=True, timeout=800, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    job = json.loads(spec_path.read_text())
-    # kfp's own loader parses the pipeline spec (a YamlComponent backed by its PipelineSpec).
-    component = components.load_component_from_text(json.dumps(job["pipelineSpec"]))
-    spec = json_format.MessageToDict(component.pipeline_spec)
-    executors = spec["deploymentSpec"]["executors"]
-    assert {e["container"]["image"] for e in executors.values()} == {
-        f"tfflows:{_deployed_tfflows_tag()}"}
-    tasks = spec["root"]["dag"]["tasks"]
-    assert {"IngestExamplesComponent", "TransformDataComponent"} <= set(tasks)
+    for target in ("kubeflow", "vertex"):
+        text = (tmp_path / f"{target}.json").read_text()
+        assert not _local_paths(text, tmp_path), f"{target}: {_local_paths(text, tmp_path)}"
+        job = json.loads(text)
+        assert job["runtimeConfig"]["gcsOutputDirectory"] == "s3://tfflows/pipeline_root"
+        assert "s3://tfflows/push" in text and uri in text
+        # kfp's own loader parses the pipeline spec (a YamlComponent backed by its PipelineSpec).
+        component = components.load_component_from_text(json.dumps(job["pipelineSpec"]))
+        spec = json_format.MessageToDict(component.pipeline_spec)
+        containers = [e["container"] for e in spec["deploymentSpec"]["executors"].values()]
+        assert {c["image"] for c in containers} == {f"tfflows:{_deployed_tfflows_tag()}"}
+        assert all(c["resources"] == {"cpuLimit": 2.0, "memoryLimit": 8.0} for c in containers)
+        assert set(spec["root"]["dag"]["tasks"]) == {"IngestExamplesComponent", "TransformDataComponent", "DriftCheck",
+                                                     "TrainFlowComponent", "EvaluateFlow", "PushFlow"}
+    untracked = (tmp_path / "untracked.json").read_text()  # tracking off: no store named at all
+    assert not _local_paths(untracked, tmp_path) and uri not in untracked, _local_paths(untracked, tmp_path)
+    # The check bites: the unchecked spec tracks into and pushes to the compiling machine's output.
+    found = _local_paths((tmp_path / "unchecked.json").read_text(), tmp_path)
+    assert f"{tmp_path}" in found and "sqlite:" in found, found

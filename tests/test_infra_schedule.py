@@ -286,3 +286,139 @@ def test_cron_command_runs_once_at_a_time(tmp_path):
     fake.write_text("#!/bin/sh\nexit 3\n")
     third = subprocess.run(["bash", "-c", command], env=env, timeout=60)
     assert third.returncode == 3 and "exit status 3" in log.read_text()
+
+
+# ------------------------------------------------------------------------------------------
+# Scheduled retraining: three nightly runs of the cron recipe over a folder of spans
+# ------------------------------------------------------------------------------------------
+
+SPANS_CONFIG = """\
+ingest: {{dataset: csv, path: "{data}/{{SPAN}}/readings.csv"}}
+train: {{kind: maf, num_layers: 1, hidden_units: [8], epochs: 2, batch_size: 50}}
+# Two epochs need not beat the Gaussian reference: the test is about reuse, drift and the champion.
+evaluate: {{reference_tolerance: 2.0}}
+progress: lines
+"""
+STEPS = ("ingest", "transform", "drift", "train", "evaluate", "push")
+
+
+def _readings(path: Path, shift: float, seed: int) -> Path:
+    """300 rows of two correlated columns, moved by ``shift``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(300, 2)) @ np.array([[1.0, 0.6], [0.0, 0.8]]) + shift
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savetxt(path, x, delimiter=",", header="temperature,pressure", comments="", fmt="%.6f")
+    return path
+
+
+def _nightly(command: str, env: dict, log: Path) -> str:
+    """One cron run; its lines of the log."""
+    before = log.read_text() if log.exists() else ""
+    subprocess.run(["bash", "-c", command], env=env, check=True, timeout=600)
+    added = log.read_text()[len(before):]
+    assert "exit status 0" in added, added[-3000:]
+    return added
+
+
+def _newest_examples(output: Path):
+    """The newest Examples artifact in the run's ML Metadata store."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = str(output / "metadata.sqlite")
+    return max(metadata_store.MetadataStore(connection).get_artifacts_by_type("Examples"), key=lambda a: a.id)
+
+
+def _registered_versions(uri: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri).search_model_versions("name='tfflows'")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(shutil.which("flock") is None, reason="flock (util-linux) not installed")
+def test_scheduled_retraining_over_changing_spans(tmp_path):
+    data, output = tmp_path / "data", tmp_path / "out"
+    config = tmp_path / "config.yaml"
+    config.write_text(SPANS_CONFIG.format(data=data))
+    env_file = tmp_path / "env"
+    env_file.write_text(f"TFFLOWS_BIN={TFFLOWS}\nTFFLOWS_CONFIG={config}\nTFFLOWS_OUTPUT={output}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["TFFLOWS_ENV_FILE"] = str(env_file)
+    command, log = _localised_cron_command(tmp_path)
+    store = f"sqlite:///{output}/mlflow.db"
+
+    # Night 1: span 1 -> trained and pushed as version 1.
+    span1 = _readings(data / "1" / "readings.csv", 0.0, seed=1)
+    night1 = _nightly(command, env, log)
+    assert all(f"{step}: ran" in night1 for step in STEPS), night1[-3000:]
+    assert "no pushed baseline" in night1 and "data drift" not in night1
+    assert sorted(int(v.version) for v in _registered_versions(store)) == [1]
+
+    # Night 2: no new span (span 1 rewritten with the same bytes: a new mtime, the same content).
+    span1.write_bytes(span1.read_bytes())
+    night2 = _nightly(command, env, log)
+    reused = re.findall(r"^(\w+): reused \(inputs unchanged since run (\S+), (\d{4}-\d\d-\d\d \d\d:\d\d UTC)\)$",
+                        night2, re.M)
+    assert [step for step, _, _ in reused] == list(STEPS), night2[-3000:]
+    assert len({run for _, run, _ in reused}) == 1
+    assert "nothing new pushed or registered" in night2
+    assert sorted(int(v.version) for v in _registered_versions(store)) == [1]
+    run1 = re.search(r"MLflow run: (\w+)", night1).group(1)
+    assert f"MLflow run: {run1} " in night2  # the training run that was reused, not the newest run
+
+    # Night 3: a new span, shifted: drift is measured with its error bar, the challenger meets the
+    # champion on the same points.
+    _readings(data / "2" / "readings.csv", 4.0, seed=2)
+    night3 = _nightly(command, env, log)
+    assert all(f"{step}: ran" in night3 for step in STEPS), night3[-3000:]
+    drift = re.search(r"data drift: champion scores the new test split (-\d+\.\d+) ± (\d+\.\d+) nats below its own "
+                      r"test split \(span 2\)", night3)
+    assert drift and float(drift.group(1)) + float(drift.group(2)) < 0, night3[-3000:]
+    blessing = re.search(r"on the same (\d+) points: new - baseline ([-+]\d+\.\d+) ± (\d+\.\d+) nats per example "
+                         r"\(paired mean ± 2 s\.e\.\)", night3)
+    assert blessing, night3[-3000:]
+    pushed = "SavedModel: " in night3 and "not pushed" not in night3
+    examples = _newest_examples(output)  # ML Metadata records the span and the content digest
+    assert examples.properties["span"].int_value == 2 and examples.custom_properties["spans"].string_value == "2"
+    assert len(examples.custom_properties["input_digest"].string_value) == 64
+    assert sorted(int(v.version) for v in _registered_versions(store)) == ([1, 2] if pushed else [1])
+
+    # A file overwritten in place with other rows re-runs ingest (and what depends on it).
+    _readings(data / "2" / "readings.csv", 4.0, seed=3)
+    night4 = _nightly(command, env, log)
+    assert "ingest: ran" in night4 and "train: ran" in night4, night4[-3000:]
+
+    # MLflow: one training run per trained night, each named, described and sourced from the user's file.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    runs = client.search_runs([client.get_experiment_by_name("tfflows").experiment_id], order_by=["start_time ASC"])
+    names = [run.info.run_name for run in runs]
+    assert len(runs) == 3 and len(set(names)) == 3, names
+    assert names[0].startswith("maf-readings.csv-span1-") and names[2].startswith("maf-readings.csv-span2-")
+    for run, span in zip(runs, ("1", "2", "2")):
+        assert run.data.tags["data.span"] == span
+        note = run.data.tags["mlflow.note.content"]
+        assert f"{data}/{span}/readings.csv" in note and "temperature, pressure" in note and "Blessing: " in note
+        sources = {json.loads(d.dataset.source)["uri"] for d in run.inputs.dataset_inputs}
+        assert sources == {f"{data}/{span}/readings.csv"}
+    assert runs[1].data.metrics["drift_log_likelihood_delta"] == pytest.approx(float(drift.group(1)), abs=0.01)
+    assert runs[1].data.tags["drift.span"] == "2"
+    version = max(_registered_versions(store), key=lambda v: int(v.version))
+    assert version.description.startswith("maf on readings.csv-span") and version.tags["kind"] == "maf"
+
+    # The champion by registry URI, from elsewhere: with --output, and with MLFLOW_TRACKING_URI.
+    rows = tmp_path / "rows.csv"
+    rows.write_text("temperature,pressure\n0.1,0.2\n4.0,4.1\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for extra, extra_env in (([f"--output={output}"], {}), ([], {"MLFLOW_TRACKING_URI": store})):
+        done = subprocess.run([str(TFFLOWS), "evaluate", "--model", "models:/tfflows@champion", "--data", str(rows),
+                               *extra], env={**env, **extra_env}, cwd=elsewhere, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0 and "rows: 2" in done.stdout, done.stderr[-3000:]

@@ -74,7 +74,8 @@ def test_digits_metadata_and_splits(digits_run):
     with open(os.path.join(out, "dataset_metadata.json")) as f:
         on_disk = json.load(f)
     assert set(on_disk) == {"name", "event_dim", "feature_names", "discrete", "num_levels",
-                            "image_shape", "split_sizes", "fingerprint", "source"}
+                            "image_shape", "split_sizes", "fingerprint", "source", "inputs"}
+    assert meta.inputs is None  # a bundled dataset has no input files
     assert (meta.name, meta.event_dim, meta.discrete, meta.num_levels, meta.image_shape) == (
         "digits", 64, True, 17, [8, 8])
     assert len(meta.feature_names) == 64

@@ -100,7 +100,7 @@ def test_no_pickle_anywhere_in_the_store(story):
     pyfunc = yaml.safe_load(mlmodels[0].read_text())["flavors"]["python_function"]
     assert pyfunc["model_code_path"].endswith("pyfunc.py") and "python_model" not in pyfunc
     requirements = (mlmodels[0].parent / "requirements.txt").read_text().split()
-    assert {r.split("==")[0] for r in requirements} == {"mlflow", "tensorflow", "numpy"}
+    assert {r.split("==")[0] for r in requirements} == {"mlflow", "tensorflow", "numpy", "pandas"}  # what pyfunc.py imports
     assert all("==" in r for r in requirements)
 
 
@@ -108,12 +108,12 @@ def test_champion_loads_without_pickle_in_a_fresh_process(story):
     x = load_split(story["examples"], "test")[:4]
     expected = read_warmup_requests(story["pushes"][1]["destination"])  # noqa: F841 - the file exists
     script = (
-        "import json, sys, numpy as np, mlflow\n"
+        "import json, sys, numpy as np, pandas as pd, mlflow\n"
         "mlflow.set_tracking_uri(sys.argv[1])\n"
         "m = mlflow.pyfunc.load_model('models:/moons@champion')\n"
-        "x = np.asarray(json.loads(sys.argv[2]), np.float32)\n"
-        "lp = m.predict({'x': x})\n"
-        "s = m.predict({'x': x[:1]}, params={'signature_name': 'sample', 'num_samples': 3, 'seed': [1, 2]})\n"
+        "x = pd.DataFrame(np.asarray(json.loads(sys.argv[2]), np.float32), columns=['x0', 'x1'])\n"
+        "lp = m.predict(x)['log_prob']\n"
+        "s = m.predict(x[:1], params={'signature_name': 'sample', 'num_samples': 3, 'seed': [1, 2]})\n"
         "sig = m.metadata.signature\n"
         "print(json.dumps({'lp': np.asarray(lp).tolist(), 'shape': list(np.shape(s)),\n"
         "                  'inputs': sig.inputs.to_dict(), 'params': [p.name for p in sig.params]}))\n")
@@ -128,7 +128,7 @@ def test_champion_loads_without_pickle_in_a_fresh_process(story):
     np.testing.assert_allclose(out["lp"], served.signatures["log_prob"](x=tf.constant(x))["log_prob"].numpy(),
                                rtol=1e-5, atol=1e-5)
     assert out["shape"] == [3, 2]
-    assert out["inputs"] == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 2]}, "name": "x"}]
+    assert out["inputs"] == [{"type": "double", "name": n, "required": True} for n in ("x0", "x1")]
     assert out["params"] == ["signature_name", "num_samples", "seed"]
 
 

@@ -51,13 +51,24 @@ def _free_ports(n):
     return ports
 
 
-def _start_workers(commands, cwd, ports, logs=None):
-    """One process per command with its TF_CONFIG naming ``ports`` on 127.0.0.1; with ``logs``
-    (one path per process) their stdout and stderr go to those files instead of pipes."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+def _tf_configs(ports, chief=False):
+    """One TF_CONFIG per task on 127.0.0.1: all workers (as a TFJob sets it, worker 0 the chief), or
+    with ``chief`` the first task the chief and the others workers, as Vertex AI sets it (pool 0
+    ``chief``, pool 1 ``worker`` from index 0, plus its ``environment`` and ``job`` keys)."""
+    addresses = [f"127.0.0.1:{p}" for p in ports]
+    if not chief:
+        return [{"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}} for i in range(len(ports))]
+    cluster = {"chief": addresses[:1], "worker": addresses[1:]}
+    tasks = [{"type": "chief", "index": 0}] + [{"type": "worker", "index": i} for i in range(len(ports) - 1)]
+    return [{"cluster": cluster, "task": {**task, "trial": ""}, "environment": "cloud", "job": {}} for task in tasks]
+
+
+def _start_workers(commands, cwd, ports, logs=None, chief=False):
+    """One process per command with its TF_CONFIG (`_tf_configs`); with ``logs`` (one path per
+    process) their stdout and stderr go to those files instead of pipes."""
     procs = []
-    for index, command in enumerate(commands):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+    for index, (command, tf_config) in enumerate(zip(commands, _tf_configs(ports, chief))):
+        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config),
                    TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(cwd))  # a killed worker's scratch folder stays in cwd
         out = open(logs[index], "w") if logs else subprocess.PIPE
         procs.append(subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT if logs else
@@ -67,9 +78,9 @@ def _start_workers(commands, cwd, ports, logs=None):
     return procs
 
 
-def _run_workers(commands, cwd, ports=None):
+def _run_workers(commands, cwd, ports=None, chief=False):
     """Starts one process per command with its TF_CONFIG; returns their (stdout, stderr)."""
-    procs = _start_workers(commands, cwd, ports or _free_ports(len(commands)))
+    procs = _start_workers(commands, cwd, ports or _free_ports(len(commands)), chief=chief)
     outputs = []
     try:
         for proc in procs:
@@ -88,11 +99,19 @@ def _weights(path):
         return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
 
 
-@pytest.mark.slow
-def test_two_workers_train_like_one_and_resume_from_the_shared_checkpoint(tmp_path):
-    examples, graph = str(tmp_path / "examples"), str(tmp_path / "transform")
+@pytest.fixture(scope="module")
+def moons(tmp_path_factory):
+    """(examples, transform graph) folders of 400 moons, shared by the tests that only read them."""
+    folder = tmp_path_factory.mktemp("moons")
+    examples, graph = str(folder / "examples"), str(folder / "transform")
     run_ingest(IngestConfig("moons", num_samples=400, seed=1), examples)
     run_transform(examples, TransformConfig(), graph)
+    return examples, graph
+
+
+@pytest.mark.slow
+def test_two_workers_train_like_one_and_resume_from_the_shared_checkpoint(tmp_path, moons):
+    examples, graph = moons
     config_file, tracking_file = tmp_path / "train.json", tmp_path / "tracking.json"
     config_file.write_text(TrainConfig(**CONFIG).to_json())
     tracking = TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="multiworker")
@@ -134,6 +153,30 @@ def test_two_workers_train_like_one_and_resume_from_the_shared_checkpoint(tmp_pa
     z, _ = apply_transform(graph, load_split(examples, "test"))
     np.testing.assert_allclose(load_flow(model).log_prob(z).numpy(), load_flow(single).log_prob(z).numpy(),
                                rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_chief_and_a_worker_as_vertex_sets_them_train_like_one_worker(tmp_path, moons):
+    """Vertex AI's TF_CONFIG names a ``chief`` (pool 0) and a ``worker`` (pool 1, index 0), where a
+    TFJob names two workers: the chief alone writes the model, both end with the same weights,
+    equal to one worker on the same global batches."""
+    examples, graph = moons
+    config_file, tracking_file = tmp_path / "train.json", tmp_path / "tracking.json"
+    config_file.write_text(TrainConfig(**CONFIG).to_json())
+    tracking_file.write_text(TrackingConfig(enabled=False).to_json())
+    model = str(tmp_path / "model")
+    outputs = _run_workers([[sys.executable, "-c", WORKER, examples, graph, model, str(tmp_path / "ckpt"),
+                             str(config_file), str(tracking_file), str(tmp_path / f"w{i}.npz")] for i in range(2)],
+                           tmp_path, chief=True)
+    assert all("REPLICAS 2" in out for out, _ in outputs)
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(("model", "ckpt"))) == ["ckpt", "ckpt.lock", "model"]
+    chief, worker = (_weights(tmp_path / f"w{i}.npz") for i in range(2))
+    for a, b in zip(chief, worker):
+        np.testing.assert_array_equal(a, b)
+    single = str(tmp_path / "single")
+    run_train(examples, graph, single, TrainConfig(**CONFIG), checkpoint_dir=str(tmp_path / "single_ckpt"))
+    for a, b in zip(load_flow(model).variables, load_flow(single).variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-4)
 
 
 def _train_command(examples, graph, model, config_file, ckpt):

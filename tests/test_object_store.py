@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -75,6 +76,10 @@ def gcs_env():
 
     server = FakeGCSServer(host="127.0.0.1")
     server.start()
+    # The wrapper pipes the server's log and never reads it: after about 200 requests the pipe is
+    # full, the server blocks writing its log and every request times out (2 min each). Drain it.
+    threading.Thread(target=shutil.copyfileobj, args=(server._process.stderr, open(os.devnull, "wb")),
+                     daemon=True).start()
     os.environ.pop("STORAGE_EMULATOR_HOST", None)  # tests set it themselves (monkeypatch)
     try:
         from google.auth.credentials import AnonymousCredentials
@@ -210,6 +215,7 @@ def test_two_concurrent_pushes_of_a_flow_then_score_from_the_store(store, tmp_pa
     assert {r["destination"] for r in results} == {f"{serving}/1", f"{serving}/2"}
     assert artifacts.list_versions(serving) == [1, 2]
     assert artifacts.current_pushed_model(base) == model_uri  # the evaluator's baseline lookup
+    _check_serving_config(base, {1, 2})
     assert not [p for p in os.listdir(tmp_path / "tmp") if p.startswith("tfflows-push-")]  # exports removed
 
     rows = np.random.default_rng(0).normal(size=(30, 2)).astype(np.float32)
@@ -218,3 +224,71 @@ def test_two_concurrent_pushes_of_a_flow_then_score_from_the_store(store, tmp_pa
     assert f"model: {serving}/2" in report
     expected = tf.saved_model.load(export).signatures["log_prob"](x=tf.constant(rows))["log_prob"].numpy()
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), expected, rtol=1e-5, atol=1e-5)
+
+
+def _check_serving_config(base: str, pushed: set) -> None:
+    """TF Serving's ``models.config`` lies in the bucket beside ``serving/``, serving one pushed
+    version (whichever push wrote last) from the bucket's ``serving/`` under the label ``stable``."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    text = artifacts._read(artifacts.join(base, artifacts.SERVING_CONFIG_FILE)).decode()
+    (model,) = text_format.Parse(text, model_server_config_pb2.ModelServerConfig()).model_config_list.config
+    assert model.base_path == artifacts.join(base, "serving")
+    assert model.version_labels["stable"] in pushed
+    assert list(model.model_version_policy.specific.versions) == [model.version_labels["stable"]]
+
+
+@pytest.mark.parametrize("uri, env, named", [
+    ("s3://bucket/serving", {}, "no S3 credentials; fix: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+    ("s3://bucket/serving", {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+                             "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "fix: set AWS_ENDPOINT_URL"),
+    ("gs://bucket/serving", {}, "no Google Cloud credentials; fix: set GOOGLE_APPLICATION_CREDENTIALS"),
+])
+def test_a_bucket_without_endpoint_or_credentials_is_one_line(uri, env, named, tmp_path):
+    """No server, no keys: one line naming the variable to set and exit 2, not an internal error."""
+    np.save(tmp_path / "rows.npy", np.zeros((3, 2), np.float32))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GOOGLE_", "STORAGE_EMULATOR"))}
+    done = subprocess.run([str(VENV_BIN / "tfflows"), "evaluate", "--model", uri, "--data", str(tmp_path / "rows.npy")],
+                          env={**clean, "HOME": str(tmp_path), **env}, capture_output=True, text=True, timeout=120)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1 and named in err[0] and uri in err[0], done.stderr
+
+
+@pytest.mark.parametrize("output", ["gs://bucket/out", "s3://bucket/out", "hdfs://namenode/out"])
+def test_run_refuses_an_output_on_a_bucket_up_front(output, capsys, tmp_path, monkeypatch):
+    """Not a local folder named ``gs:`` (the old behaviour: exit 0, everything under ``./gs:/``): one
+    line naming the setting that does push to the bucket, and nothing written."""
+    from tfflows.pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    status = main(["run", "--output", output])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and f"output {output}: a run's output is a local folder" in err[0], err
+    assert (f"--set push.push_base={output}" in err[0]) == (not output.startswith("hdfs")) and not os.listdir(tmp_path)
+
+
+def test_the_plan_line_names_the_bucket_the_versions_go_to():
+    from tfflows.pipeline.cli import _push_destination
+
+    assert _push_destination("s3://bucket/prefix/") == " (serving versions to s3://bucket/prefix/serving)"
+    assert _push_destination(None) == ""  # under the output, which the plan line names
+
+
+def test_a_version_that_cannot_be_made_known_is_withdrawn_from_the_store(store, tmp_path):
+    """`withdrawn_on_failure` on a bucket (issue #28): the failed version's marker and files go, and
+    `models.config` is put back; the next push takes the number again."""
+    base, _ = store
+    serving = artifacts.join(base, "serving")
+    backend, key = artifacts._store(base)
+    assert artifacts.publish_version(str(_fake_saved_model(tmp_path / "a", "a")), serving) == 1
+    artifacts.write_serving_config(base, "m", stable=1)
+    before = backend.get(f"{key}/{artifacts.SERVING_CONFIG_FILE}")
+    assert artifacts.publish_version(str(_fake_saved_model(tmp_path / "b", "b")), serving) == 2
+    with pytest.raises(OSError):
+        with artifacts.withdrawn_on_failure(base, 2):
+            artifacts.write_serving_config(base, "m", stable=2)
+            raise OSError("the registry could not be written")
+    assert artifacts.list_versions(serving) == [1] and backend.keys(f"{key}/serving/2") == []
+    assert backend.get(f"{key}/{artifacts.SERVING_CONFIG_FILE}") == before
+    assert artifacts.publish_version(str(_fake_saved_model(tmp_path / "c", "c")), serving) == 2

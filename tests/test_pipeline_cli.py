@@ -61,19 +61,6 @@ def test_cli_rejects_bad_flags_and_configs(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["kubeflow", "vertex"])
-def test_compile_writes_a_cluster_pipeline_spec(tmp_path, target):
-    out = tmp_path / "spec.json"
-    result = cli("compile", "--target", target, "--out", str(out), "--image", "example/tfflows:1")
-    assert result.returncode == 0, result.stderr[-3000:]
-    spec = json.loads(out.read_text())
-    text = json.dumps(spec)
-    for name in ("IngestExamples", "TransformData", "TrainFlow", "EvaluateFlow", "PushFlow"):
-        assert name in text, name
-    assert "example/tfflows:1" in text
-
-
-@pytest.mark.slow
 def test_run_evaluate_sample_end_to_end(tmp_path):
     """The whole pipeline from the CLI (with NICE: every kind goes through the same components),
     then the pushed model used as a user would."""

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tfflows.components.errors import DataError
-from tfflows.pipeline.serving import evaluate_saved_model, iter_row_chunks
+from tfflows.pipeline.serving import evaluate_saved_model, iter_row_chunks, match_columns
 from tests.artifact_testing import export_tiny_flow
 
 D = 3
@@ -30,14 +30,16 @@ def _direct(model, rows):
 def test_scores_stream_in_order_to_exactly_the_given_path(model, tmp_path):
     rows = np.random.default_rng(0).normal(size=(53, D)).astype(np.float32)
     np.save(tmp_path / "rows.npy", rows)
-    lines = ["a,b,c", *(",".join(f"{v:.9g}" for v in r) for r in rows[:20]), "", *(",".join(f"{v:.9g}" for v in r) for r in rows[20:])]
+    lines = ["x0,x1,x2", *(",".join(f"{v:.9g}" for v in r) for r in rows[:20]), "", *(",".join(f"{v:.9g}" for v in r) for r in rows[20:])]
     (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
     expected = _direct(model, rows)
     for data, scores in (("rows.npy", "s.npy"), ("rows.csv", "s.csv")):
         # chunks of 7 rows scored in batches of 5: every boundary case of the streaming loop
         report = evaluate_saved_model(model, str(tmp_path / data), str(tmp_path / scores), batch_size=5, chunk_rows=7)
         out = tmp_path / scores
-        got = np.load(out) if scores.endswith(".npy") else np.loadtxt(out, skiprows=1)
+        if scores.endswith(".csv"):  # an uncalibrated model: row and log_prob, no percentile
+            assert out.read_text().splitlines()[:2] == ["row,log_prob", f"0,{expected[0]:.9g}"]
+        got = np.load(out) if scores.endswith(".npy") else np.genfromtxt(out, delimiter=",", names=True)["log_prob"]
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
         assert f"per-row scores: {out}" in report and "rows: 53 from" in report
         mean = f"{expected.astype(np.float64).mean():.4f}"
@@ -56,11 +58,12 @@ def test_refusals_are_one_line_and_write_nothing(model, tmp_path):
         evaluate_saved_model(model, str(tmp_path / "rows.npy"), str(tmp_path / "s.txt"))
     cases = {
         "empty.csv": ("", "the file is empty; fix: write a header line"),
-        "header.csv": ("a,b,c\n", "only a header line, no rows; fix: add rows below the header"),
-        "text.csv": ("a,b,c\n1,2,3\n\n4,x,6\n", "line 4: not a numeric row ('4,x,6')"),
-        "ragged.csv": ("a,b,c\n1,2,3\n4,5\n", "line 3: 2 values where the rows above have 3"),
-        "nan.csv": ("a,b,c\n1,2,3\n\n4,5,6\n7,nan,9\n", "line 5, column 1: NaN or infinite value"),
-        "wide.csv": ("a,b\n1,2\n", "2 values per row but the model takes 3"),
+        "header.csv": ("x0,x1,x2\n", "only a header line, no rows; fix: add rows below the header"),
+        "text.csv": ("x0,x1,x2\n1,2,3\n\n4,x,6\n", "line 4: not a numeric row ('4,x,6')"),
+        "ragged.csv": ("x0,x1,x2\n1,2,3\n4,5\n", "line 3: 2 values where the header names 3"),
+        "nan.csv": ("x0,x1,x2\n1,2,3\n\n4,5,6\n7,nan,9\n", "line 5, column 1 (x1): NaN or infinite value"),
+        "wide.csv": ("1,2\n", "2 values per row but the model takes 3 (x0, x1, x2)"),
+        "names.csv": ("a,b\n1,2\n", "line 1 (header): no column x0, x1, x2"),
     }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
@@ -69,7 +72,7 @@ def test_refusals_are_one_line_and_write_nothing(model, tmp_path):
         assert "\n" not in str(info.value)
     bad = np.concatenate([rows, [[1.0, np.inf, 0.0]]]).astype(np.float32)
     np.save(tmp_path / "bad.npy", bad)
-    with pytest.raises(DataError, match=r"row 5, column 1: NaN or infinite value"):
+    with pytest.raises(DataError, match=r"row 5, column 1 \(x1\): NaN or infinite value"):
         evaluate_saved_model(model, str(tmp_path / "bad.npy"), str(tmp_path / "scores.npy"), chunk_rows=2)
     # the bad row came after two chunks had been scored: still no (partial) scores file
     assert sorted(os.listdir(tmp_path)) == sorted(["rows.npy", "bad.npy", *cases])
@@ -99,7 +102,8 @@ def test_reader_holds_one_chunk_of_a_large_npy_and_csv(tmp_path):
         tracemalloc.start()
         try:
             seen = 0
-            for start, chunk in iter_row_chunks(str(tmp_path / name), 43, chunk_rows=1000):
+            columns = match_columns(str(tmp_path / name), [f"c{i}" for i in range(43)])
+            for start, chunk in iter_row_chunks(str(tmp_path / name), columns, chunk_rows=1000):
                 assert start == seen and chunk.shape[1] == 43 and len(chunk) <= 1000
                 seen += len(chunk)
             peak = tracemalloc.get_traced_memory()[1]
@@ -142,3 +146,20 @@ def test_scoring_a_table_larger_than_the_memory_budget(model, tmp_path):
     assert scores.shape == (n,)
     tail = np.load(tmp_path / "big.npy", mmap_mode="r")[-1000:]
     np.testing.assert_allclose(scores[-1000:], _direct(model, np.asarray(tail)), rtol=1e-5, atol=1e-5)
+
+
+def test_uncalibrated_model_takes_log_density_thresholds_only(model, tmp_path):
+    """A model without held-out quantiles (pushed before they existed, or fitted to a target): no
+    percentile; a `q` threshold is refused in one line, a log-density threshold flags rows."""
+    rows = np.random.default_rng(3).normal(size=(40, D)).astype(np.float32)
+    np.save(tmp_path / "rows.npy", rows)
+    with pytest.raises(DataError, match=r"--threshold: q0.01 needs the model's held-out quantiles, and it carries "
+                                        r"none .*; fix: give a log-density instead"):
+        evaluate_saved_model(model, str(tmp_path / "rows.npy"), str(tmp_path / "s.csv"), threshold="q0.01")
+    cut = float(np.median(_direct(model, rows)))
+    report = evaluate_saved_model(model, str(tmp_path / "rows.npy"), str(tmp_path / "s.csv"), threshold=str(cut))
+    scores = np.genfromtxt(tmp_path / "s.csv", delimiter=",", names=True)
+    assert scores.dtype.names == ("row", "log_prob", "is_anomaly")
+    np.testing.assert_array_equal(scores["is_anomaly"].astype(bool), _direct(model, rows) < cut)
+    assert f"anomalies (log_prob < {cut:g}): 20 of 40 rows (50.00%)" in report
+    assert "percentile: not available (the model carries no held-out quantiles)" in report

@@ -88,9 +88,12 @@ def test_importance_sampled_log_likelihood_bounds_the_elbo_and_blesses(digits, t
 
 
 def test_export_serves_the_importance_sampled_log_likelihood(digits, trained, tmp_path):
+    from tfflows.components.objectives.scoring import held_out_quantiles
+
     uri, _ = trained
+    calibration = held_out_quantiles(np.linspace(-60.0, -10.0, 101), "test")  # stands in for the evaluation's
     pushed = run_push(uri, None, digits, None, PushConfig(push_base=str(tmp_path / "push"), importance_samples=16),
-                      evaluation={"blessed": True, "metrics": {}})
+                      evaluation={"blessed": True, "metrics": {}, "held_out_quantiles": calibration})
     assert pushed["pushed"]
     x = (np.random.default_rng(0).random((5, 64)) < 0.3).astype("float32")
     lp, samples = serve_in_fresh_process(pushed["destination"], x, 3)
@@ -99,6 +102,10 @@ def test_export_serves_the_importance_sampled_log_likelihood(digits, trained, tm
     assert samples.shape == (3, 64) and set(np.unique(samples)) <= {0.0, 1.0}
     with open(os.path.join(pushed["destination"], "assets.extra", "tfflows.json")) as f:
         assert json.load(f)["objective"] == "vae"
+    # A calibrated VAE gets the `score` signature too: the same log_prob, its percentile among held-out scores.
+    scored = tf.saved_model.load(pushed["destination"]).signatures["score"](x=tf.constant(x))
+    np.testing.assert_allclose(scored["log_prob"].numpy(), lp, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scored["percentile"].numpy(), np.clip((lp + 60.0) / 50.0, 0, 1) * 100, atol=1e-3)
 
 
 @pytest.mark.slow

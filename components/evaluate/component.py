@@ -2,7 +2,8 @@
 
 Inputs: ``model`` (Model), ``examples`` (Examples) and ``transform_graph`` (TransformGraph)
 (both absent for a flow fitted to a target by reverse KL), optional ``baseline_model`` (Model,
-e.g. from a latest-blessed-model resolver). Outputs: ``evaluation`` (ModelEvaluation, holding
+e.g. from a latest-blessed-model resolver), optional ``drift`` (the `DriftReport` measured before
+training, logged with the metrics). Outputs: ``evaluation`` (ModelEvaluation, holding
 ``evaluation.json``) and ``blessing`` (ModelBlessing with the ``BLESSED``/``NOT_BLESSED`` file
 and custom property ``blessed`` 1/0, as the stock Evaluator writes it). Parameters: ``config``
 (`EvaluateConfig` as JSON), ``baseline_push_base`` (when set and no baseline artifact is given,
@@ -19,7 +20,8 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from tfflows.components.artifacts import current_pushed_model
+from tfflows.components.artifacts import current_push_info, read_drift
+from tfflows.components.drift.component import DriftReport
 from tfflows.components.evaluate.config import EvaluateConfig
 from tfflows.components.evaluate.executor import run_evaluate
 from tfflows.components.train.config import TrackingConfig
@@ -36,7 +38,8 @@ class EvaluateFlowSpec(ComponentSpec):
     INPUTS = {"model": ChannelParameter(type=standard_artifacts.Model),
               "examples": ChannelParameter(type=standard_artifacts.Examples, optional=True),
               "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph, optional=True),
-              "baseline_model": ChannelParameter(type=standard_artifacts.Model, optional=True)}
+              "baseline_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
+              "drift": ChannelParameter(type=DriftReport, optional=True)}
     OUTPUTS = {"evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
                "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing)}
 
@@ -51,12 +54,15 @@ class Executor(base_executor.BaseExecutor):
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
         push_base = exec_properties.get("baseline_push_base")
-        if baseline_uri is None and push_base:
-            baseline_uri = current_pushed_model(push_base)
+        pushed = current_push_info(push_base) if baseline_uri is None and push_base else None
+        if pushed is not None:  # the champion, with its own preprocessing and recorded test metrics
+            baseline_uri = pushed.get("model_uri")
         result = run_evaluate(uris.get("examples"), uris.get("transform_graph"), model_uri,
                               EvaluateConfig.from_json(exec_properties["config"]), evaluation.uri,
                               baseline_model_uri=baseline_uri, blessing_uri=blessing.uri,
-                              tracking=TrackingConfig.from_json(exec_properties.get("tracking_config") or "{}"))
+                              tracking=TrackingConfig.from_json(exec_properties.get("tracking_config") or "{}"),
+                              baseline_transform_graph_uri=(pushed or {}).get("transform_graph_uri"),
+                              drift=read_drift(uris.get("drift")))
         blessing.set_int_custom_property("blessed", 1 if result["blessed"] else 0)
         blessing.set_string_custom_property("current_model", model_uri)
         if baseline_uri:
@@ -77,9 +83,11 @@ class EvaluateFlow(base_component.BaseComponent):
     def __init__(self, model: types.BaseChannel, examples: Optional[types.BaseChannel] = None,
                  transform_graph: Optional[types.BaseChannel] = None,
                  baseline_model: Optional[types.BaseChannel] = None, config: str = "{}",
-                 baseline_push_base: str = "", tracking_config: str = "{}"):
+                 baseline_push_base: str = "", tracking_config: str = "{}",
+                 drift: Optional[types.BaseChannel] = None):
         super().__init__(spec=EvaluateFlowSpec(
             config=config, baseline_push_base=baseline_push_base, tracking_config=tracking_config,
             model=model, examples=examples, transform_graph=transform_graph, baseline_model=baseline_model,
+            drift=drift,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from tfflows.components.config import JsonConfig
 
@@ -26,10 +27,19 @@ class EvaluateConfig(JsonConfig):
     Attributes:
       split: the split scored (``"test"``; ``"eval"`` for quick checks).
       tolerance: nats per example the new model may be worse than the pushed model (the
-        baseline) and still be blessed: ``new_ll >= baseline_ll - tolerance`` (data-space test
-        log-likelihood means, same test points; reverse KL: ELBO means, same target). A
+        baseline, the champion) and still be blessed. Flows fitted to data are compared on the
+        same test points, each scored with its own preprocessing, by the mean per-example
+        difference ``d = new - baseline`` and its two standard errors ``s`` (paired,
+        `conversions.paired_difference`): blessed iff ``d >= -tolerance``; None (the default)
+        means the noise, ``tolerance = s``: blessed unless worse beyond the paired error bar.
+        Other objectives compare means (reverse KL: ELBO means on the same target; None: 0). A
         negative value demands an improvement of at least ``-tolerance`` nats
         (``min_improvement``). It never excuses losing to the reference.
+      drift_limit: data drift: the champion's mean log-likelihood on the new test split minus its
+        own recorded test log-likelihood (nats per example) may fall this far below zero (beyond
+        its error bar) before ``drift_action`` applies; None: measured and reported, no limit.
+      drift_action: ``"warn"`` (a line says the limit is exceeded; the run goes on) or ``"fail"``
+        (the new model is not blessed, nothing is pushed, and the run exits non-zero).
       reference_tolerance: nats per example the model may fall short of its closed-form
         reference (e.g. the train split's full-covariance Gaussian) and still be blessed: blessed
         only if ``new_ll - reference_ll > -reference_tolerance``. 0 (the default): it must beat
@@ -48,7 +58,9 @@ class EvaluateConfig(JsonConfig):
     """
 
     split: str = "test"
-    tolerance: float = 0.0
+    tolerance: Optional[float] = None
+    drift_limit: Optional[float] = None
+    drift_action: str = "warn"
     reference_tolerance: float = 0.0
     dequantization_seed: int = 0
     batch_size: int = 1000
@@ -59,13 +71,18 @@ class EvaluateConfig(JsonConfig):
     def __post_init__(self) -> None:
         if self.split not in ("train", "eval", "test"):
             raise ValueError(f"`split` must be 'train', 'eval' or 'test', but is {self.split!r}")
+        if self.drift_action not in ("warn", "fail"):
+            raise ValueError(f"`drift_action` must be 'warn' or 'fail', but is {self.drift_action!r}")
+        if self.drift_limit is not None and self.drift_limit < 0:
+            raise ValueError(f"`drift_limit` must be >= 0 nats (or null), but is {self.drift_limit!r}")
         for name in ("batch_size", "num_samples", "importance_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int, but is {value!r}")
 
     @property
-    def min_improvement(self) -> float:
-        """``-tolerance``: the improvement over the baseline required for a blessing."""
-        return -self.tolerance
+    def min_improvement(self) -> Optional[float]:
+        """``-tolerance``: the improvement over the baseline required for a blessing (None: within
+        the noise)."""
+        return None if self.tolerance is None else -self.tolerance
 

@@ -21,10 +21,14 @@ Blessing means "good", not just "finite". A model is blessed iff
    data, else a diagonal Gaussian); a reverse-KL flow, the standard-normal q (its ELBO on the
    same number of samples). The margin ``model - reference`` (nats) is in
    ``metrics["reference_margin"]`` and in the reason;
-3. with a pushed model (the baseline) scored on the same points (same target):
-   ``new >= baseline - tolerance`` (data-space log-likelihood or ELBO means); a baseline that is
-   not comparable (another objective, dimension or target) or not finite is skipped, and the
-   reason says so.
+3. with a pushed model (the baseline, the champion) scored on the same points, through its own
+   preprocessing: not worse beyond ``tolerance``. Flows fitted to data are compared by the mean
+   per-example difference ``new - baseline`` ± 2 s.e. of the differences (paired,
+   `conversions.paired_difference`), blessed when ``difference >= -tolerance``, ``tolerance``
+   defaulting to the noise (the paired 2 s.e.); other objectives by their means (ELBO, same
+   target; tolerance None = 0). A baseline that is not comparable (another objective, dimension
+   or target) or not finite is skipped, and the reason says so. The drift measured before
+   training (`components.drift`) is logged with the metrics.
 The blessing is written like the stock TFX Evaluator's ModelBlessing: an empty file
 ``BLESSED`` or ``NOT_BLESSED`` in the blessing folder (`components.artifacts`).
 """
@@ -55,8 +59,13 @@ def _log_to_mlflow(result: dict, split: str, tracking, run_id: Optional[str]) ->
         return None
     metrics = {f"{split}_{k}": v for k, v in result["metrics"].items()
                if isinstance(v, (int, float))}
+    drift = result.get("drift")
+    if drift is not None:
+        metrics.update(drift_log_likelihood_delta=drift["delta"], drift_log_likelihood_delta_2se=drift["delta_2se"])
+        tracker.set_tags({"drift.span": ", ".join(str(s) for s in drift["spans"]) or "none"})
     tracker.log_metrics({**metrics, "blessed": 1.0 if result["blessed"] else 0.0})
-    tracker.set_tags({"blessing_reason": result["reason"][:500]})
+    tracker.set_tags({"blessing_reason": result["reason"][:500], "blessed": str(bool(result["blessed"]))})
+    tracker.add_to_description("\n\n".join(([drift["line"]] if drift else []) + [f"Blessing: {result['reason']}"]))
     if own_run:
         tracker.end()
     else:
@@ -71,15 +80,61 @@ def _incomparable(scorer, objective: str, baseline) -> Optional[str]:
     return scorer.incomparable(baseline)
 
 
+def _per_example(scorer, model_uri: str):
+    """A scorer's per-point scores of ``model_uri`` (None: it keeps none, e.g. reverse KL's fresh samples)."""
+    per_example = getattr(scorer, "per_example", None)
+    return per_example(model_uri) if per_example is not None else None
+
+
+def _baseline_scorer(scorer, baseline_model_uri: str, examples_uri, transform_graph_uri, baseline_transform_graph_uri,
+                     config: EvaluateConfig):
+    """The baseline's scorer: the same points through the baseline's OWN preprocessing (a champion
+    trained on other data standardised them with other statistics; scoring its flow through the new
+    transform would score a model that never existed). Without its graph (not given, or deleted):
+    the new model's scorer."""
+    import tensorflow as tf
+
+    from tfflows.components.objectives import get_objective
+    from tfflows.components.summary import ModelSummary
+
+    own = baseline_transform_graph_uri
+    if not own or own == transform_graph_uri or not tf.io.gfile.exists(own):
+        return scorer
+    baseline = ModelSummary.read(baseline_model_uri)
+    return get_objective(baseline.objective).scorer(baseline, examples_uri, own, config)
+
+
+def _compare(scorer, baseline_scorer, model_uri: str, baseline_uri: str, new: float, old: float,
+             config: EvaluateConfig):
+    """(within tolerance, reason part, paired comparison or None). Paired when both scorers keep
+    per-point scores: mean per-example difference ± 2 s.e. on the same points, blessed unless worse
+    beyond ``tolerance`` (None: the paired 2 s.e., the noise); otherwise the means (None: 0)."""
+    from tfflows.components.transform.conversions import paired_difference
+
+    a, b = _per_example(scorer, model_uri), _per_example(baseline_scorer, baseline_uri)
+    if a is None or b is None:
+        tolerance = config.tolerance or 0.0
+        return bool(new >= old - tolerance), f"vs baseline {old:.4f} (the pushed model; tolerance {tolerance} nats)", None
+    difference, two_se = paired_difference(a, b)
+    tolerance = two_se if config.tolerance is None else config.tolerance
+    within = bool(difference >= -tolerance)
+    named = "the noise (2 s.e.)" if config.tolerance is None else "the tolerance"
+    part = (f"vs baseline {old:.4f} (the pushed model) on the same {len(a)} points: new - baseline "
+            f"{difference:+.4f} ± {two_se:.4f} nats per example (paired mean ± 2 s.e.), "
+            f"{'not worse' if within else 'worse'} beyond {named} {tolerance:.4f} nats")
+    return within, part, {"difference": difference, "difference_2se": two_se, "tolerance": tolerance,
+                          "points": len(a)}
+
+
 def _decide(scorer, metrics: dict, problem: Optional[str], config: EvaluateConfig, objective: str,
-            baseline_model_uri: Optional[str]):
-    """(blessed, reason, reference, baseline metrics): finite, better than the reference, and not
-    worse than the pushed model by more than ``tolerance`` (module docstring). The reason states
-    both comparisons."""
+            baseline_model_uri: Optional[str], baseline_scorer=None, model_uri: str = ""):
+    """(blessed, reason, reference, baseline metrics, paired comparison): finite, better than the
+    reference, and not worse than the pushed model beyond ``tolerance`` (module docstring). The
+    reason states both comparisons with their numbers."""
     from tfflows.components.summary import ModelSummary
 
     if problem is not None:
-        return False, f"not blessed: {problem}", None, None
+        return False, f"not blessed: {problem}", None, None, None
     headline, new = scorer.headline, metrics[scorer.headline]
     reference_metrics, name = scorer.reference()
     margin = float(new - reference_metrics[headline])
@@ -90,7 +145,7 @@ def _decide(scorer, metrics: dict, problem: Optional[str], config: EvaluateConfi
         verdict += f", reference tolerance {config.reference_tolerance} nats"
     parts = [f"{scorer.where} {scorer.unit} {new:.4f} nats vs {reference_metrics[headline]:.4f} for the {name} "
              f"(margin {margin:+.4f} nats{verdict})"]
-    baseline_metrics, within_tolerance = None, True
+    baseline_metrics, within_tolerance, paired = None, True, None
     incomparable = (_incomparable(scorer, objective, ModelSummary.read(baseline_model_uri))
                     if baseline_model_uri else None)
     if baseline_model_uri is None:
@@ -98,22 +153,26 @@ def _decide(scorer, metrics: dict, problem: Optional[str], config: EvaluateConfi
     elif incomparable:
         parts.append(f"the baseline {baseline_model_uri} is not comparable ({incomparable})")
     else:
-        base_metrics, base_problem = scorer.score(baseline_model_uri, "the baseline")
+        baseline_scorer = baseline_scorer or scorer
+        base_metrics, base_problem = baseline_scorer.score(baseline_model_uri, "the baseline")
         if base_problem is not None:
             parts.append(base_problem)
         else:
-            baseline_metrics, old = base_metrics, base_metrics[headline]
-            within_tolerance = bool(new >= old - config.tolerance)
-            parts.append(f"vs baseline {old:.4f} (the pushed model; tolerance {config.tolerance} nats)")
+            baseline_metrics = base_metrics
+            within_tolerance, part, paired = _compare(scorer, baseline_scorer, model_uri, baseline_model_uri, new,
+                                                      base_metrics[headline], config)
+            parts.append(part)
     blessed = beats_reference and within_tolerance
     return (blessed, f"{'blessed' if blessed else 'not blessed'}: {'; '.join(parts)}", reference,
-            baseline_metrics)
+            baseline_metrics, paired)
 
 
 def run_evaluate(examples_uri: Optional[str], transform_graph_uri: Optional[str], model_uri: str,
                  config: EvaluateConfig, output_uri: str,
                  baseline_model_uri: Optional[str] = None,
-                 blessing_uri: Optional[str] = None, tracking=None) -> dict:
+                 blessing_uri: Optional[str] = None, tracking=None,
+                 baseline_transform_graph_uri: Optional[str] = None,
+                 drift: Optional[dict] = None) -> dict:
     """Scores a trained flow, compares it with a baseline and writes the blessing.
 
     Args:
@@ -130,6 +189,10 @@ def run_evaluate(examples_uri: Optional[str], transform_graph_uri: Optional[str]
       tracking: `TrackingConfig`: the metrics go to the training's MLflow run (the model
         summary's ``mlflow_run_id``; a run of their own when the training was not tracked).
         None: no MLflow.
+      baseline_transform_graph_uri: the transform graph the baseline was trained with (None: the
+        new one); the baseline scores the same points through it.
+      drift: the drift measured before training (`components.drift.run_drift`), reported and
+        logged with the metrics; None: none measured.
 
     Returns:
       The content of ``evaluation.json``: ``blessed`` (bool), ``reason``, ``objective``,
@@ -140,7 +203,9 @@ def run_evaluate(examples_uri: Optional[str], transform_graph_uri: Optional[str]
       metrics and margin of the closed-form reference; None for a non-finite model),
       ``baseline_metrics`` (or None), ``num_examples`` (points or samples scored), ``split``,
       ``dequantization_seed`` (None for continuous data) or ``target`` and ``sample_seed``,
-      ``mlflow_run_id``.
+      ``mlflow_run_id``, ``paired`` (difference, difference_2se, tolerance, points of the paired
+      comparison with the baseline, or None), ``drift`` (as given), ``held_out_quantiles`` (`scoring.held_out_quantiles` of the model's scores
+      on the split; None for a model that is not finite or has no held-out rows).
     """
     from tfflows.components.objectives import get_objective
     from tfflows.components.summary import ModelSummary
@@ -149,17 +214,22 @@ def run_evaluate(examples_uri: Optional[str], transform_graph_uri: Optional[str]
     objective = summary.objective
     scorer = get_objective(objective).scorer(summary, examples_uri, transform_graph_uri, config)
     metrics, problem = scorer.score(model_uri, "the model")
-    blessed, reason, reference, baseline_metrics = _decide(scorer, metrics, problem, config, objective,
-                                                           baseline_model_uri)
+    baseline_scorer = (_baseline_scorer(scorer, baseline_model_uri, examples_uri, transform_graph_uri,
+                                        baseline_transform_graph_uri, config) if baseline_model_uri else None)
+    blessed, reason, reference, baseline_metrics, paired = _decide(
+        scorer, metrics, problem, config, objective, baseline_model_uri, baseline_scorer, model_uri)
     if reference is not None:
         metrics["reference_margin"] = reference["margin"]
+    if paired is not None:
+        metrics.update(baseline_difference=paired["difference"], baseline_difference_2se=paired["difference_2se"])
     logger.info("%s", reason)
     result = {
         "blessed": blessed, "reason": reason, "objective": objective, "metrics": metrics,
         "reference": reference, "baseline_metrics": baseline_metrics, "baseline_model_uri": baseline_model_uri,
         "model_uri": model_uri, "split": scorer.split,
         "num_examples": int(scorer.num_points), "event_dim": scorer.event_dim,
-        "tolerance": config.tolerance, "mlflow_run_id": None, **scorer.extra(),
+        "tolerance": config.tolerance, "paired": paired, "drift": drift, "mlflow_run_id": None, **scorer.extra(),
+        "held_out_quantiles": scorer.calibration(model_uri),  # travels with the pushed model (percentiles)
     }
     if tracking is not None and tracking.active:
         result["mlflow_run_id"] = _log_to_mlflow(result, config.split, tracking, summary.mlflow_run_id)

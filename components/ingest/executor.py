@@ -11,6 +11,7 @@ everything succeeded and the written splits hold exactly the rows the pipeline c
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,8 +25,10 @@ from tfflows.components.artifacts import publish_dir, staging_dir
 from tfflows.components.config import IngestConfig
 from tfflows.components.errors import DataError, reraise_data_error
 from tfflows.components.ingest import loaders, streaming
+from tfflows.components.inputs import InputSnapshot, effective_paths, snapshot_inputs
 from tfflows.components.ingest.metadata import FEATURE_KEY, DatasetMetadata, write_metadata
 from tfflows.components.ingest.runner import check_runner, pipeline_options
+from tfflows.components.ingest.sources.splits import check_split_sizes
 from tfflows.components.ingest.verify import (METRICS_NAMESPACE, counter_totals, lost_output,
                                               verify_splits)
 
@@ -132,7 +135,8 @@ def _chunks(splits: Dict[str, np.ndarray]) -> Iterable[Tuple[str, np.ndarray]]:
 
 
 def run_ingest(config: IngestConfig, output_uri: str,
-               beam_pipeline_args: Optional[Sequence[str]] = None) -> DatasetMetadata:
+               beam_pipeline_args: Optional[Sequence[str]] = None,
+               inputs: Optional[InputSnapshot] = None) -> DatasetMetadata:
     """Ingests ``config``'s source into ``output_uri`` (an Examples artifact's folder).
 
     Args:
@@ -141,6 +145,9 @@ def run_ingest(config: IngestConfig, output_uri: str,
         ``dataset_metadata.json``; must be absent or empty.
       beam_pipeline_args: Beam arguments (default ``--runner=FnApiRunner``); the same code
         runs on Dataflow, Flink or Spark given their arguments.
+      inputs: the input snapshot taken when the pipeline was built (`snapshot_inputs`): the
+        resolved span paths are read and the snapshot goes into the metadata. None: taken here
+        (object-store paths: none).
 
     Returns:
       The `DatasetMetadata` written beside the splits.
@@ -148,10 +155,13 @@ def run_ingest(config: IngestConfig, output_uri: str,
     Raises:
       DataError: bad input; nothing is written to ``output_uri`` then.
     """
+    if inputs is None:
+        inputs = snapshot_inputs(config)
+    config, paths = effective_paths(config, inputs)
     streamed = config.dataset in ("csv", "tfrecord")
     if streamed:
         source = (streaming.csv_source if config.dataset == "csv"
-                  else streaming.tfrecord_source)(config)
+                  else streaming.tfrecord_source)(config, paths)
         names, discrete, levels, shape, where = (source.feature_names, source.discrete,
                                                  source.num_levels, source.image_shape,
                                                  source.source)
@@ -184,14 +194,12 @@ def run_ingest(config: IngestConfig, output_uri: str,
         sizes = {s: stats.get(s, (0, 0))[0] for s in SPLITS}
         _check_counts(sizes, counter_totals(result), runner)
         verify_splits(tmp_dir, sizes, "ingest", runner)
-        empty = [s for s in SPLITS if sizes[s] == 0]
-        if empty:
-            raise DataError(where, f"split {empty[0]!r}", "received no rows",
-                            "ingest more rows or raise the eval/test fraction")
+        check_split_sizes(sizes, config, where)
         metadata = DatasetMetadata(
             name=config.name or config.dataset, event_dim=len(names), feature_names=names,
             discrete=bool(discrete), num_levels=levels, image_shape=shape, split_sizes=sizes,
-            fingerprint=fingerprint(stats, len(names)), source=str(where))
+            fingerprint=fingerprint(stats, len(names)), source=str(where),
+            inputs=dataclasses.asdict(inputs) if inputs is not None else None)
         write_metadata(metadata, tmp_dir)
         publish_dir(tmp_dir, output_uri)
         return metadata

@@ -30,6 +30,9 @@ class DatasetMetadata:
       split_sizes: rows per split, keys ``train``, ``eval``, ``test``.
       fingerprint: sha256 hex of the ingested rows (order-independent, deterministic).
       source: the input path or the bundled dataset's name.
+      inputs: the run's input snapshot (`components.inputs.InputSnapshot` as a dict: the
+        files with their sizes and sha256, the span(s), the content digest and a short label),
+        or None for sources without files.
     """
 
     name: str
@@ -41,6 +44,7 @@ class DatasetMetadata:
     split_sizes: Dict[str, int]
     fingerprint: str
     source: str
+    inputs: Optional[dict] = None
 
 
 def write_metadata(metadata: DatasetMetadata, directory: str) -> str:

@@ -146,12 +146,14 @@ class _ParseCsvLine(beam.DoFn):
         yield split, row.astype(np.float32)
 
 
-def csv_source(config: IngestConfig) -> StreamedSource:
-    """A CSV file or glob with a header line; ``config.columns`` selects columns by name."""
+def csv_source(config: IngestConfig, paths: Tuple[str, ...] = ()) -> StreamedSource:
+    """CSV files with a header line: ``config.path`` (a file or glob), or every path of ``paths``
+    (a span window, `components.inputs.effective_paths`); ``config.columns`` selects
+    columns by name."""
     _check_streamed_config(config)
     if not config.path:
         raise DataError("csv", "IngestConfig.path", "no path given", "set IngestConfig.path")
-    files = _files(config.path, "CSV")
+    files = [f for path in (paths or (config.path,)) for f in _files(path, "CSV")]
     test_files = tuple(_files(config.test_path, "CSV")) if config.test_path else ()
     header = _read_header(files[0])
     for f in files[1:] + list(test_files):
@@ -242,13 +244,14 @@ class _ParseExample(beam.DoFn):
         yield split, row
 
 
-def tfrecord_source(config: IngestConfig) -> StreamedSource:
-    """TFRecord files (glob; ``.gz`` means GZIP) of tf.Example with a float feature."""
+def tfrecord_source(config: IngestConfig, paths: Tuple[str, ...] = ()) -> StreamedSource:
+    """TFRecord files (``config.path`` or every path of ``paths``, globs; ``.gz`` means GZIP) of
+    tf.Example with a float feature."""
     _check_streamed_config(config)
     if not config.path:
         raise DataError("tfrecord", "IngestConfig.path", "no path given", "set IngestConfig.path")
     key = config.feature_key or "x"
-    files = _files(config.path, "TFRecord")
+    files = [f for path in (paths or (config.path,)) for f in _files(path, "TFRecord")]
     test_files = tuple(_files(config.test_path, "TFRecord")) if config.test_path else ()
     d = _example_row(_first_record(files[0]), key, files[0]).shape[0]
     if d == 0:

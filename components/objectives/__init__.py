@@ -4,7 +4,7 @@ An objective decides what is trained on what, and everything downstream that dep
 
 - its training part (`Training`: the model, the batches of an epoch, the loss of a step, the
   validation value, the figures and the summary's details), driven by the one training loop
-  of `components.train.executor`;
+  of `components.train` (`loop.py`);
 - its scorer for evaluate (`Scorer`: the test metrics, a closed-form reference, which baselines
   compare);
 - its serving export for push (the SavedModel's ``log_prob`` and ``sample``);
@@ -21,7 +21,7 @@ defines a subclass of `Objective` as ``OBJECTIVE`` and one line in `OBJECTIVES`:
         def training(self, config, examples_uri, transform_graph_uri): ...
         def scorer(self, summary, examples_uri, transform_graph_uri, config): ...
         def export(self, model, summary, transform_graph_uri, metadata, export_dir, *,
-                   importance_samples, rows): ...
+                   importance_samples, rows, calibration): ...
         def report(self, evaluation): ...
 
     OBJECTIVE = Mine()
@@ -124,6 +124,11 @@ class Scorer(Protocol):
     def extra(self) -> Dict[str, Any]:
         """Entries of ``evaluation.json`` that say how the points were drawn."""
 
+    def calibration(self, model_uri: str) -> Optional[Dict[str, Any]]:
+        """`scoring.held_out_quantiles` of the per-example scores `score` gave ``model_uri`` (on
+        the same scale as the served ``log_prob``), or None: no held-out rows, or not finite. It
+        travels with the pushed model (its percentiles and ``q`` thresholds)."""
+
 
 class Objective:
     """A training objective. Subclasses set the class attributes and implement the methods that
@@ -182,8 +187,10 @@ class Objective:
         raise NotImplementedError
 
     def export(self, model, summary: "ModelSummary", transform_graph_uri: Optional[str], metadata,
-               export_dir: str, *, importance_samples: int, rows) -> str:
-        """Writes the serving SavedModel (`components.push.export`) and returns ``export_dir``."""
+               export_dir: str, *, importance_samples: int, rows, calibration: Optional[Dict[str, Any]]) -> str:
+        """Writes the serving SavedModel (`components.push.export.save_serving_model`, which adds the
+        ``score`` signatures when ``calibration``, the evaluation's held-out quantiles, is given) and
+        returns ``export_dir``."""
         raise NotImplementedError
 
     def report(self, evaluation: Dict[str, Any]) -> List[str]:

@@ -81,7 +81,7 @@ class MaximumLikelihoodTraining:
         data = next(iter(self.val_data)).numpy()[:500]
         return {"samples.png": plots.samples_figure(
             samples, image_shape=self.metadata.image_shape, logit_lambda=preprocessing.logit_lambda if preprocessing.method == "logit" else None,
-            data=data, log_prob_fn=lambda g: model.log_prob(g).numpy())}
+            data=data, log_prob_fn=lambda g: model.log_prob(g).numpy(), names=self.metadata.feature_names)}
 
     def details(self, model) -> None:
         return None
@@ -103,6 +103,7 @@ class DataScorer:
         self.z, self.log_det, self.metadata = evaluation_points(examples_uri, transform_graph_uri, config)
         self.event_dim, self.num_points = self.metadata.event_dim, len(self.z)
         self.split, self.where = config.split, f"{config.split} split"
+        self._data_ll = {}  # model URI -> its finite data-space scores, for `calibration`
 
     def incomparable(self, summary) -> Optional[str]:
         if summary.event_dim not in (None, self.event_dim):
@@ -113,13 +114,28 @@ class DataScorer:
         import numpy as np
 
         from tfflows.components.objectives.scoring import data_metrics, finite_problem, score_model
+        from tfflows.components.transform import conversions
 
         ll, bad = score_model(model_uri, self.z, self.config.batch_size)
         problem = finite_problem(ll, bad, what)
         if problem is not None:
             return {"model_log_likelihood": None, "data_log_likelihood": None,
                     "non_finite_examples": int((~np.isfinite(ll)).sum())}, problem
+        self._data_ll[model_uri] = conversions.data_log_prob(ll, self.log_det)
         return data_metrics(ll, self.log_det, self.metadata), None
+
+    def per_example(self, model_uri: str):
+        """The data-space log-likelihoods `score` gave ``model_uri``, one per point (None: not
+        finite or not scored): evaluate pairs the new model's with the baseline's on the same points."""
+        return self._data_ll.get(model_uri)
+
+    def calibration(self, model_uri: str):
+        """Quantiles of the data-space log-densities `score` gave ``model_uri`` on the scored split
+        (what the served ``log_prob`` returns for those rows); None when it was not finite."""
+        from tfflows.components.objectives.scoring import held_out_quantiles
+
+        scores = self._data_ll.get(model_uri)
+        return None if scores is None else held_out_quantiles(scores, self.split)
 
     def reference(self):
         """(metrics, name) of the full-covariance Gaussian fitted to the train split (model space)."""
@@ -148,10 +164,11 @@ class MaximumLikelihood(Objective):
     def scorer(self, summary, examples_uri, transform_graph_uri, config) -> DataScorer:
         return DataScorer(examples_uri, transform_graph_uri, config)
 
-    def export(self, model, summary, transform_graph_uri, metadata, export_dir, *, importance_samples, rows) -> str:
+    def export(self, model, summary, transform_graph_uri, metadata, export_dir, *, importance_samples, rows,
+               calibration) -> str:
         from tfflows.components.push.export import export_flow
 
-        return export_flow(model, summary, transform_graph_uri, metadata, export_dir, rows)
+        return export_flow(model, summary, transform_graph_uri, metadata, export_dir, rows, calibration=calibration)
 
     def report(self, evaluation: Dict[str, Any]) -> List[str]:
         metrics = evaluation.get("metrics") or {}

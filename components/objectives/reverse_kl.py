@@ -212,6 +212,11 @@ class TargetScorer:
         metrics = self._metrics(log_w) if np.all(np.isfinite(log_w)) else {"elbo": -np.inf}
         return metrics, "standard-normal q"
 
+    def calibration(self, model_uri: str):
+        """None: a flow fitted to a target has no held-out rows to calibrate percentiles on (its
+        SavedModel has no ``score`` signature; thresholds are log-densities)."""
+        return None
+
     def extra(self) -> dict:
         return {"target": self.target, "sample_seed": self.config.sample_seed}
 
@@ -253,11 +258,12 @@ class ReverseKL(Objective):
     def scorer(self, summary, examples_uri, transform_graph_uri, config) -> TargetScorer:
         return TargetScorer(summary.train_config, config)
 
-    def export(self, model, summary, transform_graph_uri, metadata, export_dir, *, importance_samples, rows) -> str:
+    def export(self, model, summary, transform_graph_uri, metadata, export_dir, *, importance_samples, rows,
+               calibration) -> str:
         from tfflows.components.push.export import export_flow
 
         return export_flow(model, summary, transform_graph_uri, metadata, export_dir, rows,
-                           target=summary.details.target)
+                           target=summary.details.target, calibration=calibration)
 
     def report(self, evaluation: Dict[str, Any]) -> List[str]:
         metrics = evaluation.get("metrics") or {}

@@ -18,8 +18,13 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["data_metrics", "evaluation_points", "factorised_log_prob", "finite_problem", "gaussian_log_prob",
-           "non_finite_weights", "score_model"]
+__all__ = ["QUANTILE_LEVELS", "data_metrics", "evaluation_points", "factorised_log_prob", "finite_problem",
+           "gaussian_log_prob", "held_out_quantiles", "non_finite_weights", "score_model"]
+
+# Levels of the held-out quantiles that travel with a pushed model: every percent, and the tails
+# finer, where anomaly thresholds sit (q0.001 is read off this grid exactly, not interpolated).
+QUANTILE_LEVELS = (0.0, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, *(i / 100 for i in range(1, 100)),
+                   0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999, 1.0)
 
 
 def evaluation_points(examples_uri: str, transform_graph_uri: str, config, split: Optional[str] = None):
@@ -103,6 +108,20 @@ def data_metrics(model_ll: np.ndarray, log_det: np.ndarray, metadata) -> dict:
             conversions.bits_per_dim(data_ll, metadata.event_dim))
         out.update(bits_per_dim=b_mean, bits_per_dim_2se=b_se)
     return out
+
+
+def held_out_quantiles(scores: np.ndarray, split: str) -> dict:
+    """The calibration a pushed model carries: quantiles of its per-example data-space log-densities
+    on held-out rows (the scored ``split``) at `QUANTILE_LEVELS`.
+
+    A new row's percentile is then the share of held-out rows scoring lower (linear between the
+    levels; `components.push.export` computes it inside the SavedModel), and ``q0.01`` names the
+    log-density below which 1% of held-out rows fall. ``count`` says how far to trust the tails:
+    a level below ``1 / count`` is the held-out minimum.
+    """
+    scores = np.asarray(scores, np.float64)
+    return {"split": split, "count": int(len(scores)), "levels": list(QUANTILE_LEVELS),
+            "values": [float(v) for v in np.quantile(scores, QUANTILE_LEVELS)]}
 
 
 def finite_problem(ll: np.ndarray, bad_weights: list, what: str) -> Optional[str]:

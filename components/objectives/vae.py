@@ -152,6 +152,7 @@ class VAEScorer:
         self.split, self.where = config.split, f"{config.split} split"
         self.x = self._points(config.split, 0)
         self.num_points = len(self.x)
+        self._ll = {}  # model URI -> its finite scores, for `calibration`
 
     def _points(self, split: str, counter: int) -> np.ndarray:
         """``split`` scaled like the training data; binarised with the fixed seed (Bernoulli)."""
@@ -199,10 +200,18 @@ class VAEScorer:
         problem = finite_problem(ll, non_finite_weights(model), what)
         if problem is not None:
             return {"log_likelihood": None, "elbo": None, "non_finite_examples": int((~np.isfinite(ll)).sum())}, problem
+        self._ll[model_uri] = ll
         ll_mean, ll_se = conversions.mean_and_two_se(ll)
         elbo_mean, elbo_se = conversions.mean_and_two_se(elbo)
         return {"log_likelihood": ll_mean, "log_likelihood_2se": ll_se, "elbo": elbo_mean, "elbo_2se": elbo_se,
                 "importance_samples": k}, None
+
+    def calibration(self, model_uri: str):
+        """Quantiles of the importance-sampled log-likelihoods `score` gave ``model_uri`` (the served
+        ``log_prob`` is the same estimator, with push's K); None when it was not finite."""
+        from tfflows.components.objectives.scoring import held_out_quantiles
+
+        return None if model_uri not in self._ll else held_out_quantiles(self._ll[model_uri], self.split)
 
     def extra(self) -> dict:
         return {"binarization_seed": self.config.dequantization_seed, "sample_seed": self.config.sample_seed}
@@ -269,7 +278,8 @@ class VAE(Objective):
     def scorer(self, summary, examples_uri, transform_graph_uri, config) -> VAEScorer:
         return VAEScorer(examples_uri, summary.details, config)
 
-    def export(self, model, summary, transform_graph_uri, metadata, export_dir, *, importance_samples, rows) -> str:
+    def export(self, model, summary, transform_graph_uri, metadata, export_dir, *, importance_samples, rows,
+               calibration) -> str:
         from tfflows.components.push.export import WARMUP_ROWS, save_serving_model
 
         scale = summary.details.data_scale
@@ -277,7 +287,8 @@ class VAE(Objective):
         dataset = dict(dataclasses.asdict(metadata), discrete=False, num_levels=1) if metadata is not None else None
         info = {"objective": self.name, "flow_kind": "vae", "vae": summary.details.vae, "data_scale": scale,
                 "importance_samples": int(importance_samples),
-                "preprocessing": {"method": "scale", "factor": scale}, "dataset": dataset}
+                "preprocessing": {"method": "scale", "factor": scale}, "dataset": dataset,
+                "held_out_quantiles": calibration}
         return save_serving_model(serving_module(model, importance_samples), export_dir,
                                   np.asarray(rows[:WARMUP_ROWS]) * scale if rows is not None else None, info)
 

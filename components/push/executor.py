@@ -20,6 +20,25 @@ from tfflows.components.push.config import PushConfig
 __all__ = ["run_push"]
 
 
+def _identity(model_uri: str, examples_uri: Optional[str], evaluation: Optional[dict]) -> dict:
+    """The registry version's tags and description (`run_info.version_identity`)."""
+    from tfflows.components.flow_artifact import read_summary
+    from tfflows.components.ingest import read_metadata
+    from tfflows.components.run_info import version_identity
+
+    summary = read_summary(model_uri)
+    return version_identity(summary.kind, read_metadata(examples_uri) if examples_uri else None, evaluation,
+                            summary.train_config.target if summary.train_config else None)
+
+
+def _store_on_this_machine(tracking) -> bool:
+    """Whether the registry is a store on this machine (``sqlite:``, ``file:``, a path): failing to
+    write it (a full disk, permissions) is this push's failure, rolled back. A server that is down
+    (MLflow's, a database's) is an outage a push survives unregistered, as training does."""
+    uri = tracking.registry_uri or tracking.uri or ""
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
 def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: Optional[str],
              blessing_uri: Optional[str], config: PushConfig,
              evaluation: Optional[dict] = None, tracking=None) -> dict:
@@ -60,20 +79,28 @@ def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: O
         export_saved_model(model_uri, transform_graph_uri,
                            read_metadata(examples_uri) if examples_uri else None, tmp_dir,
                            importance_samples=config.importance_samples,
-                           rows=load_split(examples_uri, "test")[:WARMUP_ROWS] if examples_uri else None)
+                           rows=load_split(examples_uri, "test")[:WARMUP_ROWS] if examples_uri else None,
+                           calibration=(evaluation_file or {}).get("held_out_quantiles"))
         with open(os.path.join(tmp_dir, artifacts.PUSH_INFO), "w") as f:
+            # The evaluation's metrics travel with the version: the next run's drift check compares
+            # the champion's score on new data with its own test score.
             json.dump({"model_uri": model_uri, "transform_graph_uri": transform_graph_uri,
-                       "examples_uri": examples_uri}, f, indent=2)
+                       "examples_uri": examples_uri, "metrics": (evaluation_file or {}).get("metrics") or {}},
+                      f, indent=2)
         version = artifacts.publish_version(tmp_dir, serving_dir, config.max_version_attempts)
         destination = artifacts.join(serving_dir, str(version))
         registered = None
-        if not artifacts.is_object_store(destination):  # TF Serving's `stable` label: the new version
-            write_serving_config(config.push_base, config.model_name, version)
-        if tracking is not None and tracking.active:
-            # The registry uploads a local folder: the export itself when it went to an object store.
-            local_dir = tmp_dir if artifacts.is_object_store(destination) else destination
-            registered = register_push(tracking, model_uri, local_dir, version, destination,
-                                       dict((evaluation_file or {}).get("metrics") or {}))
+        # A version the registry does not know (a full disk, a store that cannot be written) is
+        # withdrawn, and the failure says so: the serving folder and the registry always agree.
+        with artifacts.withdrawn_on_failure(config.push_base, version):
+            write_serving_config(config.push_base, config.model_name, version)  # TF Serving's `stable`: the new version
+            if tracking is not None and tracking.active:
+                # The registry uploads a local folder: the export itself when it went to an object store.
+                local_dir = tmp_dir if artifacts.is_object_store(destination) else destination
+                registered = register_push(tracking, model_uri, local_dir, version, destination,
+                                           dict((evaluation_file or {}).get("metrics") or {}),
+                                           _identity(model_uri, examples_uri, evaluation_file),
+                                           required=_store_on_this_machine(tracking))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)  # a published POSIX export is gone already
     return {"pushed": True, "version": version, "destination": destination,

@@ -1,7 +1,8 @@
 """Export of a trained flow with its preprocessing as one SavedModel for TF Serving.
 
 The exported `tf.Module` holds the tf.Transform layer (raw ``x`` -> ``z``, ``log_det``) and
-the flow, and has three signatures (all float32 unless said otherwise):
+the flow, and has three signatures (all float32 unless said otherwise), five when the evaluation's
+held-out quantiles are given (`SCORE_SIGNATURES`):
 
 A flow fitted to a target by reverse KL has no transform graph: its raw space is the target's,
 and ``log_prob`` is log q(x) itself.
@@ -16,6 +17,13 @@ and ``log_prob`` is log q(x) itself.
 
   logit: ``x = L (sigmoid(z) - lam) / (1 - 2 lam)``; standardisation: ``x = z std + mean``;
   identity: ``x = z``.
+- ``score``: input ``x`` as for ``log_prob``; outputs ``log_prob`` and ``percentile`` [None], 100 x
+  the share of the model's held-out rows (`components.objectives.scoring.held_out_quantiles`,
+  copied to the metadata file as ``"held_out_quantiles"``) scoring lower: 0 below the held-out
+  minimum (and for -inf), 100 above the maximum, linear between the stored quantiles.
+- ``score_examples``: input ``examples``, serialized `tf.Example` protos [None] with one float
+  feature per column of the data, named as the dataset's ``feature_names`` (what a TF Serving
+  client of a TFX model sends); outputs as ``score``. A missing feature is an error.
 
 Which module is exported is the objective's choice (`components.objectives`): the two flow
 objectives export this one (`export_flow`); a VAE exports its own with the same signatures on its
@@ -39,10 +47,11 @@ import tensorflow as tf
 from tfflows.components.artifacts import METADATA_FILE
 from tfflows.models.flows import totally_ordered
 
-__all__ = ["SIGNATURES", "WARMUP_FILE", "FlowServingModule", "export_flow", "export_saved_model", "save_serving_model",
+__all__ = ["SCORE_SIGNATURES", "SIGNATURES", "WARMUP_FILE", "feature_names", "percentile", "FlowServingModule", "export_flow", "export_saved_model", "save_serving_model",
            "read_warmup_requests", "write_warmup_requests"]
 
 SIGNATURES = ("serving_default", "log_prob", "sample")
+SCORE_SIGNATURES = ("score", "score_examples")  # with held-out quantiles only
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # TF Serving replays these before serving
 WARMUP_ROWS = 3
 
@@ -117,7 +126,7 @@ class FlowServingModule(tf.Module):
 
 
 def export_saved_model(model_uri: str, transform_graph_uri, metadata,
-                       export_dir: str, importance_samples: int = 128, rows=None) -> str:
+                       export_dir: str, importance_samples: int = 128, rows=None, calibration=None) -> str:
     """Writes the SavedModel of a trained flow with its preprocessing to ``export_dir``.
 
     Args:
@@ -130,6 +139,7 @@ def export_saved_model(model_uri: str, transform_graph_uri, metadata,
       importance_samples: VAEs only: K of the exported `log_prob`.
       rows: a few raw rows of the data (e.g. the test split's first) for the TF Serving warm-up
         requests (`write_warmup_requests`); None: samples of the model itself.
+      calibration: the evaluation's ``held_out_quantiles`` (None: no ``score`` signatures).
 
     Returns:
       ``export_dir``.
@@ -139,13 +149,15 @@ def export_saved_model(model_uri: str, transform_graph_uri, metadata,
 
     summary = read_summary(model_uri)
     return get_objective(summary.objective).export(load_flow(model_uri), summary, transform_graph_uri, metadata,
-                                                   export_dir, importance_samples=importance_samples, rows=rows)
+                                                   export_dir, importance_samples=importance_samples, rows=rows,
+                                                   calibration=calibration)
 
 
 def export_flow(flow, summary, transform_graph_uri, metadata, export_dir: str, rows=None,
-                target: Optional[str] = None) -> str:
+                target: Optional[str] = None, calibration: Optional[dict] = None) -> str:
     """`export_saved_model` of a flow (`FlowServingModule`): ``summary`` is its `ModelSummary`,
-    ``target`` the reverse-KL target it was fitted to (None: fitted to data)."""
+    ``target`` the reverse-KL target it was fitted to (None: fitted to data), ``calibration`` its
+    held-out quantiles."""
     from tfflows.components.transform import Preprocessing, read_preprocessing
 
     preprocessing = (read_preprocessing(transform_graph_uri) if transform_graph_uri else
@@ -157,18 +169,67 @@ def export_flow(flow, summary, transform_graph_uri, metadata, export_dir: str, r
     module = FlowServingModule(flow.frozen(), transform_graph_uri, preprocessing)  # masks baked in
     return save_serving_model(module, export_dir, rows[:WARMUP_ROWS] if rows is not None else None, {
         "preprocessing": preprocessing.to_dict(), "flow_kind": flow.config.kind, "objective": summary.objective,
-        "target": target,
+        "target": target, "held_out_quantiles": calibration,
         "dataset": dataclasses.asdict(metadata) if metadata is not None else None})
+
+
+def feature_names(info: dict, dim: int) -> list:
+    """The names of the D input columns of a model with metadata ``info``: the dataset's, or
+    ``x0 .. x{D-1}`` for a flow fitted to a target (the names `.npy` ingestion gives)."""
+    return list((info.get("dataset") or {}).get("feature_names") or [f"x{i}" for i in range(dim)])
+
+
+def percentile(log_prob, calibration: dict):
+    """100 x the share of held-out rows scoring below ``log_prob`` [N]: the held-out quantile
+    function (``calibration``: `scoring.held_out_quantiles`) inverted, linear between its levels.
+
+    Ties among the stored values take the lowest level (the share scoring strictly lower); 0 below
+    the held-out minimum and for -inf, 100 above the maximum: always finite and ordered like
+    ``log_prob``.
+    """
+    values = tf.constant(calibration["values"], tf.float32)
+    levels = tf.constant(calibration["levels"], tf.float32)
+    last = len(calibration["values"]) - 1
+    above = tf.searchsorted(values, log_prob, side="left")  # stored values below each score
+    lo, hi = tf.maximum(above - 1, 0), tf.minimum(above, last)
+    x0, x1 = tf.gather(values, lo), tf.gather(values, hi)
+    t = tf.where(x1 > x0, tf.math.divide_no_nan(log_prob - x0, x1 - x0), 1.0)
+    share = tf.gather(levels, lo) + tf.clip_by_value(t, 0.0, 1.0) * (tf.gather(levels, hi) - tf.gather(levels, lo))
+    return 100.0 * tf.where(above == 0, 0.0, share)
+
+
+def _add_score_functions(module, calibration: dict, names: list) -> None:
+    """``module.score`` and ``module.score_examples`` (`SCORE_SIGNATURES`) on its ``log_prob``."""
+    d = len(names)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, d], tf.float32, name="x")])
+    def score(x):
+        log_prob = module.log_prob(x)["log_prob"]
+        return {"log_prob": tf.identity(log_prob, name="log_prob"),
+                "percentile": tf.identity(percentile(log_prob, calibration), name="percentile")}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def score_examples(examples):
+        features = tf.io.parse_example(examples, {n: tf.io.FixedLenFeature([], tf.float32) for n in names})
+        return score(tf.stack([features[n] for n in names], axis=1))
+
+    module.score, module.score_examples = score, score_examples
 
 
 def save_serving_model(module, export_dir: str, warmup_rows, info: dict) -> str:
     """Saves ``module`` (with tf.functions ``log_prob`` and ``sample``) as the SavedModel of
-    `SIGNATURES`, its TF Serving warm-up requests on ``warmup_rows`` (None: the model's own samples
+    `SIGNATURES` (and `SCORE_SIGNATURES` when ``info["held_out_quantiles"]`` holds the evaluation's
+    calibration), its TF Serving warm-up requests on ``warmup_rows`` (None: the model's own samples
     stand in, e.g. for a flow fitted to a target, which has no data rows) and ``info`` as the
-    metadata file; returns ``export_dir``."""
+    metadata file; returns ``export_dir``. Every objective's module goes through here, so every
+    calibrated model gets the same ``score`` signatures."""
     signatures = {"serving_default": module.log_prob.get_concrete_function(),
                   "log_prob": module.log_prob.get_concrete_function(),
                   "sample": module.sample.get_concrete_function()}
+    if info.get("held_out_quantiles"):
+        dim = int(module.log_prob.input_signature[0].shape[-1])
+        _add_score_functions(module, info["held_out_quantiles"], feature_names(info, dim))
+        signatures.update({name: getattr(module, name).get_concrete_function() for name in SCORE_SIGNATURES})
     tf.saved_model.save(module, export_dir, signatures=signatures)
     write_warmup_requests(export_dir, warmup_rows if warmup_rows is not None else module.sample(
         tf.constant(WARMUP_ROWS), tf.constant([0, 0]))["samples"].numpy())

@@ -1,56 +1,88 @@
 """MLflow models-from-code pyfunc of a pushed flow: this file IS the model's code.
 
-`registry.log_pushed_model` logs it with ``python_model=<this file's path>``: MLflow copies the
+`registry.log_and_register` logs it with ``python_model=<this file's path>``: MLflow copies the
 file into the model and runs it when the model is loaded, so nothing is pickled and the model
-loads with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``. It imports only MLflow, NumPy and
-TensorFlow (never this project): a serving process needs no tfflows code. The SavedModel (the
-``saved_model`` artifact, the very folder TF Serving loads) is loaded with plain TensorFlow.
-(A `tf.Module` logged with ``mlflow.tensorflow`` does not serve: it is not callable and its
-EagerTensors are not JSON-encodable.)
+loads with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``. It imports only MLflow, NumPy, pandas
+and TensorFlow (never this project): a serving process needs no tfflows code. The SavedModel (the
+``saved_model`` artifact, the very folder TF Serving loads) is loaded with plain TensorFlow, and its
+metadata file (``assets.extra/tfflows.json``) names the model's columns.
 
-Signature: input ``x``, a float32 tensor [-1, D] of raw rows; params ``signature_name``
-(``"log_prob"``, the default, or ``"sample"``), ``num_samples`` (int, for ``sample``) and ``seed``
-(two ints, for ``sample``). REST payloads of ``mlflow models serve`` (``/invocations``):
+Signature (column-based, so every request format of ``mlflow models serve`` works): inputs are the
+dataset's feature names (double columns, matched by name in any order; extra columns are
+ignored); outputs ``log_prob`` and ``percentile`` (the share of the model's held-out rows scoring
+lower, in percent; a model without held-out quantiles returns ``log_prob`` alone). Params
+``signature_name`` (``"score"``, the default, ``"log_prob"`` or ``"sample"``), ``num_samples`` and
+``seed`` (two ints) for ``sample``. REST payloads of ``/invocations``, all giving one
+``{"log_prob": ..., "percentile": ...}`` per row:
 
-- ``{"instances": [[...], ...]}`` or ``{"inputs": {"x": [[...], ...]}}`` -> ``log_prob`` [N];
-- ``{"inputs": {"x": [[...]]}, "params": {"signature_name": "sample", "num_samples": n,
-  "seed": [a, b]}}`` -> ``samples`` [n, D] in raw feature space (the rows are ignored).
+- ``{"dataframe_split": {"columns": ["x0", "x1"], "data": [[...], ...]}}``;
+- ``{"dataframe_records": [{"x0": ..., "x1": ...}, ...]}``;
+- ``{"instances": [{"x0": ..., "x1": ...}, ...]}`` (rows) or ``{"inputs": {"x0": [...], "x1": [...]}}``;
+- with ``"params": {"signature_name": "sample", "num_samples": n, "seed": [a, b]}``: ``n`` samples,
+  one record per sample with the feature names (the rows sent are ignored).
 """
+
+import json
+import os
 
 import mlflow.models
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 
-SIGNATURES = ("log_prob", "sample")
+SIGNATURES = ("score", "log_prob", "sample")
+METADATA_FILE = os.path.join("assets.extra", "tfflows.json")  # `components.artifacts.METADATA_FILE`
+
+
+def feature_names(info: dict, dim: int) -> list:
+    """`components.push.export.feature_names`, repeated: this file may not import the project."""
+    return list((info.get("dataset") or {}).get("feature_names") or [f"x{i}" for i in range(dim)])
 
 
 class FlowPyfuncModel(mlflow.pyfunc.PythonModel):
-    """Serves the ``log_prob`` and ``sample`` signatures of a pushed flow."""
+    """Serves a pushed flow's ``score`` (or ``log_prob``) and ``sample`` signatures by column name."""
 
     def load_context(self, context):
         import tensorflow as tf
 
-        self._model = tf.saved_model.load(context.artifacts["saved_model"])
-        self._log_prob = self._model.signatures["log_prob"]
-        self._sample = self._model.signatures["sample"]
+        path = context.artifacts["saved_model"]
+        self._model = tf.saved_model.load(path)
+        with open(os.path.join(path, METADATA_FILE)) as f:
+            info = json.load(f)
+        dim = int(self._model.signatures["log_prob"].structured_input_signature[1]["x"].shape[-1])
+        self._names = feature_names(info, dim)
+        self._outputs = ("log_prob", "percentile") if "score" in self._model.signatures else ("log_prob",)
+
+    def _rows(self, model_input) -> np.ndarray:
+        """float32 [N, D] in the model's column order: a table by its column names (MLflow's
+        dataframe, records and columnar inputs), an array by position."""
+        if isinstance(model_input, dict):
+            model_input = pd.DataFrame(model_input)
+        if isinstance(model_input, pd.DataFrame):
+            missing = [n for n in self._names if n not in model_input.columns]
+            if missing:
+                raise ValueError(f"no column {missing[:8]} (the model takes {self._names[:8]}...)")
+            model_input = model_input[self._names].to_numpy()
+        x = np.asarray(model_input, np.float32)
+        return x.reshape(1, -1) if x.ndim == 1 else x
 
     def predict(self, context, model_input, params=None):
-        """log_prob [N] of the rows, or samples [n, D] with ``params["signature_name"] == "sample"``."""
+        """A frame of ``log_prob`` (and ``percentile``) per row, or of samples with ``params["signature_name"]
+        == "sample"``."""
         import tensorflow as tf
 
         params = params or {}
-        name = params.get("signature_name") or "log_prob"
+        name = params.get("signature_name") or "score"
         if name not in SIGNATURES:
             raise ValueError(f"params.signature_name must be one of {SIGNATURES}, got {name!r}")
         if name == "sample":
             seed = np.asarray(params.get("seed") or [0, 0], np.int32).reshape(2)
-            out = self._sample(num_samples=tf.constant(int(params.get("num_samples") or 1), tf.int32),
-                               seed=tf.constant(seed))
-            return out["samples"].numpy()
-        if isinstance(model_input, dict):
-            model_input = model_input["x"]
-        x = np.asarray(model_input, np.float32)
-        return self._log_prob(x=tf.constant(x.reshape(1, -1) if x.ndim == 1 else x))["log_prob"].numpy()
+            out = self._model.signatures["sample"](num_samples=tf.constant(int(params.get("num_samples") or 1), tf.int32),
+                                                   seed=tf.constant(seed))
+            return pd.DataFrame(out["samples"].numpy(), columns=self._names)
+        outputs = self._outputs if name == "score" else ("log_prob",)
+        out = self._model.signatures["score" if len(outputs) > 1 else "log_prob"](x=tf.constant(self._rows(model_input)))
+        return pd.DataFrame({key: out[key].numpy() for key in outputs})
 
 
 mlflow.models.set_model(FlowPyfuncModel())

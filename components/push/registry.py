@@ -20,32 +20,36 @@ import importlib.metadata
 import json
 import os
 import tempfile
-import time
 from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["MODEL_NAME", "SERVING_CONFIG_FILE", "describe", "log_and_register", "previous_version", "register_push", "set_champion",
+# The TF Serving config belongs to the serving layout (`components.artifacts`); re-exported here.
+from tfflows.components.artifacts import SERVING_CONFIG_FILE, write_serving_config
+
+__all__ = ["MODEL_NAME", "RegistrationError", "SERVING_CONFIG_FILE", "describe", "log_and_register", "previous_version", "register_push", "set_champion",
            "write_serving_config"]
 
 MODEL_NAME = "flow"  # the LoggedModel's name in its run
-SERVING_CONFIG_FILE = "models.config"
 
 
-def _signature(event_dim: int):
+def _signature(names: List[str], outputs: List[str]):
+    """Column-based (named inputs, named outputs): what `pyfunc.py` serves, and what MLflow's
+    ``dataframe_split`` / ``dataframe_records`` request formats need."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, event_dim), "x")]),
-        params=ParamSchema([ParamSpec("signature_name", "string", "log_prob"),
+        inputs=Schema([ColSpec("double", name) for name in names]),
+        outputs=Schema([ColSpec("float", name) for name in outputs]),
+        params=ParamSchema([ParamSpec("signature_name", "string", "score"),
                             ParamSpec("num_samples", "long", 1),
                             ParamSpec("seed", "long", [0, 0], (-1,))]))
 
 
 def _requirements() -> List[str]:
     """Exact versions of what the served model imports (tested together)."""
-    return [f"{name}=={importlib.metadata.version(name)}" for name in ("mlflow", "tensorflow", "numpy")]
+    return [f"{name}=={importlib.metadata.version(name)}" for name in ("mlflow", "tensorflow", "numpy", "pandas")]
 
 
 def _link_evaluation_metrics(client, run_id: str, model_id: str) -> None:
@@ -64,10 +68,13 @@ def _link_evaluation_metrics(client, run_id: str, model_id: str) -> None:
 def _log_model(tracker, run_id: str, saved_model_dir: str, rows: np.ndarray) -> str:
     """The pyfunc of ``saved_model_dir`` as a READY LoggedModel of ``run_id``: (model id, artifact location)."""
     import mlflow.pyfunc
+    import pandas as pd
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model
 
+    from tfflows.components import artifacts
     from tfflows.components.push import pyfunc
+    from tfflows.components.push.export import feature_names
 
     client = tracker.client
     run = client.get_run(run_id)
@@ -77,10 +84,15 @@ def _log_model(tracker, run_id: str, saved_model_dir: str, rows: np.ndarray) -> 
         local = os.path.join(tmp, MODEL_NAME)
         meta = Model(artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run_id,
                      model_id=model.model_id)
+        # The model's columns and its held-out quantiles (percentiles, `q` thresholds) travel in MLmodel too.
+        info = artifacts.read_json(os.path.join(saved_model_dir, artifacts.METADATA_FILE)) or {}
+        names, calibration = feature_names(info, rows.shape[1]), info.get("held_out_quantiles")
+        outputs = ["log_prob", "percentile"] if calibration else ["log_prob"]
         mlflow.pyfunc.save_model(
             local, python_model=pyfunc.__file__, artifacts={"saved_model": saved_model_dir},
-            signature=_signature(rows.shape[1]), input_example={"x": rows[:3]},
-            pip_requirements=_requirements(), mlflow_model=meta)
+            signature=_signature(names, outputs), input_example=pd.DataFrame(rows[:3], columns=names),
+            pip_requirements=_requirements(), mlflow_model=meta,
+            metadata={"feature_names": names, "held_out_quantiles": calibration})
         client.log_model_artifacts(model.model_id, local)
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
@@ -88,8 +100,26 @@ def _log_model(tracker, run_id: str, saved_model_dir: str, rows: np.ndarray) -> 
     return model.model_id, model.artifact_location
 
 
+class RegistrationError(RuntimeError):
+    """A push whose registry is on this machine was not registered (`register_push`'s ``required``)."""
+
+
+def _keeping(failures: list, fn):
+    """``fn``, whose exception is also appended to ``failures``: the tracker's guard logs and
+    swallows it, and a push that must be registered chains its error to it (so that a full disk is
+    named as such on the failure line)."""
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            failures.append(error)
+            raise
+    return call
+
+
 def log_and_register(tracker, saved_model_dir: str, rows: np.ndarray, serving_version: int,
-                     destination: str, metrics: Optional[dict] = None) -> Optional[dict]:
+                     destination: str, metrics: Optional[dict] = None,
+                     identity: Optional[dict] = None, failures: Optional[list] = None) -> Optional[dict]:
     """Logs the pushed model to the tracker's run, registers it and moves the alias to it.
 
     Args:
@@ -100,6 +130,9 @@ def log_and_register(tracker, saved_model_dir: str, rows: np.ndarray, serving_ve
       serving_version: the TF Serving version (a version tag).
       destination: its folder (a version tag).
       metrics: the evaluation's metrics, as ``metric.<name>`` version tags.
+      identity: ``{"tags", "description"}`` of the version (`components.run_info.version_identity`:
+        kind, data, span, blessing).
+      failures: collects the exceptions behind what was not logged.
 
     Returns:
       ``{"name", "version", "run_id", "model_id", "model_uri"}`` (``model_uri`` =
@@ -107,7 +140,8 @@ def log_and_register(tracker, saved_model_dir: str, rows: np.ndarray, serving_ve
     """
     config = tracker.config
     run_id = tracker.run_id
-    logged = tracker.guard("the pushed model", _log_model, tracker, run_id, saved_model_dir, rows)
+    failures = [] if failures is None else failures
+    logged = tracker.guard("the pushed model", _keeping(failures, _log_model), tracker, run_id, saved_model_dir, rows)
     if logged is None or not config.registered_model_name:
         return None
     model_id, source = logged
@@ -123,21 +157,26 @@ def log_and_register(tracker, saved_model_dir: str, rows: np.ndarray, serving_ve
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         tags = {f"metric.{k}": str(v) for k, v in (metrics or {}).items() if v is not None}
-        tags.update(serving_version=str(serving_version), serving_destination=destination)
+        tags.update(serving_version=str(serving_version), serving_destination=destination,
+                    **(identity or {}).get("tags", {}))
         # The source is the model's own artifact folder: a models:/<id> source would be resolved
         # through MLflow's process-wide tracking URI, which this helper never sets.
-        version = str(client.create_model_version(name, source, run_id=run_id, tags=tags,
-                                                  model_id=model_id).version)
+        version = str(client.create_model_version(name, source, run_id=run_id, tags=tags, model_id=model_id,
+                                                  description=(identity or {}).get("description")).version)
         # MLflow's SQL registry (sqlite included) drops the version's model_id; the LoggedModel's
         # `mlflow.modelVersions` tag is the link it keeps, written as `mlflow.register_model` does.
         linked = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
-        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
-            linked + [{"name": name, "version": int(version)}])})
-        client.set_registered_model_alias(name, config.alias, version)
+        try:
+            client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
+                linked + [{"name": name, "version": int(version)}])})
+            client.set_registered_model_alias(name, config.alias, version)
+        except Exception:  # half a registration is none: a push rolled back leaves no version behind
+            client.delete_model_version(name, version)
+            raise
         return {"name": name, "version": version, "run_id": run_id, "model_id": model_id,
                 "model_uri": f"models:/{name}/{version}"}
 
-    registered = tracker.guard("the registry version", _register)
+    registered = tracker.guard("the registry version", _keeping(failures, _register))
     tracker.set_tags({"push.serving_version": serving_version, "push.destination": destination,
                       "push.model_id": model_id,
                       "push.registered_version": registered["version"] if registered else "not registered"})
@@ -145,21 +184,30 @@ def log_and_register(tracker, saved_model_dir: str, rows: np.ndarray, serving_ve
 
 
 def register_push(tracking, model_uri: str, saved_model_dir: str, serving_version: int, destination: str,
-                  metrics: Optional[dict] = None) -> Optional[dict]:
+                  metrics: Optional[dict] = None, identity: Optional[dict] = None,
+                  required: bool = False) -> Optional[dict]:
     """`log_and_register` on the training's run (the model summary's ``mlflow_run_id``), or on a
-    ``push`` run of its own when the training was not tracked. Never raises: MLflow is optional to
-    a push (one warning line says what was not logged)."""
+    ``push`` run of its own when the training was not tracked. MLflow is optional to a push (one
+    warning line says what was not logged), unless ``required``: then a registration that did not
+    happen raises `RegistrationError`, chained to its cause, and the push is rolled back."""
     from tfflows.components.flow_artifact import read_summary
     from tfflows.components.push.export import read_warmup_requests
     from tfflows.components.tracking import Tracker
 
     run_id = read_summary(model_uri).mlflow_run_id
     tracker = Tracker(tracking, run_id=run_id, what="push")
+    failures: list = []
     if tracker.start_run(run_name="push", resume=False) is None:
         tracker.report()
+        _check_registered(None, required, tracker, destination, failures)
         return None
     rows = dict(read_warmup_requests(saved_model_dir))["log_prob"]["x"]
-    registered = log_and_register(tracker, saved_model_dir, rows, serving_version, destination, metrics)
+    registered = log_and_register(tracker, saved_model_dir, rows, serving_version, destination, metrics, identity,
+                                  failures)
+    _check_registered(registered, required, tracker, destination, failures)
+    if registered is not None:
+        tracker.add_to_description(f"Pushed as serving version {serving_version}, registered as "
+                                   f"{registered['name']} version {registered['version']}.")
     if run_id is None:
         tracker.end()
     else:
@@ -167,28 +215,13 @@ def register_push(tracking, model_uri: str, saved_model_dir: str, serving_versio
     return registered
 
 
-def write_serving_config(push_base: str, model_name: str, stable: int, canary: Optional[int] = None) -> str:
-    """Writes ``<push_base>/models.config``: TF Serving's model config (text protobuf) serving the
-    ``stable`` version (and ``canary`` when given) of ``<push_base>/serving`` under those labels.
-
-    TF Serving re-reads it with ``--model_config_file_poll_wait_seconds``; clients pick a version
-    with ``/v1/models/<name>/labels/stable:predict``. Written to a temporary file and renamed, so
-    the server never reads half a file."""
-    versions = [stable] + ([canary] if canary and canary != stable else [])
-    labels = "\n".join(f'    version_labels {{ key: "{label}" value: {v} }}'
-                       for label, v in zip(("stable", "canary"), versions))
-    specific = "\n".join(f"        versions: {v}" for v in versions)
-    text = (f"# Written by tfflows (push, promote, rollback) at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}.\n"
-            "model_config_list {\n  config {\n"
-            f'    name: "{model_name}"\n    base_path: "{os.path.join(os.path.abspath(push_base), "serving")}"\n'
-            '    model_platform: "tensorflow"\n'
-            f"    model_version_policy {{\n      specific {{\n{specific}\n      }}\n    }}\n{labels}\n  }}\n}}\n")
-    path = os.path.join(push_base, SERVING_CONFIG_FILE)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+def _check_registered(registered: Optional[dict], required: bool, tracker, destination: str, failures: list) -> None:
+    """Raises `RegistrationError` when a ``required`` registration of a named model did not happen."""
+    if registered is None and required and tracker.config.registered_model_name:
+        raise RegistrationError(f"{destination}: not registered in the MLflow store {tracker.config.uri} "
+                                f"({', '.join(dict.fromkeys(tracker.not_logged))} not logged: the warning above says "
+                                "why); fix: make that store writable (free space, permissions) and run again") from (
+                                    failures[-1] if failures else None)
 
 
 def _serving_version(client, name: str, version: str) -> int:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Dict, Optional, Tuple
 
@@ -13,6 +14,8 @@ from tfflows.components.config import JsonConfig
 __all__ = ["TrainConfig", "TrackingConfig", "LR_SCHEDULES", "OBJECTIVES"]
 
 LR_SCHEDULES = ("constant", "cosine", "exponential")
+# `models.build_flow` options that are fields of `TrainConfig` (`flow_kwargs` passes them).
+FLOW_FIELDS = frozenset({"num_layers", "hidden_units", "l2", "seed", "batch_norm", "num_components"})
 OBJECTIVES = tuple(objectives.OBJECTIVES)  # the registered objectives' names
 
 
@@ -32,7 +35,9 @@ class TrainConfig(JsonConfig):
         the kind's default).
       l2: weight of the L2 penalty on all kernels (1e-6 in the MAF paper).
       flow_options: any further options of the kind (`models.kinds.flow_option_names(kind)`, e.g. ``{"order": "random",
-        "activation": "tanh"}``); the explicit fields above win over keys repeated here.
+        "activation": "tanh"}``), checked with the kind's own checks when the configuration is read; an
+        option that is a field above (``hidden_units``, ``num_layers``, ``l2``, ``seed``, ``batch_norm``,
+        ``num_components``) is refused: set the field.
       objective: "max_likelihood" (fit the flow to the ingested data: the default) or
         "reverse_kl" (variational inference: fit the flow q to the unnormalised density
         ``target`` by minimising KL(q || p) with the reparameterisation trick; no data is
@@ -142,7 +147,7 @@ class TrainConfig(JsonConfig):
         if self.mixed_precision:
             raise ValueError("`mixed_precision` must be False, but is True: flows' log-determinants "
                              "lose too much in float16; train in float32.")
-        from tfflows.models.kinds import FLOW_KINDS, flow_option_names
+        from tfflows.models.kinds import FLOW_KINDS
 
         if self.kind not in FLOW_KINDS:
             raise ValueError(f"`kind` must be one of {FLOW_KINDS}, but is {self.kind!r}")
@@ -153,14 +158,36 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"`num_layers` must be an int >= {fewest}, but is {self.num_layers!r}")
         if any(h < 1 for h in self.hidden_units):
             raise ValueError(f"`hidden_units` must be widths >= 1, e.g. [64, 64], but is {list(self.hidden_units)}")
+        self._check_flow_options()
+
+    def _check_flow_options(self) -> None:
+        """Names and values of ``flow_options`` against the kind's declaration (`models.kinds`, no
+        TensorFlow), so that a mistake is one line before ingest instead of a failure in the trainer.
+        An option that is a field of this section (``hidden_units``, ...) is refused, not merged:
+        the field is its one home (typed, checked, logged to MLflow), and it used to win silently."""
+        from tfflows.models.kinds import SHARED_OPTIONS, check_own_options, flow_option_names
+
         unknown = set(self.flow_options) - set(flow_option_names(self.kind))
         if unknown:
+            own = sorted(set(flow_option_names(self.kind)) - set(SHARED_OPTIONS) - FLOW_FIELDS)
+            shared = sorted(set(SHARED_OPTIONS) - FLOW_FIELDS)
             raise ValueError(f"`flow_options` has unknown option(s) {sorted(unknown)}; fix: use the options of "
-                             f"kind {self.kind!r}: {', '.join(flow_option_names(self.kind))}")
+                             f"kind {self.kind!r} ({', '.join(own) or 'none of its own'}) or the shared ones "
+                             f"({', '.join(shared)})")
         clash = {"kind", "event_dim"} & set(self.flow_options)
         if clash:
             raise ValueError(f"`flow_options` must not hold {sorted(clash)}: the kind is `kind` and "
                              "event_dim comes from the data")
+        if repeated := sorted(FLOW_FIELDS & set(self.flow_options)):
+            name = repeated[0]
+            raise ValueError(f"`flow_options.{name}` repeats the field train.{name}; fix: set train.{name} "
+                             f"instead (--set train.{name}=VALUE) and drop it from flow_options")
+        try:
+            check_own_options(self.kind, self.flow_options)
+        except (TypeError, ValueError) as error:  # name the option by its path: train.flow_options.order
+            text = str(error).rstrip(".")
+            named = re.sub(r"`(\w+)`", r"`flow_options.\1`", text, count=1)
+            raise ValueError(named if named != text else f"`flow_options` of kind {self.kind!r}: {text}") from None
 
     def _check_objective(self) -> None:
         """The objective's own checks, and no field set that only another objective reads."""
@@ -228,7 +255,8 @@ class TrackingConfig(JsonConfig):
         ``http(s)://host:port`` for a tracking server. None disables tracking (the pipeline
         fills in ``<output>/mlflow.db``).
       experiment: experiment name (created when missing; the pipeline's default is its name).
-      run_name: name of the training's MLflow run (None: MLflow picks one).
+      run_name: name of the training's MLflow run (None: what ran, ``<kind>-<data>-<YYYYMMDD-HHMM>``
+        UTC, e.g. ``maf-cancer.csv-20261206-0938``); made unique in the experiment (``-2``, ``-3`` ...).
       enabled: False turns tracking off whatever ``uri`` says.
       artifact_location: artifact root of a newly created experiment (None: for a
         ``sqlite:///`` store, ``mlartifacts`` beside the database file, the store's ``Default``

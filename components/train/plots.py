@@ -21,13 +21,19 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=DPI)
 
 
-def loss_curve(history: List[Dict[str, float]], metric: str = "log_likelihood"):
-    """Train and validation ``metric`` per epoch (nats; log-likelihood in model space, or ELBO)."""
+def loss_curve(history: List[Dict[str, float]], metric: str = "log_likelihood", best_epoch: Optional[int] = None):
+    """Train and validation ``metric`` per epoch (nats; log-likelihood in model space, or ELBO),
+    with the best epoch (the weights kept) marked."""
     epochs = [h["epoch"] for h in history]
     fig = _figure(6, 4)
     ax = fig.subplots()
     ax.plot(epochs, [h[f"train_{metric}"] for h in history], "o-", label="train")
     ax.plot(epochs, [h[f"val_{metric}"] for h in history], "s-", label="validation")
+    if best_epoch:
+        best = next((h[f"val_{metric}"] for h in history if h["epoch"] == best_epoch), None)
+        ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best_epoch} (kept)")
+        if best is not None:
+            ax.plot([best_epoch], [best], "*", color="black", markersize=12)
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean log-likelihood (nats, model space)" if metric == "log_likelihood"
                   else "ELBO = E_q[log p~ - log q] (nats)")
@@ -43,18 +49,47 @@ def logit_to_unit(z: np.ndarray, lam: float) -> np.ndarray:
     return np.clip(unit, 0.0, 1.0)
 
 
+def _histograms(samples: np.ndarray, data: Optional[np.ndarray], names: Sequence[str], most: int = 16):
+    """Per-column histograms of data vs samples (the first ``most`` columns), titled by column name."""
+    d = min(samples.shape[1], most)
+    cols = int(np.ceil(np.sqrt(d)))
+    rows = int(np.ceil(d / cols))
+    fig = _figure(2.6 * cols, 2.2 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= d:
+            ax.axis("off")
+            continue
+        both = samples[:, i] if data is None else np.concatenate([samples[:, i], np.asarray(data)[:, i]])
+        bins = np.linspace(*np.percentile(both, [0.5, 99.5]), 30)
+        if data is not None:
+            ax.hist(np.asarray(data)[:, i], bins=bins, density=True, alpha=0.5, label="data")
+        ax.hist(samples[:, i], bins=bins, density=True, alpha=0.5, label="samples")
+        ax.set_title(names[i], fontsize=9)
+        ax.set_yticks([])
+    axes.flat[0].legend(fontsize=7)
+    return fig
+
+
 def samples_figure(samples: np.ndarray, *, image_shape: Optional[Sequence[int]] = None,
                    logit_lambda: Optional[float] = None, data: Optional[np.ndarray] = None,
-                   log_prob_fn=None, unit_interval: bool = False):
-    """A figure of model samples (model space ``z``):
+                   log_prob_fn=None, unit_interval: bool = False, names: Optional[Sequence[str]] = None):
+    """A figure of model samples (model space ``z``; ``names``: the data's column names):
 
     - images (``image_shape`` given): a grid of samples mapped to [0, 1] through the inverse
       logit (``logit_lambda``; plain sigmoid when None), or shown as they are with
       ``unit_interval`` (samples already in [0, 1], e.g. a VAE's);
-    - D = 2 with ``log_prob_fn``: a heat map of the model density and the samples on top;
+    - D = 2 with ``log_prob_fn``: a heat map of the model density and the samples on top, axes
+      named after the columns;
+    - D > 2 with ``names``: per-column histograms of data vs samples, titled by column;
     - otherwise: a scatter of the first two dimensions of samples (and of ``data``).
     """
     samples = np.asarray(samples, np.float64)
+    names = list(names) if names is not None else None
+    if image_shape is None and names is not None and samples.shape[1] > 2:
+        fig = _histograms(samples, data, names)
+        fig.tight_layout()
+        return fig
     if image_shape is not None:
         unit = samples if unit_interval else logit_to_unit(samples, logit_lambda or 0.0)
         images = unit.reshape([-1] + list(image_shape))
@@ -83,6 +118,9 @@ def samples_figure(samples: np.ndarray, *, image_shape: Optional[Sequence[int]] 
         ax.scatter(samples[:, 0], samples[:, 1], s=4, c="white", alpha=0.7, label="samples")
         ax.set_title("model density and samples (model space)")
         ax.legend(loc="upper right")
+        if names is not None:
+            ax.set_xlabel(f"{names[0]} (transformed)")
+            ax.set_ylabel(f"{names[1]} (transformed)")
     else:
         fig = _figure(5, 5)
         ax = fig.subplots()

@@ -34,7 +34,7 @@ from typing import Tuple
 import numpy as np
 
 __all__ = ["data_log_prob", "bits_per_dim", "bits_per_dim_unit_interval",
-           "bits_per_dim_from_logit", "mean_and_two_se"]
+           "bits_per_dim_from_logit", "mean_and_two_se", "paired_difference"]
 
 
 def data_log_prob(model_log_prob, log_det):
@@ -79,3 +79,13 @@ def mean_and_two_se(values) -> Tuple[float, float]:
     if values.size == 0:
         raise ValueError("`values` must hold at least one example, but is empty")
     return float(values.mean()), float(2.0 * values.std() / math.sqrt(values.size))
+
+
+def paired_difference(a, b) -> Tuple[float, float]:
+    r"""Mean and two standard errors of the per-example differences ``a - b`` of two models' scores
+    on the SAME points (paired): the points' own spread cancels, so the error bar is that of the
+    models' disagreement, far narrower than the two means' bars combined."""
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores must be of the same points, but have {a.size} and {b.size} examples")
+    return mean_and_two_se(a - b)

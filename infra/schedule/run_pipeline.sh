@@ -8,7 +8,10 @@
 #   MLFLOW_TRACKING_USERNAME=...        # MLflow basic-auth user of the pipeline
 #   MLFLOW_TRACKING_PASSWORD=...
 # and runs `tfflows run --config ... --output ... [--set tracking.uri=...]`, printing UTC start
-# and end lines around the CLI's own output; exits with the CLI's status.
+# and end lines around the CLI's own output; exits with the CLI's status. The same command every
+# night: with `ingest.path: data/{SPAN}/*.csv` a night takes the newest span; unchanged inputs
+# (by content) reuse every step and the CLI prints `<step>: reused (inputs unchanged since run ...)`
+# (README "Scheduled retraining"; tests/test_infra_schedule.py plays four nights).
 # One run at a time per output folder: the lock file is OUTPUT/.tfflows-cron.lock (flock(2) on a
 # file only the output's owner can write; a lock in world-writable /tmp could be taken, or
 # replaced by a symlink, by any local user). While a run holds it, a new one logs one line and

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import math
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -38,11 +39,18 @@ def _refuse_first(bad: np.ndarray, x: np.ndarray, source: str, names: Optional[S
                         f"value {float(x[row, col])!r} {problem}", fix)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_finite(x: np.ndarray, source: str, names: Optional[Sequence[str]] = None,
                  row_label: Callable[[int], str] = _row) -> None:
-    """Raises `DataError` naming the first row and column of ``x`` ([N, D]) holding NaN or +-inf."""
+    """Raises `DataError` naming the first row and column of ``x`` ([N, D]) holding NaN or +-inf,
+    or a value beyond float32's range: examples are stored as float32, where it would become inf
+    (and fail later, in the transform's statistics, without naming the row)."""
     _refuse_first(~np.isfinite(x), x, source, names, row_label, "is not finite",
                   "remove or impute NaN/inf values before ingesting")
+    _refuse_first(np.abs(x) > _FLOAT32_MAX, x, source, names, row_label,
+                  f"is too large for float32 (|x| > {_FLOAT32_MAX:.3g})", "rescale that column (divide it by a power of ten)")
 
 
 def check_levels(x: np.ndarray, levels: int, source: str, names: Optional[Sequence[str]] = None,
@@ -120,6 +128,9 @@ def load_npy(path: str, key: Optional[str] = None) -> np.ndarray:
                         "pickled object arrays are refused)") from None
 
 
+_IDX_MAX_DIMS = 4  # examples of vectors, grey images or colour images: (N, D), (N, H, W), (N, H, W, C)
+
+
 def read_idx(path: str) -> np.ndarray:
     """Reads an IDX file (``*-idx3-ubyte``, optionally gzipped) into an array of its shape."""
     if not os.path.isfile(path):
@@ -139,13 +150,16 @@ def read_idx(path: str) -> np.ndarray:
         raise DataError(path, "header", f"unknown IDX type code {raw[2]:#x}",
                         "pass an IDX file of a standard type")
     ndim = raw[3]
+    if not 1 <= ndim <= _IDX_MAX_DIMS:  # a 4th magic byte of 255 read 255 sizes into a 3 kB message
+        raise DataError(path, "header", f"not an IDX file of examples (magic number {raw[:4].hex()} "
+                        f"declares {ndim} dimensions)", "pass an IDX file such as t10k-images-idx3-ubyte.gz")
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(path, "header", "file ends inside the header",
                         "re-download the file (it is truncated)")
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(dtypes[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: np.prod wraps around
     if len(raw) - header != expected:
         raise DataError(path, "data", f"expected {expected} data bytes for shape {shape}, "
                         f"found {len(raw) - header}",

@@ -15,7 +15,8 @@ import numpy as np
 from tfflows.components.config import IngestConfig
 from tfflows.components.errors import DataError
 
-__all__ = ["SPLITS", "LoadedData", "limit_rows", "split_rows", "tail_split"]
+__all__ = ["SPLITS", "HASH_SPLIT_DATASETS", "LoadedData", "check_split_sizes", "limit_rows", "split_rows",
+           "tail_split"]
 
 SPLITS = ("train", "eval", "test")
 
@@ -53,6 +54,39 @@ def tail_split(x: np.ndarray, n_test: int, n_eval: int) -> Dict[str, np.ndarray]
     test = x[len(x) - n_test:]
     rest = x[:len(x) - n_test]
     return {"train": rest[:len(rest) - n_eval], "eval": rest[len(rest) - n_eval:], "test": test}
+
+
+# Sources split by a seeded hash of each row's content (`components.ingest.streaming.hash_split`).
+HASH_SPLIT_DATASETS = ("csv", "tfrecord")
+# A split expected to get this many distinct rows misses all of them with probability < e**-20.
+_SURE_SHARE = 20
+
+
+def _expected_share(split: str, config: IngestConfig) -> float:
+    """The fraction of the rows the hash split sends to `split`."""
+    test = 0.0 if config.test_path else config.test_fraction
+    return {"train": (1 - test) * (1 - config.eval_fraction), "eval": (1 - test) * config.eval_fraction,
+            "test": test}[split]
+
+
+def check_split_sizes(sizes: Dict[str, int], config: IngestConfig, source: str) -> None:
+    """Refuses an empty split with its real reason: no rows at all (a header-only CSV), rows that
+    repeat (a hash split sends copies of a row to one split, so 400 identical rows all went to
+    train; they would have no variance to model anyway), or too few rows for the fractions."""
+    empty = [split for split in SPLITS if sizes.get(split, 0) == 0]
+    if not empty:
+        return
+    total = sum(sizes.values())
+    if total == 0:
+        raise DataError(source, "rows", "has no data rows (only a header, or nothing)",
+                        "add rows of values below the header")
+    expected = _expected_share(empty[0], config) * total
+    if config.dataset in HASH_SPLIT_DATASETS and expected >= _SURE_SHARE:
+        raise DataError(source, f"split {empty[0]!r}", f"received none of {total} rows (about {expected:.0f} "
+                        "expected): the split hashes each row, so the rows repeat (identical rows have no "
+                        "variance to model)", "remove the duplicate rows")
+    raise DataError(source, f"split {empty[0]!r}", f"received none of {total} rows",
+                    "ingest more rows or raise the eval/test fraction")
 
 
 def split_rows(x: np.ndarray, config: IngestConfig, source: str,

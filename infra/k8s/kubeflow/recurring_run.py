@@ -3,7 +3,9 @@
 The Kubeflow counterpart of ``infra/k8s/pipeline-cronjob.yaml``: instead of one container running
 ``tfflows run`` with LocalDagRunner, every component runs as its own KFP step.
 
-    tfflows compile --target kubeflow --config config.yaml --output build/   # writes the spec JSON
+    tfflows compile --target kubeflow --config config.yaml --out build/tfflows_pipeline.json \\
+        --pipeline-root s3://BUCKET/pipeline_root --push-base s3://BUCKET/push \\
+        --tracking-uri http://mlflow:5000     # refused if any of them is a path of this machine
     python infra/k8s/kubeflow/recurring_run.py --host http://KFP_HOST \\
         --package build/tfflows_pipeline.json --experiment tfflows --cron "0 30 2 * * *"
 

@@ -1,0 +1,168 @@
+"""Champion vs challenger on the same points (paired difference ± 2 s.e.), the drift measurement,
+how runs and registry versions are named and described, and which MLflow store `models:/` URIs
+use. Fast: fake scorers and small stores (the scheduled-retraining test runs the real pipeline)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tfflows.components.evaluate.config import EvaluateConfig
+from tfflows.components.drift.executor import measure_drift
+from tfflows.components.evaluate.executor import _compare
+from tfflows.components.ingest.metadata import DatasetMetadata
+from tfflows.components.transform.conversions import mean_and_two_se, paired_difference
+
+
+class _Scorer:
+    """Per-example scores by model URI, as `DataScorer.per_example` keeps them."""
+
+    headline = "data_log_likelihood"
+
+    def __init__(self, scores: dict):
+        self.scores = scores
+
+    def per_example(self, model_uri):
+        return self.scores.get(model_uri)
+
+
+def _pair(shift: float, noise: float, n: int = 400, seed: int = 0):
+    """Two models' scores on the same points: a large shared spread (the points) and a small
+    disagreement of mean ``shift``."""
+    rng = np.random.default_rng(seed)
+    points = rng.normal(0, 3.0, n)
+    return points + shift + rng.normal(0, noise, n), points
+
+
+def test_paired_error_bar_is_the_disagreements_not_the_points():
+    new, old = _pair(-0.05, 0.1)
+    difference, two_se = paired_difference(new, old)
+    assert difference == pytest.approx(new.mean() - old.mean())
+    assert two_se < 0.02 < mean_and_two_se(new)[1]  # the points' spread cancels
+    with pytest.raises(ValueError, match="same points"):
+        paired_difference(new, old[:-1])
+
+
+def test_blessing_is_not_worse_beyond_the_noise_by_default():
+    new, old = _pair(-0.005, 0.1)  # worse, but within the paired noise: blessed
+    scorer = _Scorer({"new": new, "old": old})
+    within, part, paired = _compare(scorer, scorer, "new", "old", new.mean(), old.mean(), EvaluateConfig())
+    assert within and paired["tolerance"] == paired["difference_2se"] and paired["points"] == 400
+    assert "on the same 400 points" in part and "paired mean ± 2 s.e." in part and "not worse" in part
+    clearly_worse, old2 = _pair(-0.2, 0.1)
+    scorer = _Scorer({"new": clearly_worse, "old": old2})
+    within, part, _ = _compare(scorer, scorer, "new", "old", 0.0, 0.0, EvaluateConfig())
+    assert not within and "worse beyond the noise" in part
+    # An explicit tolerance replaces the noise.
+    within, _, paired = _compare(scorer, scorer, "new", "old", 0.0, 0.0, EvaluateConfig(tolerance=0.5))
+    assert within and paired["tolerance"] == 0.5
+    # Without per-example scores (reverse KL's fresh samples): the means, tolerance None = 0.
+    within, part, paired = _compare(_Scorer({}), _Scorer({}), "new", "old", 1.0, 1.1, EvaluateConfig())
+    assert not within and paired is None and "tolerance 0.0 nats" in part
+
+
+def test_drift_compares_the_champion_with_its_own_record():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(-5.0, 1.0, 200)  # the champion on the new test split; its own test score: -2 ± 0.1
+    drift = measure_drift(scores, -2.0, 0.1, EvaluateConfig(), [3])
+    two_se = mean_and_two_se(scores)[1]
+    assert drift["delta"] == pytest.approx(scores.mean() + 2.0)
+    assert drift["delta_2se"] == pytest.approx(np.hypot(two_se, 0.1))
+    assert drift["line"].startswith("data drift: champion scores the new test split -3.")
+    assert "nats below its own test split (span 3)" in drift["line"] and not drift["exceeded"]
+    warned = measure_drift(scores, -2.0, 0.1, EvaluateConfig(drift_limit=1.0), [3])
+    assert warned["exceeded"] and not warned["failed"] and "warning only" in warned["line"]
+    failed = measure_drift(scores, -2.0, 0.1, EvaluateConfig(drift_limit=1.0, drift_action="fail"), [3])
+    assert failed["failed"] and "stops before training" in failed["line"]
+    within = measure_drift(scores, -2.0, 0.1, EvaluateConfig(drift_limit=10.0, drift_action="fail"), [])
+    assert not within["exceeded"] and within["line"].endswith("below its own test split")
+    with pytest.raises(ValueError, match="drift_action"):
+        EvaluateConfig(drift_action="explode")
+
+
+def _metadata(inputs=None) -> DatasetMetadata:
+    return DatasetMetadata(name="csv", event_dim=2, feature_names=["radius", "texture"], discrete=False,
+                           num_levels=None, image_shape=None, split_sizes={"train": 8, "eval": 1, "test": 1},
+                           fingerprint="f" * 64, source="/data/{SPAN}/cancer.csv", inputs=inputs)
+
+
+INPUTS = {"pattern": "/data/{SPAN}/cancer.csv", "paths": ["/data/3/cancer.csv"], "spans": [3], "version": None,
+          "files": [["/data/3/cancer.csv", 10, "a" * 64]], "digest": "d" * 64, "label": "cancer.csv-span3"}
+
+
+def test_runs_and_versions_say_what_ran():
+    from tfflows.components import run_info
+
+    metadata = _metadata(INPUTS)
+    assert run_info.run_name("maf", metadata, now=0) == "maf-cancer.csv-span3-19700101-0000"
+    assert run_info.run_name("planar", None, target="U2", now=0) == "planar-target-U2-19700101-0000"
+    description = run_info.run_description("maf", "max_likelihood", {"num_layers": 5}, metadata)
+    assert "**maf** (num_layers 5)" in description and "`/data/3/cancer.csv`" in description
+    assert "span 3 of `/data/{SPAN}/cancer.csv`" in description and "columns radius, texture" in description
+    source, digest = run_info.dataset_source(metadata, "/pipeline_root/IngestExamples/examples/1")
+    assert source["uri"] == "/data/3/cancer.csv" and digest == "d" * 64 and "pipeline_root" not in str(source)
+    bundled, fingerprint = run_info.dataset_source(_metadata(), "/pipeline_root/x")
+    assert fingerprint == "f" * 64 and bundled["uri"] == "/data/{SPAN}/cancer.csv"
+    identity = run_info.version_identity("maf", metadata, {"reason": "blessed: fine"})
+    assert identity["tags"]["kind"] == "maf" and identity["tags"]["data.span"] == "3"
+    assert identity["tags"]["blessing"] == "blessed: fine"
+    assert identity["description"] == "maf on cancer.csv-span3 (span 3). blessed: fine"
+
+
+def test_run_names_are_unique_in_the_experiment(tmp_path):
+    from tfflows.components.tracking import Tracker
+    from tfflows.components.train.config import TrackingConfig
+
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="names")
+    names = []
+    for _ in range(3):
+        tracker = Tracker(config)
+        tracker.start_run("maf-d.csv-20261206-0938")
+        names.append(tracker.client.get_run(tracker.run_id).info.run_name)
+        tracker.add_to_description("first")
+        tracker.add_to_description("second")
+    assert names == ["maf-d.csv-20261206-0938", "maf-d.csv-20261206-0938-2", "maf-d.csv-20261206-0938-3"]
+    assert tracker.client.get_run(tracker.run_id).data.tags["mlflow.note.content"] == "first\n\nsecond"
+
+
+def test_registry_uris_follow_the_store(tmp_path):
+    from tfflows.pipeline.registry import store_uri
+
+    out = tmp_path / "out"
+    assert store_uri("http://mlflow:5000", "sqlite:///env.db", str(out)) == "http://mlflow:5000"
+    assert store_uri(None, "sqlite:///env.db", str(out)) == "sqlite:///env.db"
+    assert store_uri(None, None, str(out)) == f"sqlite:///{out}/mlflow.db"
+    assert store_uri(None, None, None).endswith("/tfflows_output/mlflow.db")
+
+
+def test_figures_mark_the_best_epoch_and_name_the_columns():
+    from tfflows.components.train import plots
+
+    history = [{"epoch": e, "train_log_likelihood": -e, "val_log_likelihood": -abs(e - 2)} for e in (1, 2, 3)]
+    curve = plots.loss_curve(history, best_epoch=2)
+    assert "best epoch 2 (kept)" in [t.get_text() for t in curve.axes[0].get_legend().get_texts()]
+    rng = np.random.default_rng(0)
+    figure = plots.samples_figure(rng.normal(size=(50, 3)), data=rng.normal(size=(50, 3)),
+                                  names=["radius", "texture", "area"])
+    assert [ax.get_title() for ax in figure.axes if ax.get_title()] == ["radius", "texture", "area"]
+
+
+def test_a_drift_beyond_the_limit_stops_the_run_before_training(tmp_path, monkeypatch):
+    """`run_drift` with the champion's scores stubbed (the real scoring runs in the scheduled test)."""
+    import json
+
+    from tfflows.components import artifacts, ingest
+    from tfflows.components.drift import executor
+    from tfflows.components.errors import DataError
+
+    monkeypatch.setattr(artifacts, "current_push_info", lambda base: {
+        "version": 1, "model_uri": "m", "metrics": {"data_log_likelihood": -2.0, "data_log_likelihood_2se": 0.1}})
+    monkeypatch.setattr(executor, "_champion_scores", lambda *args: (np.full(50, -9.0), "data_log_likelihood"))
+    monkeypatch.setattr(ingest, "read_metadata", lambda uri: _metadata(INPUTS))
+    warned = executor.run_drift("ex", "tg", EvaluateConfig(drift_limit=1.0), "base", str(tmp_path / "a"))
+    assert warned["exceeded"] and artifacts.read_drift(str(tmp_path / "a")) == json.loads(json.dumps(warned))
+    with pytest.raises(DataError, match=r"evaluate.drift_limit: data drift: .* -7.00 ± 0.10 nats below .*\(span 3\)"):
+        executor.run_drift("ex", "tg", EvaluateConfig(drift_limit=1.0, drift_action="fail"), "base", str(tmp_path / "b"))
+    monkeypatch.setattr(artifacts, "current_push_info", lambda base: None)
+    assert executor.run_drift("ex", "tg", EvaluateConfig(), "base", str(tmp_path / "c")) is None
+    assert artifacts.read_drift(str(tmp_path / "c")) is None
