@@ -68,7 +68,13 @@ def load_saved_model(model_dir: str):
         cache = tempfile.mkdtemp(prefix="tfflows-model-")
         atexit.register(shutil.rmtree, cache, True)
         local_dir = artifacts.local_model_dir(model_dir, cache)
-    return local_dir, tf.saved_model.load(local_dir)
+    try:
+        return local_dir, tf.saved_model.load(local_dir)
+    except (OSError, ValueError, tf.errors.OpError) as error:  # truncated, corrupt or half-copied files
+        detail = " ".join(str(error).split())[:120]
+        raise DataError(model_dir, "saved_model.pb", f"not a readable SavedModel ({detail})",
+                        "point --model at a complete version folder (serving/<version>) or push the model "
+                        "again") from error
 
 
 def _load(path: str):

@@ -78,6 +78,20 @@ def test_refusals_are_one_line_and_write_nothing(model, tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(["rows.npy", "bad.npy", *cases])
 
 
+def test_a_truncated_saved_model_is_one_line_naming_the_folder(model, tmp_path):
+    import shutil
+
+    broken = tmp_path / "serving" / "1"
+    shutil.copytree(model, broken)
+    with open(broken / "saved_model.pb", "r+b") as f:
+        f.truncate(100)
+    np.save(tmp_path / "rows.npy", np.zeros((2, D), np.float32))
+    with pytest.raises(DataError, match=r"1: saved_model.pb: not a readable SavedModel \(.*; fix: point --model at "
+                                        r"a complete version folder") as info:
+        evaluate_saved_model(str(broken), str(tmp_path / "rows.npy"), str(tmp_path / "s.csv"))
+    assert "\n" not in str(info.value) and not (tmp_path / "s.csv").exists()
+
+
 def test_cli_refusal_exit_2_one_line(tmp_path):
     np.save(tmp_path / "rows.npy", np.zeros((2, D), np.float32))
     proc = subprocess.run([sys.executable, "-m", "tfflows.pipeline.cli", "evaluate", "--model", str(tmp_path),
