@@ -37,21 +37,30 @@ def resolved_tracking(config: RunConfig, tracking_uri: str) -> TrackingConfig:
             os.path.join(output, "mlartifacts") if tracking_uri.startswith("sqlite:") else None))
 
 
-def _tracker(config: RunConfig):
+def _require_store(tracking_uri: str, subject: str, fix: str = "pass the run's --output or --tracking-uri") -> None:
+    """Refuses an ``sqlite:///`` store whose file does not exist: MLflow would create an empty one
+    there (a registry change or a registry URI on a mistyped --output must not leave a store behind)."""
+    store = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else None
+    if store is not None and not os.path.isfile(store):
+        raise FileNotFoundError(f"{subject}: no MLflow store at {store}; fix: {fix}")
+
+
+def _tracker(config: RunConfig, subject: str):
     from tfflows.components.tracking import Tracker
     from tfflows.pipeline.runner import tracking_uri
 
+    _require_store(tracking_uri(config), subject)
     tracking = resolved_tracking(config, tracking_uri(config))
     if not tracking.active:
         raise ConfigError("tracking is disabled (tracking.enabled=false): there is no registry to change")
     return Tracker(tracking, what="registry change")
 
 
-def _move(config: RunConfig, version_of) -> str:
+def _move(config: RunConfig, version_of, subject: str) -> str:
     from tfflows.components import artifacts
     from tfflows.components.push.registry import describe, set_champion
 
-    tracker = _tracker(config)
+    tracker = _tracker(config, subject)
     if tracker.client is None:
         raise ConfigError(f"MLflow at {tracker.config.uri} is not reachable; nothing was changed")
     try:
@@ -68,7 +77,7 @@ def _move(config: RunConfig, version_of) -> str:
 
 def promote(config: RunConfig, version: int) -> str:
     """Moves the alias to registered ``version`` (and TF Serving's ``stable`` label with it)."""
-    return _move(config, lambda tracker: str(int(version)))
+    return _move(config, lambda tracker: str(int(version)), f"promote --version {version}")
 
 
 def rollback(config: RunConfig) -> str:
@@ -76,7 +85,7 @@ def rollback(config: RunConfig) -> str:
     from tfflows.components.push.registry import previous_version
 
     return _move(config, lambda tracker: previous_version(
-        tracker.client, tracker.config.registered_model_name, tracker.config.alias))
+        tracker.client, tracker.config.registered_model_name, tracker.config.alias), "rollback")
 
 
 def store_uri(tracking_uri: str | None, environ_uri: str | None, output: str | None) -> str:
@@ -102,10 +111,8 @@ def registered_model_dir(uri: str, tracking_uri: str | None = None) -> str:
     if not match:
         raise FileNotFoundError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     tracking_uri = tracking_uri or default_tracking_uri(RunConfig())
-    store = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else None
-    if store is not None and not os.path.isfile(store):  # MLflow would create an empty store there
-        raise FileNotFoundError(f"{uri}: no MLflow store at {store}; fix: pass the run's --output or --tracking-uri, "
-                                "or the pushed SavedModel folder (serving/<version>)")
+    _require_store(tracking_uri, uri, "pass the run's --output or --tracking-uri, or the pushed SavedModel folder "
+                   "(serving/<version>)")
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         version = (client.get_model_version_by_alias(match["name"], match["alias"]) if match["alias"]

@@ -158,6 +158,11 @@ def test_evaluate_of_a_registry_uri_creates_no_store(tmp_path):
     assert "models:/nonexistent@champion: no MLflow store at /" in line
     assert "/tfflows_output/mlflow.db; fix: pass the run's --output or --tracking-uri" in line
     assert list(tmp_path.iterdir()) == []
+    for command in (["promote", "--version", "1"], ["rollback"]):  # before: both created the store
+        line = one_line(subprocess.run([*TFFLOWS, *command, "--output", "out"], cwd=tmp_path, capture_output=True,
+                                       text=True, timeout=300), 2)
+        assert f"{command[0]}" in line and "/out/mlflow.db; fix: pass the run's --output or --tracking-uri" in line
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_ui_on_a_taken_port_is_one_line(tmp_path):
