@@ -16,17 +16,30 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import re
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, Optional, Tuple, Union
+
+from tfflows.components.errors import DataError
 
 __all__ = ["ConfigError", "JsonConfig", "IngestConfig", "TransformConfig", "build_config"]
 
 
 class ConfigError(ValueError):
-    """A configuration problem, with a one-line message naming the field path and the fix."""
+    """A configuration problem, with a one-line message naming the field path and the fix.
+
+    A dataclass's own check raises it with ``field``, the name (or dotted path inside the field)
+    that its message writes in backquotes; `build_config` then writes the field's full path there
+    (``train.learning_rate``). Without ``field`` the message is final and shown as is.
+    """
+
+    def __init__(self, message: str, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.field))
 
 
 def _describe(hint) -> str:
@@ -88,15 +101,12 @@ def _example(default) -> str:
     return f", e.g. {json.dumps(list(default) if isinstance(default, tuple) else default)}"
 
 
-def _post_init_error(error: ValueError, cls, where: str) -> ConfigError:
-    """A dataclass's own check, with its backquoted field name turned into the field path."""
+def _post_init_error(error: ConfigError, where: str) -> ConfigError:
+    """A dataclass's own check on ``error.field``, with that field's full path written where its
+    message names it in backquotes."""
     message = " ".join(str(error).split())
-    names = {f.name for f in dataclasses.fields(cls)}
-    match = next((m for m in re.finditer(r"`([\w.]+)`", message) if m.group(1).split(".")[0] in names), None)
-    if match is None:
-        return ConfigError(f"invalid {where or 'config'}: {message}")
-    path = f"{where}.{match.group(1)}" if where else match.group(1)
-    message = message[:match.start()] + path + message[match.end():]
+    path = f"{where}.{error.field}" if where else str(error.field)
+    message = message.replace(f"`{error.field}`", path, 1)
     if "fix:" not in message:
         message += f"; fix: change {path} (--set {path}=VALUE or the config file)"
     return ConfigError(message)
@@ -132,18 +142,20 @@ def build_config(cls, values: dict, where: str = ""):
         kwargs[name] = conformed
     try:
         return cls(**kwargs)
-    except ConfigError:
+    except ConfigError as error:
+        if error.field is None:
+            raise
+        raise _post_init_error(error, where) from error
+    except DataError:
         raise
     except (TypeError, ValueError) as error:
-        from tfflows.components.errors import DataError
-
-        if isinstance(error, DataError):
-            raise
-        raise _post_init_error(error, cls, where) from error
+        raise ConfigError(f"invalid {where or 'config'}: {' '.join(str(error).split())}") from error
 
 
 class JsonConfig:
     """JSON round trip of a config dataclass (how TFX wrappers pass configs as execution properties)."""
+
+    __dataclass_fields__: ClassVar[Dict[str, Any]]  # subclasses are dataclasses (for `dataclasses.asdict`)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -249,13 +261,13 @@ class IngestConfig(JsonConfig):
         for field in ("eval_fraction", "test_fraction"):
             value = getattr(self, field)
             if not 0.0 <= value < 1.0:
-                raise ValueError(f"`{field}` must be in [0, 1), but is {value!r}")
+                raise ConfigError(f"`{field}` must be in [0, 1), but is {value!r}", field=field)
         if self.span_window < 1:
-            raise ValueError(f"`span_window` must be 1 or more, but is {self.span_window!r}")
+            raise ConfigError(f"`span_window` must be 1 or more, but is {self.span_window!r}", field="span_window")
         for field in ("eval_count", "test_count", "max_examples", "num_levels"):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or value < 0):
-                raise ValueError(f"`{field}` must be a non-negative int or None, but is {value!r}")
+                raise ConfigError(f"`{field}` must be a non-negative int or None, but is {value!r}", field=field)
 
 
 
@@ -286,13 +298,13 @@ class TransformConfig(JsonConfig):
     def __post_init__(self) -> None:
         object.__setattr__(self, "analyze_splits", tuple(self.analyze_splits))
         if self.method not in ("auto", "logit", "standardize", "identity"):
-            raise ValueError(
+            raise ConfigError(
                 "`method` must be one of 'auto', 'logit', 'standardize', 'identity', "
-                f"but is {self.method!r}")
+                f"but is {self.method!r}", field="method")
         if self.logit_lambda is not None and not 0.0 <= self.logit_lambda < 0.5:
-            raise ValueError(f"`logit_lambda` must be in [0, 0.5), but is {self.logit_lambda!r}")
+            raise ConfigError(f"`logit_lambda` must be in [0, 0.5), but is {self.logit_lambda!r}", field="logit_lambda")
         if not self.analyze_splits or not set(self.analyze_splits) <= {"train", "eval", "test"}:
-            raise ValueError(
+            raise ConfigError(
                 "`analyze_splits` must be a non-empty subset of ('train', 'eval', 'test'), "
-                f"but is {self.analyze_splits!r}")
+                f"but is {self.analyze_splits!r}", field="analyze_splits")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-__all__ = ["DataError", "reraise_data_error"]
+__all__ = ["DataError", "RegistrationError", "TrainingDivergedError", "reraise_data_error"]
 
 
 class DataError(ValueError):
@@ -24,7 +24,7 @@ class DataError(ValueError):
       source, where, problem, fix: the parts above.
     """
 
-    def __init__(self, source: str, where: str, problem: str, fix: str) -> None:
+    def __init__(self, source: Optional[str], where: str, problem: str, fix: str) -> None:
         self.source = str(source)
         self.where = str(where)
         self.problem = str(problem)
@@ -39,6 +39,19 @@ class DataError(ValueError):
     def __reduce__(self):
         # Keeps the exception picklable across Beam worker boundaries.
         return (DataError, (self.source, self.where, self.problem, self.fix))
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced no finite model (every epoch diverged); nothing was saved.
+
+    Raised by `components.train.finish`; it lives here, free of TensorFlow, so that the CLI can
+    name it at its top (exit status 3)."""
+
+
+class RegistrationError(RuntimeError):
+    """A push whose registry is on this machine was not registered (`register_push`'s ``required``).
+
+    Raised by `components.push.registry`; it lives here, free of MLflow, for the CLI (exit status 2)."""
 
 
 _DATA_ERROR_LINE = re.compile(r"DataError: (.+)")

@@ -82,7 +82,7 @@ class InputSnapshot:
 
 
 def has_span(path: Optional[str]) -> bool:
-    return bool(path) and SPAN in path
+    return path is not None and SPAN in path
 
 
 def pattern_matches(path: str) -> List[str]:
@@ -124,7 +124,8 @@ def _span_regex(pattern: str) -> re.Pattern:
 
 def _spans(pattern: str) -> Dict[int, Tuple[str, Optional[str]]]:
     """span number -> (its digits as written, its newest version's digits or None)."""
-    regex, found = _span_regex(pattern), {}
+    regex = _span_regex(pattern)
+    found: Dict[int, Tuple[str, Optional[str]]] = {}
     for match in pattern_matches(pattern):
         m = regex.fullmatch(match) or regex.match(match)
         if m is None:

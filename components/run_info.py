@@ -77,7 +77,7 @@ def dataset_source(metadata, examples_uri: str) -> Tuple[dict, str]:
     return {"uri": uri, "files": files[:100], "digest": inputs["digest"], "spans": inputs["spans"]}, inputs["digest"]
 
 
-def version_identity(kind: str, metadata, evaluation: Optional[dict], target: Optional[str] = None) -> dict:
+def version_identity(kind: Optional[str], metadata, evaluation: Optional[dict], target: Optional[str] = None) -> dict:
     """The registry version's ``tags`` (kind, data, span, digest, blessing) and ``description``
     (what was trained on what, and why it was blessed), so a version says what it is without its run."""
     reason = (evaluation or {}).get("reason", "")

@@ -30,9 +30,12 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
-from typing import Dict, Iterator, List, Mapping, Optional
+from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional
 
 from tfflows.components.train.config import TrackingConfig
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 __all__ = ["Tracker", "flatten_params", "prepare_store", "store_artifact_root", "sqlite_path"]
 
@@ -157,7 +160,7 @@ class Tracker:
         self.what = what
         self.run_id: Optional[str] = None
         self.not_logged: List[str] = []
-        self.client = None
+        self.client: Optional[MlflowClient] = None
         self._failed = False
         if not config.active:
             return
@@ -172,6 +175,7 @@ class Tracker:
     # ----- internals --------------------------------------------------------------------
     def _reachable(self) -> bool:
         uri = self.config.uri
+        assert uri is not None  # called only for an active config, which has a URI
         if not uri.startswith(("http://", "https://")):
             return True
         try:
@@ -212,18 +216,25 @@ class Tracker:
             self.run_id = run_id
         self.client = client
 
+    @property
+    def _mlflow(self) -> MlflowClient:
+        """The client, for the guarded calls (a failure there is recorded by `guard`)."""
+        if self.client is None:
+            raise RuntimeError("the MLflow store is not open")
+        return self.client
+
     def experiment_id(self) -> str:
         """The configured experiment, created (with `store_artifact_root`) when missing."""
         from mlflow.exceptions import MlflowException
 
         name = self.config.experiment
-        experiment = self.client.get_experiment_by_name(name)
+        experiment = self._mlflow.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
         try:
-            return self.client.create_experiment(name, artifact_location=store_artifact_root(self.config))
+            return self._mlflow.create_experiment(name, artifact_location=store_artifact_root(self.config))
         except MlflowException:  # another run created it a moment ago
-            experiment = self.client.get_experiment_by_name(name)
+            experiment = self._mlflow.get_experiment_by_name(name)
             if experiment is None:
                 raise
             return experiment.experiment_id
@@ -233,7 +244,7 @@ class Tracker:
         """``name``, or ``name-2``, ``name-3`` ... when the experiment already has a run of that name
         (MLflow allows duplicates; a run's name is how people tell runs apart)."""
         quoted = name.replace("'", "\\'")
-        taken = {run.info.run_name for run in self.client.search_runs(
+        taken = {run.info.run_name for run in self._mlflow.search_runs(
             [experiment_id], filter_string=f"attributes.run_name LIKE '{quoted}%'", max_results=5000)}
         return name if name not in taken else next(
             f"{name}-{i}" for i in itertools.count(2) if f"{name}-{i}" not in taken)
@@ -244,12 +255,12 @@ class Tracker:
         experiment (`_unique_name`)."""
         def _start():
             if self.run_id:
-                if resume and self.client.get_run(self.run_id).info.status != "RUNNING":
-                    self.client.update_run(self.run_id, status="RUNNING")
+                if resume and self._mlflow.get_run(self.run_id).info.status != "RUNNING":
+                    self._mlflow.update_run(self.run_id, status="RUNNING")
                 return self.run_id
             experiment_id = self.experiment_id()
             name = run_name or self.config.run_name
-            run = self.client.create_run(experiment_id, run_name=self._unique_name(experiment_id, name) if name else None)
+            run = self._mlflow.create_run(experiment_id, run_name=self._unique_name(experiment_id, name) if name else None)
             self.run_id = run.info.run_id
             return self.run_id
 
@@ -262,10 +273,10 @@ class Tracker:
         def _log():
             from mlflow.entities import Param
 
-            existing = self.client.get_run(self.run_id).data.params
+            existing = self._mlflow.get_run(self.run_id).data.params
             items = [Param(k, v) for k, v in sorted(flat.items()) if k not in existing]
             for i in range(0, len(items), 100):
-                self.client.log_batch(self.run_id, params=items[i:i + 100])
+                self._mlflow.log_batch(self.run_id, params=items[i:i + 100])
 
         self.guard("params", _log)
 
@@ -279,7 +290,7 @@ class Tracker:
             now = int(time.time() * 1000)
             items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
                      if v is not None and math.isfinite(float(v))]
-            self.client.log_batch(self.run_id, metrics=items)
+            self._mlflow.log_batch(self.run_id, metrics=items)
 
         self.guard(f"metrics of step {step}", _log)
 
@@ -300,7 +311,7 @@ class Tracker:
                 Dataset(name=f"{name}-{split}", digest=digest[:36], source_type="local", source=json.dumps(dict(source)),
                         profile=json.dumps({"num_rows": int(rows)})),
                 tags=[InputTag("mlflow.data.context", split)]) for split, rows in splits.items()]
-            self.client.log_inputs(self.run_id, datasets=inputs)
+            self._mlflow.log_inputs(self.run_id, datasets=inputs)
 
         self.guard("dataset inputs", _log)
 
@@ -317,12 +328,12 @@ class Tracker:
     def add_to_description(self, text: str) -> None:
         """Appends a paragraph to the run's description (the ``mlflow.note.content`` tag the UI shows)."""
         def _add():
-            note = self.client.get_run(self.run_id).data.tags.get("mlflow.note.content", "")
-            self.client.set_tag(self.run_id, "mlflow.note.content", f"{note}\n\n{text}".strip()[:5000])
+            note = self._mlflow.get_run(self.run_id).data.tags.get("mlflow.note.content", "")
+            self._mlflow.set_tag(self.run_id, "mlflow.note.content", f"{note}\n\n{text}".strip()[:5000])
 
         self.guard("the run description", _add)
 
-    def set_tags(self, tags: Mapping[str, str]) -> None:
+    def set_tags(self, tags: Mapping[str, object]) -> None:
         for key, value in tags.items():
             self.guard(f"tag {key}", self.client_call, "set_tag", self.run_id, key, str(value)[:5000])
 

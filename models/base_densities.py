@@ -95,7 +95,7 @@ class MixtureMADE(tf_keras.layers.Layer):
         return MixtureMADEDistribution(self, dtype)
 
 
-class MixtureMADEDistribution(tfd.Distribution):
+class MixtureMADEDistribution(tfp.distributions.Distribution):
     """A TFP distribution view of a `MixtureMADE` (for TransformedDistribution and friends)."""
 
     def __init__(self, mixture: MixtureMADE, dtype=tf.float32, name: str = "MixtureMADE"):

@@ -53,7 +53,10 @@ class FlowModel(tf_keras.Model):
         super().__init__(name=kwargs.pop("name", f"{config.kind}_flow"), dtype=config.dtype, **kwargs)
         self.config = config
         self.event_dim = config.event_dim
-        data_side, self.base = get_kind(config.kind).build(config)
+        build = get_kind(config.kind).build
+        if build is None:
+            raise ValueError(f"kind {config.kind!r} has no builder: register one with `models.kinds.builder`.")
+        data_side, self.base = build(config)
         self.flow_layers = data_side  # data side first: the order of the density pass
         self._xla_forward = tf.function(self._forward_layers, jit_compile=True)
         # Eager inference runs one compiled graph, not op by op; XLA where the pass is a loop.

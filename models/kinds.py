@@ -32,8 +32,20 @@ __all__ = [
     "check_own_options", "kind_options", "narrowest_hidden_width", "TRANSFORMERS", "PERMUTATIONS",
     "TransformerOptions", "MADEOptions", "MADEMoGOptions",
     "MAFOptions", "IAFOptions", "RealNVPOptions", "HAFOptions", "PlanarOptions", "NICEOptions", "ImageOptions",
-    "GlowOptions", "RealNVPImageOptions", "data_options",
+    "GlowOptions", "RealNVPImageOptions", "data_options", "OptionError",
 ]
+
+
+class OptionError(ValueError):
+    """A bad value of a kind's own option; ``field`` is the option the message names in backquotes
+    (the pipeline's configuration writes its path there: ``train.flow_options.order``)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.field))
 
 TRANSFORMERS = ("affine", "spline")
 PERMUTATIONS = (None, "lu")
@@ -273,17 +285,17 @@ def kind_options(kind: str, options: dict) -> dict:
 
 def _check_order(order) -> None:
     if isinstance(order, str) and order not in ("natural", "reversed", "random"):
-        raise ValueError(f"`order` must be 'natural', 'reversed' or 'random', but is {order!r}.")
+        raise OptionError(f"`order` must be 'natural', 'reversed' or 'random', but is {order!r}.", field="order")
 
 
 def _check_bound(max_log_scale) -> None:
     if max_log_scale is not None and not max_log_scale > 0:
-        raise ValueError(f"`max_log_scale` must be > 0 or None, but is {max_log_scale}.")
+        raise OptionError(f"`max_log_scale` must be > 0 or None, but is {max_log_scale}.", field="max_log_scale")
 
 
 def _check_components(num_components) -> None:
     if not isinstance(num_components, int) or num_components < 1:
-        raise ValueError(f"`num_components` must be an int >= 1, but is {num_components!r}.")
+        raise OptionError(f"`num_components` must be an int >= 1, but is {num_components!r}.", field="num_components")
 
 
 @dataclasses.dataclass
@@ -310,14 +322,14 @@ class TransformerOptions:
 
     def __post_init__(self):
         if self.transformer not in TRANSFORMERS:
-            raise ValueError(f"`transformer` must be one of {TRANSFORMERS}, but is {self.transformer!r}.")
+            raise OptionError(f"`transformer` must be one of {TRANSFORMERS}, but is {self.transformer!r}.", field="transformer")
         _check_bound(self.max_log_scale)
         if isinstance(self.num_bins, bool) or not isinstance(self.num_bins, int) or self.num_bins < 1:
-            raise ValueError(f"`num_bins` must be an int >= 1, but is {self.num_bins!r}.")
+            raise OptionError(f"`num_bins` must be an int >= 1, but is {self.num_bins!r}.", field="num_bins")
         if not self.tail_bound > 0:
-            raise ValueError(f"`tail_bound` must be > 0, but is {self.tail_bound!r}.")
+            raise OptionError(f"`tail_bound` must be > 0, but is {self.tail_bound!r}.", field="tail_bound")
         if self.permutation not in PERMUTATIONS:
-            raise ValueError(f"`permutation` must be one of {PERMUTATIONS}, but is {self.permutation!r}.")
+            raise OptionError(f"`permutation` must be one of {PERMUTATIONS}, but is {self.permutation!r}.", field="permutation")
 
 
 @dataclasses.dataclass
@@ -391,8 +403,8 @@ class IAFOptions(TransformerOptions):
         super().__post_init__()
         _check_order(self.order)
         if self.gated and self.transformer != "affine":
-            raise ValueError(f"`gated` IAF has its own sigmoid-gated law, so `transformer` must be 'affine', "
-                             f"but is {self.transformer!r}.")
+            raise OptionError(f"`gated` IAF has its own sigmoid-gated law, so `transformer` must be 'affine', "
+                             f"but is {self.transformer!r}.", field="gated")
 
 
 @dataclasses.dataclass
@@ -441,7 +453,7 @@ class NICEOptions:
 
 def _positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be an int >= 1, but is {value!r}.")
+        raise OptionError(f"`{name}` must be an int >= 1, but is {value!r}.", field=name)
 
 
 @dataclasses.dataclass
@@ -471,7 +483,7 @@ class ImageOptions:
         if self.image_shape is not None:
             shape = list(self.image_shape)
             if len(shape) not in (2, 3) or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-                raise ValueError(f"`image_shape` must be [H, W] or [H, W, C] of positive ints, but is {self.image_shape!r}.")
+                raise OptionError(f"`image_shape` must be [H, W] or [H, W, C] of positive ints, but is {self.image_shape!r}.", field="image_shape")
             self.image_shape = shape
         _positive_int("levels", self.levels)
         _positive_int("hidden_channels", self.hidden_channels)
@@ -480,22 +492,24 @@ class ImageOptions:
     @property
     def hwc(self) -> list[int]:
         """The image shape as [H, W, C]."""
+        if self.image_shape is None:
+            raise OptionError("`image_shape` is None: an image kind needs [H, W] or [H, W, C].", field="image_shape")
         return list(self.image_shape) + [1] * (3 - len(self.image_shape))
 
     def check_event(self, kind: str, event_dim: int) -> None:
         """Refuses a missing image shape, one that does not hold `event_dim` values, or one too small
         for the levels."""
         if self.image_shape is None:
-            raise ValueError(f"`kind` {kind!r} needs `image_shape` ([H, W] or [H, W, C] with H*W*C = event_dim = "
-                             f"{event_dim}); it is None: ingest images with an image shape or pass image_shape=.")
+            raise OptionError(f"`kind` {kind!r} needs `image_shape` ([H, W] or [H, W, C] with H*W*C = event_dim = "
+                             f"{event_dim}); it is None: ingest images with an image shape or pass image_shape=.", field="kind")
         h, w, c = self.hwc
         if h * w * c != event_dim:
-            raise ValueError(f"`image_shape` {self.image_shape} holds {h * w * c} values, but `event_dim` is "
-                             f"{event_dim}: give the shape of the flattened images (H*W*C = event_dim).")
+            raise OptionError(f"`image_shape` {self.image_shape} holds {h * w * c} values, but `event_dim` is "
+                             f"{event_dim}: give the shape of the flattened images (H*W*C = event_dim).", field="image_shape")
         step = 2**self.levels  # glow squeezes every level; realnvp_image's last level keeps >= 2x2 pixels
         if h % step or w % step:
-            raise ValueError(f"`image_shape` {self.image_shape} with `levels`={self.levels}: kind {kind!r} needs H "
-                             f"and W divisible by {step}; use fewer levels or pad the images.")
+            raise OptionError(f"`image_shape` {self.image_shape} with `levels`={self.levels}: kind {kind!r} needs H "
+                             f"and W divisible by {step}; use fewer levels or pad the images.", field="image_shape")
 
 
 @dataclasses.dataclass
@@ -520,7 +534,7 @@ class GlowOptions(ImageOptions):
         super().__post_init__()
         _positive_int("steps_per_level", self.steps_per_level)
         if not isinstance(self.learnt_prior, bool):
-            raise ValueError(f"`learnt_prior` must be True or False, but is {self.learnt_prior!r}.")
+            raise OptionError(f"`learnt_prior` must be True or False, but is {self.learnt_prior!r}.", field="learnt_prior")
 
 
 @dataclasses.dataclass
@@ -546,7 +560,7 @@ class RealNVPImageOptions(ImageOptions):
         _positive_int("couplings_per_level", self.couplings_per_level)
         if isinstance(self.residual_blocks, bool) or not isinstance(self.residual_blocks, int) \
                 or self.residual_blocks < 0:
-            raise ValueError(f"`residual_blocks` must be an int >= 0, but is {self.residual_blocks!r}.")
+            raise OptionError(f"`residual_blocks` must be an int >= 0, but is {self.residual_blocks!r}.", field="residual_blocks")
 
 
 def _all_inputs(event_dim: int) -> int:

@@ -97,7 +97,7 @@ def fit_unnormalized(
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
-    history = {"step": [], "loss": []}
+    history: dict[str, list] = {"step": [], "loss": []}
     running = []
     for t in range(steps):
         running.append(float(train_step(tf.constant(t, tf.int32))))

@@ -40,7 +40,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 from tfflows.components import artifacts
 from tfflows.components.errors import DataError
 from tfflows.components.ingest.runner import pipeline_options, runner_name
-from tfflows.pipeline.serving import Columns, RowChunk, load_saved_model, read_chunk, score_rows
+from tfflows.pipeline.scoring import Columns, RowChunk, load_saved_model, read_chunk, score_rows
 
 __all__ = ["LogProbHandler", "score_with_beam"]
 
@@ -122,8 +122,8 @@ def score_with_beam(model_dir: str, data: str, columns: Columns, chunks: List[Ro
     Args:
       model_dir: the resolved SavedModel version folder (local or object store) every worker loads.
       data: the .npy / .csv table, readable by every worker (errors name it by its absolute path).
-      columns: `pipeline.serving.match_columns` of `data` (the model's columns, by name or position).
-      chunks: `pipeline.serving.plan_chunks(data, columns)`, as a list.
+      columns: `pipeline.scoring.match_columns` of `data` (the model's columns, by name or position).
+      chunks: `pipeline.scoring.plan_chunks(data, columns)`, as a list.
       batch_size: rows per call of the SavedModel's signature.
       beam_args: Beam pipeline options (FnApiRunner when no ``--runner`` is named).
       shard_parent: where the temporary shard folder goes (default: the system's temporary folder).

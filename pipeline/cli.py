@@ -15,6 +15,14 @@ configuration, data, paths), 3 when training diverged or no model came out, 1 fo
 The configuration is checked before TensorFlow is imported. Commands are quiet: TensorFlow, Beam
 and MLflow logs and any traceback go to a log file (`<output>/logs/`, or the temporary folder)
 that the failure line names; `--verbose` shows everything instead (`pipeline/terminal.py`).
+
+This module is the project's one import boundary: it imports at its top only what is free of
+TensorFlow, TFX, Beam and MLflow (the configuration's error types, `pipeline.extras`,
+`pipeline.terminal`); each command imports the configuration (`pipeline.config`, after
+`missing_extra`) and then the modules that load those libraries (runner, serving, registry) inside
+its function, and these enter TFX, Beam, MLflow and TensorFlow through the functions that first
+need them. Every other import reads top-down with no cycle (`tests/test_imports.py`;
+`tests/test_config.py` checks that the configuration path loads none of the four).
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ import socket
 import subprocess
 import sys
 
+from tfflows.components.config import ConfigError
+from tfflows.components.errors import DataError, RegistrationError, TrainingDivergedError
 from tfflows.pipeline.extras import missing_extra
 from tfflows.pipeline.terminal import Terminal
 
@@ -44,8 +54,6 @@ def _dataset_for(path: str) -> str:
     for suffix, dataset in FILE_DATASETS.items():
         if name.endswith(suffix):
             return dataset
-    from tfflows.pipeline.config import ConfigError
-
     raise ConfigError(f"--data {path}: cannot tell the format from the name; fix: add --dataset "
                       f"(csv, npy, npz, idx, images, tfrecord or a benchmark name)")
 
@@ -135,8 +143,6 @@ SAMPLE_FORMATS = (".npy", ".csv", ".png")
 
 def cmd_sample(args) -> int:
     if not args.out.endswith(SAMPLE_FORMATS):  # numpy would add .npy to any other name, silently
-        from tfflows.pipeline.config import ConfigError
-
         raise ConfigError(f"--out {args.out}: unknown file extension; fix: name the file {', '.join(SAMPLE_FORMATS)} "
                           "(.png: an image grid, image data only)")
     from tfflows.pipeline.serving import sample_saved_model
@@ -149,8 +155,6 @@ def cmd_sample(args) -> int:
 def _check_port_free(port: int) -> None:
     """Refuses a port something already listens on: `mlflow ui` would log "Address already in use"
     and exit 0, as if it had served."""
-    from tfflows.pipeline.config import ConfigError
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is free
         try:
@@ -184,7 +188,7 @@ def _serve(command: list[str]) -> int:
 
 
 def cmd_ui(args) -> int:
-    from tfflows.pipeline.runner import tracking_uri
+    from tfflows.pipeline.config import tracking_uri
 
     config = _load_config(args, {"output": args.output} if args.output else None)
     uri = tracking_uri(config)
@@ -338,12 +342,6 @@ def _disk_full(chain: list) -> str | None:
 def _failure(error: BaseException) -> tuple[int, str]:
     """(exit status, one line) for a failure; the cause is looked for along the exception's chain,
     since TFX and Beam may re-raise a component's error inside their own."""
-    from tfflows.components.errors import DataError
-    from tfflows.pipeline.config import ConfigError
-
-    # Only a run that trained can have diverged: the executor (and TensorFlow) is loaded then.
-    executor = sys.modules.get("tfflows.components.train.executor")
-    diverged = getattr(executor, "TrainingDivergedError", ())
     chain, seen = [], set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
@@ -351,12 +349,10 @@ def _failure(error: BaseException) -> tuple[int, str]:
         error = error.__cause__ or error.__context__
     if (line := _disk_full(chain)) is not None:
         return 2, _noted(line, chain)
-    # Only a push loaded the registry; a store on this machine it could not write is the user's to fix.
-    unregistered = getattr(sys.modules.get("tfflows.components.push.registry"), "RegistrationError", ())
     for cause in chain:
-        if diverged and isinstance(cause, diverged):
+        if isinstance(cause, TrainingDivergedError):
             return 3, str(cause)
-        if unregistered and isinstance(cause, unregistered):
+        if isinstance(cause, RegistrationError):  # a store on this machine it could not write: the user's to fix
             return 2, _noted(str(cause), chain)
         if isinstance(cause, (ConfigError, DataError)):
             return 2, str(cause)

@@ -34,7 +34,7 @@ from tfflows.components.evaluate.config import EvaluateConfig
 from tfflows.components.push.config import PushConfig
 from tfflows.components.train.config import TrackingConfig, TrainConfig
 
-__all__ = ["ClusterConfig", "ConfigError", "RunConfig", "load_run_config", "config_to_dict"]
+__all__ = ["ClusterConfig", "ConfigError", "RunConfig", "load_run_config", "config_to_dict", "tracking_uri"]
 
 DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory")
 PROGRESS = ("auto", "bar", "lines", "off")
@@ -150,6 +150,11 @@ class RunConfig:
 def _nested_types(cls) -> dict[str, type]:
     hints = typing.get_type_hints(cls)
     return {name: hint for name, hint in hints.items() if dataclasses.is_dataclass(hint)}
+
+
+def tracking_uri(config: RunConfig) -> str:
+    """The configured MLflow URI, or the run's own sqlite store `<output>/mlflow.db`."""
+    return config.tracking.uri or f"sqlite:///{os.path.abspath(os.path.join(config.output, 'mlflow.db'))}"
 
 
 def config_to_dict(config) -> dict:

@@ -17,6 +17,7 @@ import tempfile
 
 from tfflows.components.train.config import TrackingConfig
 from tfflows.pipeline.config import ConfigError, RunConfig
+from tfflows.pipeline.config import tracking_uri as output_tracking_uri
 
 __all__ = ["promote", "registered_model_dir", "resolved_tracking", "rollback", "store_uri"]
 
@@ -47,10 +48,9 @@ def _require_store(tracking_uri: str, subject: str, fix: str = "pass the run's -
 
 def _tracker(config: RunConfig, subject: str):
     from tfflows.components.tracking import Tracker
-    from tfflows.pipeline.runner import tracking_uri
 
-    _require_store(tracking_uri(config), subject)
-    tracking = resolved_tracking(config, tracking_uri(config))
+    _require_store(output_tracking_uri(config), subject)
+    tracking = resolved_tracking(config, output_tracking_uri(config))
     if not tracking.active:
         raise ConfigError("tracking is disabled (tracking.enabled=false): there is no registry to change")
     return Tracker(tracking, what="registry change")
@@ -92,8 +92,6 @@ def store_uri(tracking_uri: str | None, environ_uri: str | None, output: str | N
     """The MLflow store that ``models:/...`` URIs, `promote` and `rollback` use, in this order:
     ``--tracking-uri``, the ``MLFLOW_TRACKING_URI`` the CLI read (``environ_uri``), the run's own
     store under ``--output`` (default ``tfflows_output``): the store the model was registered in."""
-    from tfflows.pipeline.runner import tracking_uri as output_tracking_uri
-
     return tracking_uri or environ_uri or output_tracking_uri(RunConfig(output=output or RunConfig.output))
 
 
@@ -105,12 +103,10 @@ def registered_model_dir(uri: str, tracking_uri: str | None = None) -> str:
     import mlflow.artifacts
     from mlflow.tracking import MlflowClient
 
-    from tfflows.pipeline.runner import tracking_uri as default_tracking_uri
-
     match = _MODELS_URI.match(uri)
     if not match:
         raise FileNotFoundError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    tracking_uri = tracking_uri or default_tracking_uri(RunConfig())
+    tracking_uri = tracking_uri or output_tracking_uri(RunConfig())
     _require_store(tracking_uri, uri, "pass the run's --output or --tracking-uri, or the pushed SavedModel folder "
                    "(serving/<version>)")
     client = MlflowClient(tracking_uri=tracking_uri)

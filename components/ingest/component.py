@@ -16,6 +16,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from tfflows.components.config import IngestConfig
 from tfflows.components.ingest.executor import SPLITS, run_ingest
+from tfflows.components.ingest.runner import executor_beam_args
 from tfflows.components.inputs import InputSnapshot
 
 __all__ = ["IngestExamples", "IngestExamplesComponent", "IngestExamplesSpec", "Executor"]
@@ -41,7 +42,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         config = IngestConfig.from_json(exec_properties["config"])
         snapshot = exec_properties.get("inputs")
         examples = artifact_utils.get_single_instance(output_dict["examples"])
-        metadata = run_ingest(config, examples.uri, self._beam_pipeline_args or None,
+        metadata = run_ingest(config, examples.uri, executor_beam_args(self._beam_pipeline_args),
                               InputSnapshot.from_json(snapshot) if snapshot else None)
         examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
         inputs = metadata.inputs or {}

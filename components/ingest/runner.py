@@ -14,7 +14,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from tfflows.components.errors import DataError
 
-__all__ = ["DEFAULT_BEAM_ARGS", "beam_args", "check_runner", "pipeline_options", "runner_name"]
+__all__ = ["DEFAULT_BEAM_ARGS", "beam_args", "check_runner", "executor_beam_args", "pipeline_options",
+           "runner_name"]
 
 # Since Beam 2.68 the default DirectRunner first tries to download the Prism runner, which
 # fails offline: pin the in-process FnApiRunner for local runs.
@@ -60,3 +61,15 @@ def check_runner(args: Optional[Sequence[str]] = None) -> str:
                         "use --runner=PortableRunner (Flink, Spark or a local job service) or "
                         "DataflowRunner, or FnApiRunner on one machine (README 'Scale-out')")
     return name
+
+
+def executor_beam_args(args: Optional[Sequence[object]]) -> Optional[List[str]]:
+    """A TFX Beam executor's ``_beam_pipeline_args`` (None when empty). TFX types them
+    ``str | Placeholder``, as a pipeline declares them; the orchestrator resolves the placeholders
+    before ``Do`` runs, so one left is refused."""
+    if not args:
+        return None
+    resolved = [a for a in args if isinstance(a, str)]
+    if len(resolved) != len(args):
+        raise TypeError(f"unresolved Beam pipeline arguments: {[a for a in args if not isinstance(a, str)]!r}")
+    return resolved

@@ -33,7 +33,7 @@ Shared pieces: `components.objectives.data` (seeds and tf.data input of the trai
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Protocol, Tuple
 
 if TYPE_CHECKING:
     from tfflows.components.evaluate.config import EvaluateConfig
@@ -52,6 +52,8 @@ OBJECTIVES: Dict[str, str] = {
 
 class SummaryDetails:
     """Base of an objective's entries in the model summary (a dataclass, inlined in ``summary.json``)."""
+
+    __dataclass_fields__: ClassVar[Dict[str, Any]]  # subclasses are dataclasses (for `dataclasses.asdict`)
 
     def metrics(self) -> Dict[str, float]:
         """Final metrics logged to the training's MLflow run beside the best and final values."""
@@ -176,6 +178,8 @@ class Objective:
         """The fingerprint of what is fitted, known before training (checkpoint folder names)."""
         from tfflows.components.ingest import read_metadata
 
+        if examples_uri is None:
+            raise ValueError("this objective fits ingested data: it needs the Examples artifact's URI")
         return read_metadata(examples_uri).fingerprint
 
     def training(self, config: "TrainConfig", examples_uri: Optional[str],

@@ -88,7 +88,8 @@ class RowMean:
     tf.function, traced on first use: the model is the same at every validation)."""
 
     def __init__(self, data: tf.data.Dataset, per_row: Callable):
-        self.data, self.per_row, self._sum = data, per_row, None
+        self.data, self.per_row = data, per_row
+        self._sum: Optional[Callable] = None
 
     def __call__(self, model) -> float:
         if self._sum is None:

@@ -103,7 +103,7 @@ class DataScorer:
         self.z, self.log_det, self.metadata = evaluation_points(examples_uri, transform_graph_uri, config)
         self.event_dim, self.num_points = self.metadata.event_dim, len(self.z)
         self.split, self.where = config.split, f"{config.split} split"
-        self._data_ll = {}  # model URI -> its finite data-space scores, for `calibration`
+        self._data_ll: Dict[str, Any] = {}  # model URI -> its finite data-space scores (arrays), for `calibration`
 
     def incomparable(self, summary) -> Optional[str]:
         if summary.event_dim not in (None, self.event_dim):

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from tfflows.components.config import ConfigError
 from tfflows.components.objectives import Objective, SummaryDetails
 
 # Flows whose sampling direction (the one reverse KL differentiates through) is one parallel pass.
@@ -152,7 +153,7 @@ class TargetScorer:
 
     headline = "elbo"
     unit = "ELBO"
-    split = None
+    split: Optional[str] = None  # no data split: samples of q
 
     def __init__(self, train_config, config):
         self.config = config
@@ -234,16 +235,16 @@ class ReverseKL(Objective):
 
     def check_config(self, config) -> None:
         if config.target is None:
-            raise ValueError("objective 'reverse_kl' needs `target`: U1, U2, U3, U4 or "
-                             "'package.module:function'")
+            raise ConfigError("objective 'reverse_kl' needs `target`: U1, U2, U3, U4 or "
+                             "'package.module:function'", field="target")
         if config.kind not in REVERSE_KL_KINDS:
-            raise ValueError(f"objective 'reverse_kl' needs a flow that samples in one pass: `kind` "
-                             f"must be one of {REVERSE_KL_KINDS}, but is {config.kind!r}")
+            raise ConfigError(f"objective 'reverse_kl' needs a flow that samples in one pass: `kind` "
+                             f"must be one of {REVERSE_KL_KINDS}, but is {config.kind!r}", field="kind")
         if config.batch_norm:
-            raise ValueError("objective 'reverse_kl' needs `batch_norm` False or None: batch norm's "
-                             "statistics come from data, and reverse KL has none")
+            raise ConfigError("objective 'reverse_kl' needs `batch_norm` False or None: batch norm's "
+                             "statistics come from data, and reverse KL has none", field="batch_norm")
         if not isinstance(config.anneal_epochs, int) or config.anneal_epochs < 0:
-            raise ValueError(f"`anneal_epochs` must be an int >= 0, but is {config.anneal_epochs!r}")
+            raise ConfigError(f"`anneal_epochs` must be an int >= 0, but is {config.anneal_epochs!r}", field="anneal_epochs")
         config.target_density()  # unknown names, failing imports and missing dimensions fail here
 
     def describe(self, config, dataset: str) -> str:

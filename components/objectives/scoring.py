@@ -42,6 +42,7 @@ def evaluation_points(examples_uri: str, transform_graph_uri: str, config, split
         # The scored split keeps counter 0 (the points of earlier evaluations); other splits
         # (the reference's train split) take their own noise.
         counter = 0 if split == config.split else 1
+        assert metadata.num_levels is not None  # ingest records the levels of discrete data
         x = dequantize(tf.constant(x), metadata.num_levels,
                        [int(config.dequantization_seed), counter]).numpy()
     transform = load_transform(transform_graph_uri)

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from tfflows.components.config import ConfigError
 from tfflows.components.objectives import Objective, SummaryDetails
 
 # `TrainConfig.vae_options` keys: the `models.vae.IAFVAE` arguments that are not set elsewhere.
@@ -73,7 +74,11 @@ class VAETraining:
         if self.binary and not self.metadata.discrete:
             raise ValueError(f"{examples_uri}: the Bernoulli likelihood needs discrete data (image levels); "
                              "set train.vae_options.likelihood to gaussian or logistic")
-        self.scale = 1.0 / (self.metadata.num_levels - 1) if self.metadata.discrete else 1.0
+        if self.metadata.discrete:
+            assert self.metadata.num_levels is not None  # ingest records the levels of discrete data
+            self.scale = 1.0 / (self.metadata.num_levels - 1)
+        else:
+            self.scale = 1.0
         val_data = self._dataset(splits.eval_files, config.eval_batch_size, 0).cache()
         self.validate = RowMean(val_data, lambda model, x, seed: model.elbo(x, seed=seed))
 
@@ -152,7 +157,7 @@ class VAEScorer:
         self.split, self.where = config.split, f"{config.split} split"
         self.x = self._points(config.split, 0)
         self.num_points = len(self.x)
-        self._ll = {}  # model URI -> its finite scores, for `calibration`
+        self._ll: Dict[str, np.ndarray] = {}  # model URI -> its finite scores, for `calibration`
 
     def _points(self, split: str, counter: int) -> np.ndarray:
         """``split`` scaled like the training data; binarised with the fixed seed (Bernoulli)."""
@@ -257,13 +262,13 @@ class VAE(Objective):
     def check_config(self, config) -> None:
         unknown = sorted(set(config.vae_options) - set(VAE_OPTIONS))
         if unknown:
-            raise ValueError(f"`vae_options` has unknown option(s) {unknown}; valid ones are {list(VAE_OPTIONS)}")
+            raise ConfigError(f"`vae_options` has unknown option(s) {unknown}; valid ones are {list(VAE_OPTIONS)}", field="vae_options")
         if "likelihood" in config.vae_options:  # models.vae imports TensorFlow: read only when set
             from tfflows.models.vae import LIKELIHOODS
 
             if config.vae_options["likelihood"] not in LIKELIHOODS:
-                raise ValueError(f"`vae_options.likelihood` must be one of {LIKELIHOODS}, but is "
-                                 f"{config.vae_options['likelihood']!r}")
+                raise ConfigError(f"`vae_options.likelihood` must be one of {LIKELIHOODS}, but is "
+                                 f"{config.vae_options['likelihood']!r}", field="vae_options.likelihood")
 
     def model_kind(self, config) -> str:
         return "vae"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tfflows.components.config import JsonConfig
+from tfflows.components.config import ConfigError, JsonConfig
 from typing import Optional
 
 __all__ = ["PushConfig"]
@@ -34,5 +34,5 @@ class PushConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         if self.push_base is not None and not self.push_base:
-            raise ValueError(f"`push_base` must be a folder or None, but is {self.push_base!r}")
+            raise ConfigError(f"`push_base` must be a folder or None, but is {self.push_base!r}", field="push_base")
 

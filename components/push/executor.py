@@ -65,6 +65,7 @@ def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: O
     from tfflows.components.push.export import WARMUP_ROWS, export_saved_model
     from tfflows.components.push.registry import register_push, write_serving_config
 
+    evaluation_file: Optional[dict]
     if evaluation is not None:
         blessed, evaluation_file = bool(evaluation.get("blessed")), evaluation
     else:
@@ -73,7 +74,10 @@ def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: O
     if not blessed:
         return {"pushed": False, "version": None, "destination": None, "registered": None,
                 "reason": "model not blessed"}
-    serving_dir = artifacts.join(config.push_base, artifacts.SERVING_DIR)
+    push_base = config.push_base
+    if push_base is None:
+        raise ValueError("`push.push_base` is not set: a blessed model has nowhere to go")
+    serving_dir = artifacts.join(push_base, artifacts.SERVING_DIR)
     tmp_dir = artifacts.local_export_dir(serving_dir)
     try:
         export_saved_model(model_uri, transform_graph_uri,
@@ -92,8 +96,8 @@ def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: O
         registered = None
         # A version the registry does not know (a full disk, a store that cannot be written) is
         # withdrawn, and the failure says so: the serving folder and the registry always agree.
-        with artifacts.withdrawn_on_failure(config.push_base, version):
-            write_serving_config(config.push_base, config.model_name, version)  # TF Serving's `stable`: the new version
+        with artifacts.withdrawn_on_failure(push_base, version):
+            write_serving_config(push_base, config.model_name, version)  # TF Serving's `stable`: the new version
             if tracking is not None and tracking.active:
                 # The registry uploads a local folder: the export itself when it went to an object store.
                 local_dir = tmp_dir if artifacts.is_object_store(destination) else destination

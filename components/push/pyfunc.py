@@ -26,7 +26,7 @@ import json
 import os
 
 import mlflow.models
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 import numpy as np
 import pandas as pd
 
@@ -39,7 +39,7 @@ def feature_names(info: dict, dim: int) -> list:
     return list((info.get("dataset") or {}).get("feature_names") or [f"x{i}" for i in range(dim)])
 
 
-class FlowPyfuncModel(mlflow.pyfunc.PythonModel):
+class FlowPyfuncModel(PythonModel):
     """Serves a pushed flow's ``score`` (or ``log_prob``) and ``sample`` signatures by column name."""
 
     def load_context(self, context):

@@ -20,12 +20,13 @@ import importlib.metadata
 import json
 import os
 import tempfile
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 # The TF Serving config belongs to the serving layout (`components.artifacts`); re-exported here.
 from tfflows.components.artifacts import SERVING_CONFIG_FILE, write_serving_config
+from tfflows.components.errors import RegistrationError
 
 __all__ = ["MODEL_NAME", "RegistrationError", "SERVING_CONFIG_FILE", "describe", "log_and_register", "previous_version", "register_push", "set_champion",
            "write_serving_config"]
@@ -65,7 +66,7 @@ def _link_evaluation_metrics(client, run_id: str, model_id: str) -> None:
         client.log_batch(run_id, metrics=linked)
 
 
-def _log_model(tracker, run_id: str, saved_model_dir: str, rows: np.ndarray) -> str:
+def _log_model(tracker, run_id: str, saved_model_dir: str, rows: np.ndarray) -> Tuple[str, str]:
     """The pyfunc of ``saved_model_dir`` as a READY LoggedModel of ``run_id``: (model id, artifact location)."""
     import mlflow.pyfunc
     import pandas as pd
@@ -98,10 +99,6 @@ def _log_model(tracker, run_id: str, saved_model_dir: str, rows: np.ndarray) -> 
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
     _link_evaluation_metrics(client, run_id, model.model_id)
     return model.model_id, model.artifact_location
-
-
-class RegistrationError(RuntimeError):
-    """A push whose registry is on this machine was not registered (`register_push`'s ``required``)."""
 
 
 def _keeping(failures: list, fn):

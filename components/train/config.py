@@ -4,12 +4,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Dict, Optional, Tuple
 
 from tfflows.components import objectives
-from tfflows.components.config import JsonConfig
+from tfflows.components.config import ConfigError, JsonConfig
 
 __all__ = ["TrainConfig", "TrackingConfig", "LR_SCHEDULES", "OBJECTIVES"]
 
@@ -129,35 +128,35 @@ class TrainConfig(JsonConfig):
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1, but is {value!r}")
+                raise ConfigError(f"`{name}` must be an int >= 1, but is {value!r}", field=name)
         for name in ("patience", "max_steps_per_epoch", "shuffle_buffer"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"`{name}` must be an int >= 1 or None, but is {value!r}")
+                raise ConfigError(f"`{name}` must be an int >= 1 or None, but is {value!r}", field=name)
         if not self.learning_rate > 0:
-            raise ValueError(f"`learning_rate` must be > 0, but is {self.learning_rate!r}")
+            raise ConfigError(f"`learning_rate` must be > 0, but is {self.learning_rate!r}", field="learning_rate")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"`lr_schedule` must be one of {LR_SCHEDULES}, but is {self.lr_schedule!r}")
+            raise ConfigError(f"`lr_schedule` must be one of {LR_SCHEDULES}, but is {self.lr_schedule!r}", field="lr_schedule")
         if not 0 < self.lr_decay_rate <= 1:
-            raise ValueError(f"`lr_decay_rate` must be in (0, 1], but is {self.lr_decay_rate!r}")
+            raise ConfigError(f"`lr_decay_rate` must be in (0, 1], but is {self.lr_decay_rate!r}", field="lr_decay_rate")
         if not 0 <= self.lr_min_fraction <= 1:
-            raise ValueError(f"`lr_min_fraction` must be in [0, 1], but is {self.lr_min_fraction!r}")
+            raise ConfigError(f"`lr_min_fraction` must be in [0, 1], but is {self.lr_min_fraction!r}", field="lr_min_fraction")
         if self.max_nan_retries < 0:
-            raise ValueError(f"`max_nan_retries` must be >= 0, but is {self.max_nan_retries!r}")
+            raise ConfigError(f"`max_nan_retries` must be >= 0, but is {self.max_nan_retries!r}", field="max_nan_retries")
         if self.mixed_precision:
-            raise ValueError("`mixed_precision` must be False, but is True: flows' log-determinants "
-                             "lose too much in float16; train in float32.")
+            raise ConfigError("`mixed_precision` must be False, but is True: flows' log-determinants "
+                             "lose too much in float16; train in float32.", field="mixed_precision")
         from tfflows.models.kinds import FLOW_KINDS
 
         if self.kind not in FLOW_KINDS:
-            raise ValueError(f"`kind` must be one of {FLOW_KINDS}, but is {self.kind!r}")
+            raise ConfigError(f"`kind` must be one of {FLOW_KINDS}, but is {self.kind!r}", field="kind")
         # Checked here, before any component runs (the flow builder would only fail after ingest).
         self._check_objective()
         fewest = objectives.get_objective(self.objective).min_num_layers
         if not isinstance(self.num_layers, int) or self.num_layers < fewest:
-            raise ValueError(f"`num_layers` must be an int >= {fewest}, but is {self.num_layers!r}")
+            raise ConfigError(f"`num_layers` must be an int >= {fewest}, but is {self.num_layers!r}", field="num_layers")
         if any(h < 1 for h in self.hidden_units):
-            raise ValueError(f"`hidden_units` must be widths >= 1, e.g. [64, 64], but is {list(self.hidden_units)}")
+            raise ConfigError(f"`hidden_units` must be widths >= 1, e.g. [64, 64], but is {list(self.hidden_units)}", field="hidden_units")
         self._check_flow_options()
 
     def _check_flow_options(self) -> None:
@@ -165,34 +164,36 @@ class TrainConfig(JsonConfig):
         TensorFlow), so that a mistake is one line before ingest instead of a failure in the trainer.
         An option that is a field of this section (``hidden_units``, ...) is refused, not merged:
         the field is its one home (typed, checked, logged to MLflow), and it used to win silently."""
-        from tfflows.models.kinds import SHARED_OPTIONS, check_own_options, flow_option_names
+        from tfflows.models.kinds import SHARED_OPTIONS, OptionError, check_own_options, flow_option_names
 
         unknown = set(self.flow_options) - set(flow_option_names(self.kind))
         if unknown:
             own = sorted(set(flow_option_names(self.kind)) - set(SHARED_OPTIONS) - FLOW_FIELDS)
             shared = sorted(set(SHARED_OPTIONS) - FLOW_FIELDS)
-            raise ValueError(f"`flow_options` has unknown option(s) {sorted(unknown)}; fix: use the options of "
+            raise ConfigError(f"`flow_options` has unknown option(s) {sorted(unknown)}; fix: use the options of "
                              f"kind {self.kind!r} ({', '.join(own) or 'none of its own'}) or the shared ones "
-                             f"({', '.join(shared)})")
+                             f"({', '.join(shared)})", field="flow_options")
         clash = {"kind", "event_dim"} & set(self.flow_options)
         if clash:
-            raise ValueError(f"`flow_options` must not hold {sorted(clash)}: the kind is `kind` and "
-                             "event_dim comes from the data")
+            raise ConfigError(f"`flow_options` must not hold {sorted(clash)}: the kind is `kind` and "
+                             "event_dim comes from the data", field="flow_options")
         if repeated := sorted(FLOW_FIELDS & set(self.flow_options)):
             name = repeated[0]
-            raise ValueError(f"`flow_options.{name}` repeats the field train.{name}; fix: set train.{name} "
-                             f"instead (--set train.{name}=VALUE) and drop it from flow_options")
+            raise ConfigError(f"`flow_options.{name}` repeats the field train.{name}; fix: set train.{name} "
+                             f"instead (--set train.{name}=VALUE) and drop it from flow_options", field=f"flow_options.{name}")
         try:
             check_own_options(self.kind, self.flow_options)
-        except (TypeError, ValueError) as error:  # name the option by its path: train.flow_options.order
-            text = str(error).rstrip(".")
-            named = re.sub(r"`(\w+)`", r"`flow_options.\1`", text, count=1)
-            raise ValueError(named if named != text else f"`flow_options` of kind {self.kind!r}: {text}") from None
+        except OptionError as error:  # name the option by its path: train.flow_options.order
+            option = f"flow_options.{error.field}"
+            raise ConfigError(str(error).rstrip(".").replace(f"`{error.field}`", f"`{option}`", 1), field=option) from None
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"`flow_options` of kind {self.kind!r}: {str(error).rstrip('.')}",
+                              field="flow_options") from None
 
     def _check_objective(self) -> None:
         """The objective's own checks, and no field set that only another objective reads."""
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"`objective` must be one of {OBJECTIVES}, but is {self.objective!r}")
+            raise ConfigError(f"`objective` must be one of {OBJECTIVES}, but is {self.objective!r}", field="objective")
         defaults = {f.name: (f.default_factory() if f.default_factory is not MISSING else f.default)
                     for f in fields(self)}
         for name in OBJECTIVES:
@@ -200,8 +201,8 @@ class TrainConfig(JsonConfig):
                 continue
             for owned in objectives.get_objective(name).owned_fields:
                 if getattr(self, owned) != defaults[owned]:
-                    raise ValueError(f"`{owned}` is {getattr(self, owned)!r}, but only objective {name!r} uses it; "
-                                     f"set objective: {name} or drop {owned}")
+                    raise ConfigError(f"`{owned}` is {getattr(self, owned)!r}, but only objective {name!r} uses it; "
+                                     f"set objective: {name} or drop {owned}", field=owned)
         objectives.get_objective(self.objective).check_config(self)
 
     def target_density(self):
@@ -285,9 +286,9 @@ class TrackingConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
-            raise ValueError(f"`timeout_s` must be a positive number of seconds, but is {self.timeout_s!r}")
+            raise ConfigError(f"`timeout_s` must be a positive number of seconds, but is {self.timeout_s!r}", field="timeout_s")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"`max_retries` must be an int >= 0, but is {self.max_retries!r}")
+            raise ConfigError(f"`max_retries` must be an int >= 0, but is {self.max_retries!r}", field="max_retries")
 
     @property
     def active(self) -> bool:

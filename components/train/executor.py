@@ -20,11 +20,11 @@ import logging
 import sys
 from typing import List, Optional
 
+from tfflows.components.errors import TrainingDivergedError
 from tfflows.components.objectives.data import epoch_seed, make_dataset
 from tfflows.components.summary import ModelSummary
 from tfflows.components.train.checkpoints import default_checkpoint_dir
 from tfflows.components.train.config import TrackingConfig, TrainConfig
-from tfflows.components.train.finish import TrainingDivergedError
 from tfflows.components.train.trainer import EpochHook, Trainer
 
 __all__ = ["Trainer", "run_train", "make_dataset", "epoch_seed", "default_checkpoint_dir",

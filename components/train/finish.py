@@ -6,18 +6,15 @@ from __future__ import annotations
 import logging
 import math
 
+from tfflows.components.errors import TrainingDivergedError
 from tfflows.components.flow_artifact import save_flow
 from tfflows.components.summary import ModelSummary
 from tfflows.components.train.loop import all_finite
 from tfflows.components.train.run_tracking import log_run_end
 
-__all__ = ["TrainingDivergedError", "finish"]
+__all__ = ["finish"]
 
 logger = logging.getLogger("tfflows.train")
-
-
-class TrainingDivergedError(RuntimeError):
-    """Training produced no finite model (every epoch diverged); nothing was saved."""
 
 
 def _fail(trainer, message: str) -> TrainingDivergedError:

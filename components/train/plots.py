@@ -61,7 +61,8 @@ def _histograms(samples: np.ndarray, data: Optional[np.ndarray], names: Sequence
             ax.axis("off")
             continue
         both = samples[:, i] if data is None else np.concatenate([samples[:, i], np.asarray(data)[:, i]])
-        bins = np.linspace(*np.percentile(both, [0.5, 99.5]), 30)
+        lo, hi = np.percentile(both, [0.5, 99.5])
+        bins = np.linspace(lo, hi, 30)
         if data is not None:
             ax.hist(np.asarray(data)[:, i], bins=bins, density=True, alpha=0.5, label="data")
         ax.hist(samples[:, i], bins=bins, density=True, alpha=0.5, label="samples")

@@ -58,6 +58,7 @@ def log_run_end(tracker: Tracker, model: FlowModel, summary: ModelSummary, train
     from tfflows.components.train import plots
 
     metric = summary.metric
+    assert summary.epochs_run is not None  # `finish` sets it
     final = {f"best_val_{metric}": summary.best_val, f"final_val_{metric}": summary.final_val,
              "best_epoch": summary.best_epoch, **(summary.details.metrics() if summary.details else {})}
     tracker.log_metrics({k: v for k, v in final.items() if v is not None and math.isfinite(v)},

@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -27,6 +27,7 @@ import tf_keras
 
 from tfflows.components.objectives import get_objective
 from tfflows.components.summary import ModelSummary
+from tfflows.components.tracking import Tracker
 from tfflows.components.train.checkpoints import (FolderLock, TrainingState, check_signature,
                                                   checkpoints_newest_first, default_checkpoint_dir,
                                                   restore_newest_readable)
@@ -67,9 +68,9 @@ class Trainer:
                              "on one GPU or the CPU")
         self.checkpoint_dir = checkpoint_dir or default_checkpoint_dir(model_uri)
         # Non-chief workers write what they must write to a folder of their own, deleted at the end.
-        self._scratch = None if self.chief else tempfile.mkdtemp(prefix="tfflows-worker-")
-        self.model_uri = model_uri if self.chief else os.path.join(self._scratch, "model")
-        self.save_dir = self.checkpoint_dir if self.chief else os.path.join(self._scratch, "checkpoints")
+        self._scratch = scratch = None if self.chief else tempfile.mkdtemp(prefix="tfflows-worker-")
+        self.model_uri = model_uri if scratch is None else os.path.join(scratch, "model")
+        self.save_dir = self.checkpoint_dir if scratch is None else os.path.join(scratch, "checkpoints")
         tracking_config = tracking_config or TrackingConfig(enabled=False)
         self.tracking_config = tracking_config if self.chief else dataclasses.replace(tracking_config, enabled=False)
         self.training = self.objective.training(train_config, examples_uri, transform_graph_uri)
@@ -88,9 +89,13 @@ class Trainer:
         self.num_parameters = int(sum(np.prod(v.shape) for v in self.model.trainable_variables))
         self.gradient_step = replicated_step(self.strategy, self.model, self.optimizer, self.training.step_values,
                                              float(train_config.l2), train_config.jit_compile, logger)
-        self.status, self.rollbacks = "ok", []
+        self.status = "ok"
+        self.rollbacks: List[Dict[str, Any]] = []  # one entry per non-finite epoch (`loop.roll_back`)
         self.trained_examples, self.train_time = 0, 0.0
-        self.lock = self.manager = self.tracker = self.restore_point = None
+        self.lock: Optional[FolderLock] = None
+        self.manager: Optional[tf.train.CheckpointManager] = None  # set by _open_checkpoints
+        self.tracker: Optional[Tracker] = None  # set by run
+        self.restore_point: Optional[str] = None
 
     def _open_checkpoints(self) -> List[str]:
         """Locks and checks the chief's folder; its checkpoints, newest first."""
@@ -114,6 +119,7 @@ class Trainer:
             # Data-dependent initialisation (Glow's ActNorm) from epoch 1's first batch, before the
             # first rollback point and outside any replicated step.
             self.training.initialise(self.model)
+            assert self.manager is not None  # run opens the checkpoints first
             self.restore_point = self.manager.save(checkpoint_number=0)  # epoch 0: the first rollback point
 
     def run(self) -> ModelSummary:

@@ -10,6 +10,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from tfflows.components.config import TransformConfig
+from tfflows.components.ingest.runner import executor_beam_args
 from tfflows.components.transform.executor import run_transform
 
 __all__ = ["TransformData", "TransformDataComponent", "TransformDataSpec", "Executor"]
@@ -33,7 +34,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         graph = artifact_utils.get_single_instance(output_dict["transform_graph"])
         resolved = run_transform(examples.uri, config, graph.uri,
-                                 self._beam_pipeline_args or None)
+                                 executor_beam_args(self._beam_pipeline_args))
         graph.set_string_custom_property("method", resolved["method"])
 
 

@@ -22,10 +22,13 @@ import dataclasses
 import json
 import math
 import os
-from typing import Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    import apache_beam as beam
 
 __all__ = ["METHODS", "PREPROCESSING_FILE", "Moments", "Preprocessing", "make_preprocessing_fn",
            "read_preprocessing"]
@@ -156,6 +159,7 @@ class Preprocessing:
                 values = getattr(self, name)
                 if values is None or len(values) != self.event_dim:
                     raise ValueError(f"`{name}` must hold event_dim = {self.event_dim} floats, but is {values!r}")
+            assert self.std is not None  # checked just above
             if not all(s > 0 and math.isfinite(s) for s in self.std):
                 raise ValueError(f"`std` must be finite and > 0 in every column, but is {self.std!r}")
         elif (self.mean, self.std) != (None, None):
@@ -183,6 +187,7 @@ class Preprocessing:
         x, dtype = _as_float(x)
         x64 = tf.cast(x, tf.float64)
         if self.method == "logit":
+            assert self.num_levels is not None and self.logit_lambda is not None  # __post_init__ (frozen)
             z, log_det = _logit(x64, self.num_levels, self.logit_lambda)
         elif self.method == "standardize":
             z, log_det = _standardize(x64, self._constant(self.mean), self._constant(self.std))
@@ -195,6 +200,7 @@ class Preprocessing:
         z, dtype = _as_float(z)
         z64 = tf.cast(z, tf.float64)
         if self.method == "logit":
+            assert self.num_levels is not None and self.logit_lambda is not None  # __post_init__ (frozen)
             lam = self.logit_lambda
             x = self.num_levels * (tf.sigmoid(z64) - lam) / (1.0 - 2.0 * lam)
         elif self.method == "standardize":
@@ -220,7 +226,8 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, values: dict) -> "Preprocessing":
         """From `to_dict`'s keys; other keys (the transform's run information) are ignored."""
-        return cls(**{f.name: values.get(f.name) for f in dataclasses.fields(cls)})
+        kwargs: Dict[str, Any] = {f.name: values.get(f.name) for f in dataclasses.fields(cls)}
+        return cls(**kwargs)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -269,7 +276,7 @@ def read_preprocessing(transform_graph_uri: str) -> Preprocessing:
 
 
 def make_preprocessing_fn(preprocessing: Optional[Preprocessing], event_dim: int,
-                          moments: Optional[Callable] = None) -> Callable[[Dict[str, tf.Tensor]], Dict]:
+                          moments: Optional[beam.PTransform] = None) -> Callable[[Dict[str, tf.Tensor]], Dict]:
     """The tf.Transform ``preprocessing_fn``: ``{"x"} -> {"z", "log_det"}``, float32.
 
     Args:

@@ -82,7 +82,8 @@ def load_transform(transform_uri: str) -> Callable[[tf.Tensor], Tuple[tf.Tensor,
         out = layer({"x": tf.cast(x, tf.float32)})
         return out["z"], out["log_det"]
 
-    transform.layer = layer  # keeps the layer (and its resources) alive with the function
+    # Keeps the layer (and its resources) alive with the function (a function attribute: setattr).
+    setattr(transform, "layer", layer)
     return transform
 
 

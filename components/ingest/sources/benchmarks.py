@@ -127,6 +127,7 @@ def _load_hepmass(config: IngestConfig) -> LoadedData:
         folder = os.path.join(folder, "hepmass")
     train_path = _resolve(folder, "1000_train.csv", what="HEPMASS 1000_train.csv")
     test_path = _resolve(folder, "1000_test.csv", what="HEPMASS 1000_test.csv")
+    assert folder is not None  # _resolve refuses a missing path
     frames = []
     for path in (train_path, test_path):
         try:

@@ -80,7 +80,7 @@ def user_meta(config: IngestConfig, d: int, shape: Optional[List[int]], source: 
         raise DataError(source, "IngestConfig.image_shape",
                         f"shape {image_shape} does not hold {d} features",
                         "give an image_shape whose product is the number of features")
-    return discrete, (int(levels) if discrete else None), image_shape
+    return discrete, (int(levels) if discrete and levels else None), image_shape  # discrete: levels set
 
 
 # --------------------------------------------------------------------------- readers
@@ -205,10 +205,11 @@ def _finish_user(config: IngestConfig, x: np.ndarray, shape: Optional[List[int]]
     names = image_names(image_shape) if image_shape else [f"x{i}" for i in range(d)]
     check_finite(x, source, names)
     if x_test is not None:
+        test_source = config.test_path or source  # the callers read x_test from config.test_path
         if x_test.shape[1] != d:
-            raise DataError(config.test_path, "", f"test file has {x_test.shape[1]} features, "
+            raise DataError(test_source, "", f"test file has {x_test.shape[1]} features, "
                             f"{source} has {d}", "use train and test files of the same dimension")
-        check_finite(x_test, config.test_path, names)
+        check_finite(x_test, test_source, names)
     splits = split_rows(x, config, source, x_test)
     if config.flip_augment:
         splits["train"] = with_flips(splits["train"], image_shape, source)
@@ -220,6 +221,9 @@ def _finish_user(config: IngestConfig, x: np.ndarray, shape: Optional[List[int]]
 
 def _load_npy_source(config: IngestConfig) -> LoadedData:
     path = config.path
+    if not path:  # load_in_memory refuses this first
+        raise DataError(config.dataset, "IngestConfig.path", "no path given",
+                        "set IngestConfig.path to the input file or folder")
     x, shape = as_2d(load_npy(path, config.feature_key), path)
     x_test = None
     if config.test_path:
@@ -234,6 +238,9 @@ def _load_npy_source(config: IngestConfig) -> LoadedData:
 def load_idx(config: IngestConfig, path: Optional[str] = None) -> LoadedData:
     """An IDX file (``path``, default ``config.path``) split like any user file; uint8 is 256 levels."""
     path = path or config.path
+    if not path:  # load_in_memory refuses this first
+        raise DataError(config.dataset, "IngestConfig.path", "no path given",
+                        "set IngestConfig.path to the input file or folder")
     x, shape = idx_rows(path)
     x_test = None
     if config.test_path:
