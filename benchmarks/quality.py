@@ -46,7 +46,15 @@ log-likelihoods, A - B, ± 2 standard errors of those differences. Both models s
 test points, so the test set's own spread (most of each row's error bar) cancels: this is the
 error bar that says whether A beats B, which overlapping row error bars cannot.
 
+Class-conditional models (MAF paper, Table 5): ``--context label`` gives every digits or MNIST
+image its class as a one-hot context (y in R^10, labels matched to the ingested rows image by
+image), and the keys ending in ``_cond`` (e.g. ``maf5_cond``, ``made_mog_cond``) train the same
+configuration as p(x | y). ``--pairs maf5_cond:maf5`` then reports conditional minus
+unconditional test log-likelihood per image, paired. Both score the same dequantised test images.
+
 Run:
+  python -m benchmarks.quality --dataset digits --context label --hidden 128 --max-minutes 1 \
+      --models made_mog made_mog_cond maf5 maf5_cond --pairs made_mog_cond:made_mog maf5_cond:maf5
   python -m benchmarks.quality --dataset moons --max-minutes 1 --hidden 64
   python -m benchmarks.quality --dataset gmm --gmm-dim 5 --models gaussian maf5 haf5_50
   python -m benchmarks.quality --dataset mnist --max-minutes 3 --hidden 256 \
@@ -59,6 +67,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
@@ -98,6 +107,10 @@ MODELS: Dict[str, dict] = {
                           options=dict(levels=2, couplings_per_level=3, residual_blocks=2, hidden_channels=32)),
 }
 ALL_MODELS = list(MODELS)
+# Class-conditional versions of the MAF paper's flows (Table 5), for `--context label`.
+CONDITIONAL_MODELS = {f"{key}_cond": dict(MODELS[key], label=MODELS[key]["label"] + " conditional", conditional=True)
+                      for key in ("made", "made_mog", "realnvp5", "realnvp10", "maf5", "maf10", "maf_mog5")}
+MODELS.update(CONDITIONAL_MODELS)
 
 _T1 = {  # MAF paper Table 1 (tabular), test log-likelihood in nats
     "Gaussian": ("-7.74 ± 0.02", "-3.58 ± 0.75", "-27.93 ± 0.02", "-37.24 ± 1.07", "96.67 ± 0.25"),
@@ -128,6 +141,20 @@ PUBLISHED["mnist"] = {
     "HAF (5) 50%": "-1292.91 ± 2.57 (thesis)",
     "HAF (5) 70%": "-1297.64 ± 4.14 (thesis)",
 }
+# MNIST class-conditional, logit space (Table 2) and bits/pixel (Table 5). Table 5's conditional MAF
+# rows (0.59, 0.61) disagree with Table 2, whose LLs convert to about 1.9 bits/pixel (eq. 17).
+_T5_MNIST = {  # label: (Table 2 conditional LL, Table 5 unconditional bpp, Table 5 conditional bpp)
+    "MADE": ("-1361.9 ± 1.9", "2.04 ± 0.01", "2.00 ± 0.01"),
+    "MADE MoG": ("-1030.3 ± 1.7", "1.41 ± 0.01", "1.39 ± 0.01"),
+    "Real NVP (5)": ("-1326.3 ± 5.8", "1.93 ± 0.01", "1.94 ± 0.01"),
+    "Real NVP (10)": ("-1371.3 ± 43.9", "2.02 ± 0.02", "2.02 ± 0.08"),
+    "MAF (5)": ("-1302.9 ± 1.7", "1.89 ± 0.01", "0.59 ± 0.01"),
+    "MAF (10)": ("-1316.8 ± 1.8", "1.91 ± 0.01", "0.61 ± 0.01"),
+    "MAF MoG (5)": ("-1092.3 ± 1.7", "1.52 ± 0.01", "1.51 ± 0.01"),
+}
+for _label, (_ll, _bpp, _bpp_cond) in _T5_MNIST.items():
+    PUBLISHED["mnist"][_label] += f"; {_bpp} bits/pixel"
+    PUBLISHED["mnist"][_label + " conditional"] = f"{_ll}; {_bpp_cond} bits/pixel"
 
 
 # --------------------------------------------------------------------------- data
@@ -147,6 +174,7 @@ class Prepared:
     entropy_2se: Optional[float] = None
     note: str = ""
     image_shape: Optional[List[int]] = None  # images: [H, W] or [H, W, C] (the ingest metadata's)
+    contexts: Optional[Dict[str, np.ndarray]] = None  # --context label: one-hot classes [N, 10] per split
 
     @property
     def event_dim(self) -> int:
@@ -244,8 +272,54 @@ def prepare_data(args) -> Prepared:
         preprocessing = Preprocessing.standardize(moments.mean, moments.std)
     else:
         preprocessing = Preprocessing.identity(d)
+    contexts = None
+    if args.context == "label":
+        contexts = {name: np.eye(10, dtype=np.float32)[labels] for name, labels in class_labels(args, splits).items()}
     return Prepared(args.dataset, splits, bool(data.discrete), data.num_levels, preprocessing, note=data.source,
-                    image_shape=data.image_shape)
+                    image_shape=data.image_shape, contexts=contexts)
+
+
+def _labelled_images(args):
+    """(images [N, D] float64, labels [N]) of every labelled image of the dataset's source."""
+    if args.dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        images, labels = load_digits(return_X_y=True)
+        return np.asarray(images, np.float64), labels
+    from tfflows.components.ingest.loaders import default_mnist_dir, read_idx
+
+    folder = args.path or str(default_mnist_dir())
+    pairs = []
+    for stem in ("train", "t10k"):
+        names = [os.path.join(folder, f"{stem}-{kind}-idx{n}-ubyte") for kind, n in (("images", 3), ("labels", 1))]
+        found = [next((f + ext for ext in (".gz", "") if os.path.isfile(f + ext)), None) for f in names]
+        if all(found):
+            images = read_idx(found[0])
+            pairs.append((images.reshape(len(images), -1).astype(np.float64), read_idx(found[1])))
+    if not pairs:
+        raise SystemExit(f"--context label: no MNIST image and label IDX files in {folder}")
+    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+
+
+def class_labels(args, splits: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The class of every ingested row, split by split (``--context label``: digits, mnist).
+
+    The ingest component splits images without their labels, so each row is matched to its label
+    by its pixels; an image that occurs twice with two labels is refused, as is a row not found.
+    """
+    images, labels = _labelled_images(args)
+    index: Dict[bytes, int] = {}
+    for image, label in zip(images, labels):
+        key = image.tobytes()
+        if index.setdefault(key, int(label)) != int(label):
+            raise SystemExit(f"--context label: one {args.dataset} image has labels {index[key]} and {label}")
+    out = {}
+    for name, rows in splits.items():
+        try:
+            out[name] = np.array([index[row.tobytes()] for row in np.asarray(rows, np.float64)], np.int64)
+        except KeyError:
+            raise SystemExit(f"--context label: a {name} row of {args.dataset} has no labelled image") from None
+    return out
 
 
 # --------------------------------------------------------------------------- models
@@ -262,8 +336,9 @@ def gaussian_log_prob(train_z: np.ndarray, z: np.ndarray) -> np.ndarray:
     return -0.5 * (diff**2).sum(1) - np.log(np.diag(chol)).sum() - 0.5 * z.shape[1] * math.log(2 * math.pi)
 
 
-def _log_prob(model, z: np.ndarray, batch: int = 2000) -> np.ndarray:
-    return np.concatenate([model.log_prob(z[i:i + batch]).numpy() for i in range(0, len(z), batch)]).astype(np.float64)
+def _log_prob(model, z: np.ndarray, batch: int = 2000, context: Optional[np.ndarray] = None) -> np.ndarray:
+    return np.concatenate([model.log_prob(z[i:i + batch], context=None if context is None else context[i:i + batch]).numpy()
+                           for i in range(0, len(z), batch)]).astype(np.float64)
 
 
 def flow_options(spec: dict, hidden: int, args) -> dict:
@@ -279,6 +354,13 @@ def flow_options(spec: dict, hidden: int, args) -> dict:
     return options
 
 
+def _with_context(z: np.ndarray, context: Optional[np.ndarray], batch: int = 5000):
+    """Batches of z, or of (z, context) pairs, for `FlowModel.set_batch_norm_statistics`."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(z if context is None else (z, context)).batch(batch)
+
+
 def train_model(spec: dict, data: Prepared, args, log=print) -> dict:
     """Trains one flow with early stopping under the epoch/time budget; returns the fitted model and stats."""
     import tensorflow as tf
@@ -289,8 +371,12 @@ def train_model(spec: dict, data: Prepared, args, log=print) -> dict:
     tf.keras.utils.set_random_seed(args.seed)
     from tfflows.models.kinds import data_options
 
+    contexts = dict.fromkeys(("train", "eval", "test")) if not spec.get("conditional") else data.contexts
+    if contexts is None:
+        raise SystemExit(f"{spec['label']} is class-conditional: give --context label")
+    context_dim = None if contexts["train"] is None else contexts["train"].shape[1]
     model = build_flow(spec["kind"], data.event_dim, **data_options(spec["kind"], data.image_shape),
-                       **flow_options(spec, args.hidden, args))
+                       context_dim=context_dim, **flow_options(spec, args.hidden, args))
     lr = args.lr if args.lr is not None else spec.get("lr", 1e-4) * (args.lr_scale or 1.0)
     model.compile(optimizer=tf_keras.optimizers.Adam(lr))
     rng = np.random.default_rng(args.seed + 10)
@@ -302,11 +388,13 @@ def train_model(spec: dict, data: Prepared, args, log=print) -> dict:
     while epoch < args.max_epochs:
         epoch += 1
         train_z = data.to_model_space(data.splits["train"], rng)[0] if data.discrete else fixed_train_z
-        # Keras fit without FlowModel.fit's statistics pass; the statistics are set just below.
-        tf_keras.Model.fit(model, train_z, batch_size=args.batch_size, epochs=1, shuffle=True, verbose=0)
+        # Keras fit without FlowModel.fit's statistics pass; the statistics are set just below. A
+        # context rides as Keras' y: FlowModel takes a batch (x, context).
+        tf_keras.Model.fit(model, train_z, contexts["train"], batch_size=args.batch_size, epochs=1, shuffle=True,
+                           verbose=0)
         if model.batch_norm_layers:
-            model.set_batch_norm_statistics(train_z, batch_size=5000)
-        val_ll = float(np.mean(_log_prob(model, eval_z)))
+            model.set_batch_norm_statistics(_with_context(train_z, contexts["train"]))
+        val_ll = float(np.mean(_log_prob(model, eval_z, context=contexts["eval"])))
         if np.isfinite(val_ll) and val_ll > best:
             best, best_weights, best_epoch, waited = val_ll, model.get_weights(), epoch, 0
         else:
@@ -322,7 +410,7 @@ def train_model(spec: dict, data: Prepared, args, log=print) -> dict:
             break
     model.set_weights(best_weights)
     if model.batch_norm_layers:
-        model.set_batch_norm_statistics(fixed_train_z, batch_size=5000)
+        model.set_batch_norm_statistics(_with_context(fixed_train_z, contexts["train"]))
     params = int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))
     return dict(model=model, seconds=time.time() - start, epochs=epoch, best_epoch=best_epoch, stopped=stopped,
                 params=params, learning_rate=lr, val_ll=best,
@@ -401,7 +489,10 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument("--dataset", required=True, help="an ingest dataset name (moons, digits, mnist, power, gas, "
                         "hepmass, miniboone, bsds300, npy, ...) or 'gmm' (synthetic, exact entropy)")
     parser.add_argument("--path", help="data file or folder (IngestConfig.path)")
-    parser.add_argument("--models", nargs="+", default=ALL_MODELS, choices=ALL_MODELS)
+    parser.add_argument("--models", nargs="+", default=ALL_MODELS, choices=list(MODELS),
+                        help="default: every unconditional model; the *_cond keys need --context label")
+    parser.add_argument("--context", choices=["label"], default=None,
+                        help="label: each image's class, one-hot, as the context of the *_cond models (digits, mnist)")
     parser.add_argument("--max-epochs", type=int, default=1000, help="maximum epochs per model (default 1000)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="training time budget per model, checked after each epoch (default: none)")
@@ -433,6 +524,11 @@ def parse_args(argv: Optional[Sequence[str]] = None):
         keys = pair.split(":")
         if len(keys) != 2 or not set(keys) <= set(args.models):
             parser.error(f"--pairs {pair}: give A:B with both keys among --models ({' '.join(args.models)})")
+    if args.context and args.dataset not in ("digits", "mnist"):
+        parser.error(f"--context label needs a labelled image dataset (digits, mnist), not {args.dataset!r}")
+    conditional = [key for key in args.models if MODELS[key].get("conditional")]
+    if conditional and args.context is None:
+        parser.error(f"--models {' '.join(conditional)}: class-conditional models need --context label")
     return args
 
 
@@ -446,7 +542,8 @@ def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
         args.models = [m for m in args.models if MODELS[m].get("kind") not in ("glow", "realnvp_image")]
     sizes = {k: len(v) for k, v in data.splits.items()}
     log(f"dataset {data.name}: D = {data.event_dim}, splits {sizes}, transform {data.method}"
-        + (f" (lambda {data.lam})" if data.lam is not None else "") + (f"; {data.note}" if data.note else ""))
+        + (f" (lambda {data.lam})" if data.lam is not None else "") + (f"; {data.note}" if data.note else "")
+        + ("; context: the class label, one-hot (10)" if data.contexts is not None else ""))
     if data.entropy is not None:
         log(f"entropy H = {data.entropy:.4f} ± {data.entropy_2se:.4f} nats ({args.entropy_samples} Monte Carlo samples)")
     test_z, test_log_det = data.to_model_space(data.splits["test"], np.random.default_rng(args.seed + 40))
@@ -469,7 +566,7 @@ def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
                        train_seconds=time.time() - start, epochs=0, best_epoch=0, stopped="closed form")
         else:
             fit = train_model(spec, data, args, log=log)
-            ll = _log_prob(fit.pop("model"), test_z)
+            ll = _log_prob(fit.pop("model"), test_z, context=data.contexts["test"] if spec.get("conditional") else None)
             layers = spec.get("num_layers", 1)
             row = dict(model=spec["label"], key=key,
                        architecture=spec.get("architecture") or f"{layers}×" + "-".join(str(h) for h in fit["hidden_units"]),

@@ -39,9 +39,9 @@ from typing import Optional
 from tfflows.components.config import ConfigError
 
 __all__ = ["BLESSED_FILE", "DRIFT_FILE", "EVALUATION_FILE", "METADATA_FILE", "NOT_BLESSED_FILE", "PUSH_INFO",
-           "SERVING_CONFIG_FILE", "SERVING_DIR", "current_push_info", "current_pushed_model", "is_object_store", "join", "list_versions",
-           "local_export_dir", "local_model_dir", "publish_dir", "publish_version", "read_blessing", "read_drift",
-           "read_evaluation", "read_json", "remove_dead_exports", "resolve_version", "staging_dir", "withdrawn_on_failure",
+           "SERVING_CONFIG_FILE", "SERVING_DIR", "bucket_exists", "current_push_info", "current_pushed_model", "is_object_store", "join", "list_versions",
+           "local_copy", "local_export_dir", "local_model_dir", "publish_dir", "publish_version", "read_blessing", "read_drift",
+           "read_evaluation", "read_json", "remove_dead_exports", "upload_file", "write_json", "resolve_version", "staging_dir", "withdrawn_on_failure",
            "write_blessing", "write_drift", "write_evaluation", "write_serving_config"]
 
 SERVING_DIR = "serving"
@@ -100,6 +100,9 @@ class _Store:
         raise NotImplementedError
 
     def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def bucket_exists(self) -> bool:
         raise NotImplementedError
 
 
@@ -168,6 +171,17 @@ class _S3(_Store):
     def delete(self, key):
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
+    def bucket_exists(self):
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return True
+        except ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (403, 404):
+                return False
+            raise
+
 
 class _GCS(_Store):
     def __init__(self, bucket: str):
@@ -215,6 +229,14 @@ class _GCS(_Store):
 
     def delete(self, key):
         self.bucket.blob(key).delete()
+
+    def bucket_exists(self):
+        from google.api_core.exceptions import Forbidden
+
+        try:
+            return self.bucket.exists()
+        except Forbidden:
+            return False
 
 
 # (scheme, error class name) -> why and what to set, for a store with no endpoint or credentials.
@@ -268,6 +290,13 @@ def _store(uri: str):
     return _Reporting(uri, lambda: (_S3 if scheme == "s3" else _GCS)(bucket)), key.rstrip("/")
 
 
+def bucket_exists(uri: str) -> bool:
+    """Whether the bucket of the object-store ``uri`` exists and can be reached (a missing endpoint
+    or missing credentials: one `ConfigError` line naming the variable to set)."""
+    store, _ = _store(uri)
+    return store.bucket_exists()
+
+
 def _exists(uri: str) -> bool:
     if is_object_store(uri):
         store, key = _store(uri)
@@ -289,6 +318,23 @@ def read_json(uri: str) -> Optional[dict]:
     """The JSON object in the file (local or object store), or None when it does not exist."""
     data = _read(uri)
     return None if data is None else json.loads(data)
+
+
+def write_json(uri: str, value) -> None:
+    """Writes ``value`` as indented JSON to the file ``uri`` (local or object store)."""
+    _write(uri, json.dumps(value, indent=2, default=str).encode())
+
+
+def upload_file(path: str, uri: str) -> None:
+    """Copies the local file ``path`` to ``uri`` (local or object store)."""
+    if is_object_store(uri):
+        store, key = _store(uri)
+        store.upload(path, key)
+    else:
+        import shutil
+
+        os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
+        shutil.copyfile(path, uri)
 
 
 def _write(uri: str, data: bytes) -> None:
@@ -434,9 +480,20 @@ def local_model_dir(version_dir: str, cache_dir: str) -> str:
     object store: TensorFlow 2.21 reads neither s3:// nor, without credentials, gs://)."""
     if not is_object_store(version_dir):
         return version_dir
-    store, key = _store(version_dir)
+    return local_copy(version_dir, cache_dir)
+
+
+def local_copy(uri: str, cache_dir: str) -> str:
+    """The object-store file or folder ``uri`` downloaded into ``cache_dir`` (as its last name);
+    the folder markers (``key/``) TensorFlow's ``gs://`` file system leaves are skipped."""
+    store, key = _store(uri)
     target = os.path.join(cache_dir, os.path.basename(key))
-    for name in store.keys(key):
+    names = [name for name in store.keys(key) if not name.endswith("/")]
+    if not names and store.exists(key):  # a file
+        os.makedirs(cache_dir, exist_ok=True)
+        store.download(key, target)
+        return target
+    for name in names:
         path = os.path.join(target, *name[len(key) + 1:].split("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         store.download(name, path)
@@ -498,14 +555,32 @@ def read_drift(folder: Optional[str]) -> Optional[dict]:
 
 
 def staging_dir(output_uri: str) -> str:
-    """A fresh sibling of ``output_uri`` to write into before `publish_dir` moves it in place."""
+    """A fresh folder to write into before `publish_dir` moves it in place: a sibling of a local
+    ``output_uri`` (not created: the rename stays on one file system), or for an object store a
+    new local temporary folder (created; uploaded by `publish_dir`), so that Beam's sinks and plain
+    ``open`` write local files and the bucket sees only whole outputs."""
+    if is_object_store(output_uri):
+        return tempfile.mkdtemp(prefix=_LOCAL_STAGING_PREFIX)
     base = output_uri.rstrip("/")
     parent = os.path.dirname(base if "://" in base else os.path.abspath(base))
     return f"{parent}/.{os.path.basename(base)}.tmp-{uuid.uuid4().hex}"
 
 
+_LOCAL_STAGING_PREFIX = "tfflows-stage-"
+
+
 def publish_dir(tmp_dir: str, output_uri: str) -> None:
-    """Moves every entry of ``tmp_dir`` into ``output_uri`` (created if absent), then removes it."""
+    """Moves every entry of ``tmp_dir`` into ``output_uri`` (created if absent), then removes it.
+    Object store: every file is uploaded (``saved_model.pb`` last), then the local folder removed."""
+    if is_object_store(output_uri):
+        store, key = _store(output_uri)
+        if [k for k in store.keys(key) if not k.endswith("/")]:  # TFX's `makedirs` leaves a `key/` marker
+            raise FileExistsError(f"output_uri {output_uri!r} is not empty; pass a new folder")
+        _upload_tree(tmp_dir, store, key)
+        import shutil
+
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        return
     import tensorflow as tf
 
     if tf.io.gfile.exists(output_uri) and tf.io.gfile.listdir(output_uri):

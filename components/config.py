@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Optional, Tuple, Union
 
 from tfflows.components.errors import DataError
+from tfflows.components.tables import FORMATS as TABLE_FORMATS
+from tfflows.components.tables import STREAMED_FORMATS
 
 __all__ = ["ConfigError", "JsonConfig", "IngestConfig", "TransformConfig", "build_config"]
 
@@ -166,8 +168,15 @@ class JsonConfig:
 
 # Names the ingest component understands for `IngestConfig.dataset`.
 BUNDLED_DATASETS = ("moons", "digits", "mnist")
-FILE_FORMATS = ("csv", "npy", "npz", "idx", "images", "tfrecord")
+FILE_FORMATS = tuple(TABLE_FORMATS) + ("idx", "images", "tfrecord")  # tables: `components.tables`
+# Read on Beam workers and split by a seeded hash of each row (`components.ingest.streaming`).
+STREAMED_DATASETS = STREAMED_FORMATS + ("tfrecord",)
 BENCHMARK_DATASETS = ("power", "gas", "hepmass", "miniboone", "bsds300", "cifar10")
+
+
+# Datasets whose class label `IngestConfig.context` "label" conditions on, one-hot in these columns.
+LABELLED_DATASETS = ("digits", "mnist")
+LABEL_COLUMNS = tuple(f"label_{k}" for k in range(10))
 
 
 def _tuple_or_none(value: Any) -> Optional[tuple]:
@@ -181,8 +190,9 @@ class IngestConfig(JsonConfig):
     Attributes:
       dataset: what to read. Bundled, offline: ``"moons"`` (sklearn ``make_moons``),
         ``"digits"`` (sklearn ``load_digits``, 8x8, 17 levels), ``"mnist"`` (IDX files; ``path``
-        defaults to ``<repo>/../shared/data/mnist``). User files: ``"csv"`` (header line,
-        numeric columns, streamed with Beam), ``"npy"``, ``"npz"``, ``"idx"``
+        defaults to ``<repo>/../shared/data/mnist``). User files: the table formats of
+        `components.tables.FORMATS`, e.g. ``"csv"`` (header line, numeric columns, streamed with
+        Beam), ``"npy"``, ``"npz"``; ``"idx"``
         (``*-idx3-ubyte[.gz]``), ``"images"`` (a folder of PNG/JPEG files of one size),
         ``"tfrecord"`` (tf.Example records with a float feature ``feature_key``). MAF paper
         benchmarks, read with the paper's preprocessing and split rules: ``"power"``,
@@ -190,10 +200,23 @@ class IngestConfig(JsonConfig):
       path: the input file or folder. For benchmarks, the folder holding the benchmark's files
         (``power/data.npy`` ..., or the data file's own folder); for ``tfrecord`` and ``csv`` a
         file or a glob pattern. Unused for ``moons`` and ``digits``.
-      test_path: optional separate file for the test split (``csv``, ``npy``, ``idx``,
-        ``tfrecord``); when set, ``test_fraction``/``test_count`` are ignored.
-      columns: CSV only: the header names of the columns to keep, in this order
-        (default: all columns).
+      test_path: optional separate file for the test split (tables, ``idx``, ``tfrecord``); then
+        ``test_fraction``/``test_count`` must be left at their defaults (they would have no effect).
+      columns: tables (`components.tables.FORMATS`): the names of the columns to keep, in this
+        order (default: all columns); an array's columns are ``x0, x1, ...``.
+      context_columns: the names of numeric columns to condition on: the run models the
+        density of the other columns given these, p(x | context), with a conditional flow
+        (`models.build_flow(..., context_dim=C)`). They are kept apart from the features
+        (the tf.Example feature ``context``), standardised by the transform with the train
+        split's statistics, and named inputs of the served model. They must not repeat
+        ``columns`` (with ``columns`` set, the features are exactly those) and must leave at
+        least one feature. Sources with named columns only (the tables of
+        `components.tables.FORMATS`; ``x0 ..`` where a format has no names, and for tfrecord); not for discrete data or images, whose readers check levels and shapes on
+        every column they read. None: an unconditional density of all columns.
+      context: ``"label"``: condition a labelled image dataset (``digits``, ``mnist`` with its
+        ``*-labels-idx1-ubyte[.gz]`` files beside the images) on its class label, one-hot over
+        the 10 classes: context columns ``label_0`` .. ``label_9`` (the MAF paper's
+        class-conditional flows, its Table 5). None: no label. Not with ``context_columns``.
       feature_key: ``tfrecord`` only: the float feature to read; ``npz`` only: the array name
         (default for npz: the only array, or ``"x"``).
       eval_fraction: fraction of the non-test rows used for the ``eval`` split.
@@ -230,6 +253,8 @@ class IngestConfig(JsonConfig):
     path: Optional[str] = None
     test_path: Optional[str] = None
     columns: Optional[Tuple[str, ...]] = None
+    context_columns: Optional[Tuple[str, ...]] = None
+    context: Optional[str] = None
     feature_key: Optional[str] = None
     eval_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -250,14 +275,12 @@ class IngestConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", _tuple_or_none(self.columns))
+        object.__setattr__(self, "context_columns", _tuple_or_none(self.context_columns))
         object.__setattr__(self, "image_shape", _tuple_or_none(self.image_shape))
         known = BUNDLED_DATASETS + FILE_FORMATS + BENCHMARK_DATASETS
         if self.dataset not in known:
-            from tfflows.components.errors import DataError
-
-            raise DataError(
-                f"dataset {self.dataset!r}", "IngestConfig.dataset",
-                "unknown dataset name", f"use one of {', '.join(known)}")
+            raise ConfigError(f"`dataset` {self.dataset!r} is not a dataset name; fix: use one of {', '.join(known)}",
+                              field="dataset")
         for field in ("eval_fraction", "test_fraction"):
             value = getattr(self, field)
             if not 0.0 <= value < 1.0:
@@ -268,6 +291,84 @@ class IngestConfig(JsonConfig):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ConfigError(f"`{field}` must be a non-negative int or None, but is {value!r}", field=field)
+        if self.num_samples < 1:
+            raise ConfigError(f"`num_samples` must be 1 or more, but is {self.num_samples!r}", field="num_samples")
+        if not self.noise >= 0:
+            raise ConfigError(f"`noise` must be >= 0, but is {self.noise!r}", field="noise")
+        if self.image_shape is not None and (not self.image_shape or min(self.image_shape) < 1):
+            raise ConfigError(f"`image_shape` must be sizes >= 1, e.g. [28, 28], but is {list(self.image_shape)}",
+                              field="image_shape")
+        self._check_fields_apply()
+        self._check_context_columns()
+
+    def _check_fields_apply(self) -> None:
+        """Refuses a field the dataset's reader would ignore, or cannot honour (a streamed source
+        is split by a hash of each row, so exact counts, a first-N cut and flips are not
+        available), so that it is one line now rather than silently without effect."""
+        fix = f"drop it, or choose a dataset that reads it (now {self.dataset!r})"
+        user_files = FILE_FORMATS + ("mnist",)  # the readers that take `user_meta`'s settings
+        applies = {"path": user_files + BENCHMARK_DATASETS,
+                   "test_path": tuple(TABLE_FORMATS) + ("idx", "tfrecord"),
+                   "columns": tuple(TABLE_FORMATS), "feature_key": ("npz", "tfrecord"),
+                   "discrete": user_files, "num_levels": user_files, "image_shape": user_files,
+                   "allow_pickle": ("gas", "cifar10")}
+        for field, datasets in applies.items():
+            if getattr(self, field) not in (None, False) and self.dataset not in datasets:
+                raise ConfigError(f"`{field}` is read only by datasets {', '.join(datasets)}, not by "
+                                  f"{self.dataset!r}; fix: {fix}", field=field)
+        if self.columns is not None and (not self.columns or len(set(self.columns)) < len(self.columns)):
+            raise ConfigError(f"`columns` must name one or more columns, each once, but is {list(self.columns)}; "
+                              "fix: name the columns to keep, or set it to null for all", field="columns")
+        if self.test_path is not None:
+            for field in ("test_count", "test_fraction"):
+                if getattr(self, field) != type(self).__dataclass_fields__[field].default:
+                    raise ConfigError(f"`{field}` has no effect with a test_path (the test split is that file); fix: "
+                                      f"drop {field}, or test_path to cut the test split from the data", field=field)
+        if self.dataset in STREAMED_DATASETS:
+            for field in ("eval_count", "test_count", "max_examples", "flip_augment"):
+                if getattr(self, field):
+                    raise ConfigError(f"`{field}` is not available for the streamed dataset {self.dataset!r}, which is "
+                                      "split by a seeded hash of each row; fix: use eval_fraction/test_fraction (and "
+                                      "a smaller file for a quick run)", field=field)
+
+    @property
+    def context_names(self) -> Optional[Tuple[str, ...]]:
+        """The columns the run conditions on: ``context_columns``, or the one-hot label's
+        (`LABEL_COLUMNS`) with ``context: label``; None: an unconditional run."""
+        return LABEL_COLUMNS if self.context == "label" else self.context_columns
+
+    def _check_context_columns(self) -> None:
+        """Context columns: named, once each, apart from ``columns``, on a source whose reader
+        leaves them alone (whether they are in the file is the run's preflight, by name); the
+        label only of a labelled dataset."""
+        if self.context is not None:
+            if self.context != "label" or self.dataset not in LABELLED_DATASETS:
+                raise ConfigError(f"`context` must be 'label' on a labelled dataset ({', '.join(LABELLED_DATASETS)}), "
+                                  f"but is {self.context!r} on {self.dataset!r}; fix: set context to null, or ingest "
+                                  "digits with context: label", field="context")
+            if self.context_columns is not None:
+                raise ConfigError("`context` label and context_columns are two contexts; fix: keep one of them",
+                                  field="context")
+        context = self.context_columns
+        if context is None:
+            return
+        if not context or not all(isinstance(c, str) and c.strip() for c in context):
+            raise ConfigError(f"`context_columns` must name one or more columns, e.g. [machine, load], but is "
+                              f"{list(context)!r}; fix: name the columns or set it to null", field="context_columns")
+        if repeated := sorted({c for c in context if context.count(c) > 1}):
+            raise ConfigError(f"`context_columns` names {repeated} more than once; fix: name each column once",
+                              field="context_columns")
+        if both := [c for c in context if c in (self.columns or ())]:
+            raise ConfigError(f"`context_columns` {both} are also in ingest.columns, the features; fix: a column is "
+                              "a feature or a context, so drop them from one of the two", field="context_columns")
+        if self.dataset not in tuple(TABLE_FORMATS) + ("tfrecord",):
+            raise ConfigError(f"`context_columns` needs a table with named columns ({', '.join(TABLE_FORMATS)}; "
+                              f"tfrecord by x0, x1, ...), but the dataset is {self.dataset!r}; fix: ingest a table, "
+                              "or drop context_columns", field="context_columns")
+        if self.discrete or self.image_shape:
+            raise ConfigError("`context_columns` cannot be combined with discrete data or an image_shape yet (the "
+                              "reader checks levels and shape on every column it reads, context included); fix: "
+                              "drop discrete/image_shape or context_columns", field="context_columns")
 
 
 
@@ -303,6 +404,8 @@ class TransformConfig(JsonConfig):
                 f"but is {self.method!r}", field="method")
         if self.logit_lambda is not None and not 0.0 <= self.logit_lambda < 0.5:
             raise ConfigError(f"`logit_lambda` must be in [0, 0.5), but is {self.logit_lambda!r}", field="logit_lambda")
+        if not self.min_std >= 0:
+            raise ConfigError(f"`min_std` must be >= 0, but is {self.min_std!r}", field="min_std")
         if not self.analyze_splits or not set(self.analyze_splits) <= {"train", "eval", "test"}:
             raise ConfigError(
                 "`analyze_splits` must be a non-empty subset of ('train', 'eval', 'test'), "

@@ -62,6 +62,8 @@ def run_description(kind: str, objective: str, flow_options: Dict[str, Any], met
     if inputs.get("spans"):
         data += f"; span {_spans(metadata)} of `{inputs['pattern']}`"
     columns = ", ".join(metadata.feature_names[:20]) + (" …" if len(metadata.feature_names) > 20 else "")
+    if metadata.context_names:  # p(columns | context)
+        columns += f" given context {', '.join(metadata.context_names)}"
     lines.append(f"{data}; columns {columns}; rows {sizes}.")
     return "\n\n".join(lines)
 

@@ -59,6 +59,8 @@ class ModelSummary:
       replicas: replicas the global batch was split across.
       data_fingerprint: the data's (or the reverse-KL target's) fingerprint.
       event_dim: D, the dimension of the modelled data.
+      context_names: the columns a conditional model is conditioned on (its data's context
+        columns, in the network's order), or None: an unconditional model.
       train_config: the `TrainConfig` of the run.
       checkpoint_dir: the checkpoint folder (a re-run with it resumes).
       mlflow_run_id: the training's MLflow run (None: not tracked).
@@ -84,6 +86,7 @@ class ModelSummary:
     replicas: int = 1
     data_fingerprint: Optional[str] = None
     event_dim: Optional[int] = None
+    context_names: Optional[List[str]] = None
     train_config: Optional[TrainConfig] = None
     checkpoint_dir: Optional[str] = None
     mlflow_run_id: Optional[str] = None

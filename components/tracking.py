@@ -316,10 +316,21 @@ class Tracker:
         self.guard("dataset inputs", _log)
 
     def log_artifact(self, path: str, artifact_path: Optional[str] = None) -> None:
-        """Logs a file (or, for a folder, its contents) under ``artifact_path``."""
-        method = "log_artifacts" if os.path.isdir(path) else "log_artifact"
-        self.guard(f"artifact {os.path.basename(path)}", self.client_call, method, self.run_id, path,
-                   artifact_path)
+        """Logs a file (or, for a folder, its contents) under ``artifact_path``; a file or folder in a
+        bucket (a run's output on ``gs://``) is downloaded first (MLflow logs local files)."""
+        from tfflows.components import artifacts
+
+        if not artifacts.is_object_store(path):
+            method = "log_artifacts" if os.path.isdir(path) else "log_artifact"
+            self.guard(f"artifact {os.path.basename(path)}", self.client_call, method, self.run_id, path,
+                       artifact_path)
+            return
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="tfflows-artifact-") as tmp:
+            local = self.guard(f"artifact {os.path.basename(path)}", artifacts.local_copy, path, tmp)
+            if local is not None:
+                self.log_artifact(local, artifact_path)
 
     def log_figure(self, figure, artifact_file: str) -> None:
         """Logs a matplotlib figure as the image ``artifact_file`` (e.g. ``plots/loss_curve.png``)."""

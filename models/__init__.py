@@ -23,13 +23,17 @@ from tfflows.models.kinds import FLOW_KINDS, FlowConfig, flow_option_names, regi
 
 if TYPE_CHECKING:
     from tfflows.models.base_densities import MixtureMADE, StandardNormal
+    from tfflows.models.categorical import CategoricalMADE
+    from tfflows.models.conditional_targets import ConditionalBanana
     from tfflows.models.flows import FlowModel, build_flow
     from tfflows.models.made import MADE, MaskedDense
+    from tfflows.models.mixed import MixedDensity
 
 # Imported on first use (PEP 562), so that `tfflows.models.kinds` (and the CLI's configuration
 # check that reads it) does not import TensorFlow.
 _LAZY = {"FlowModel": "flows", "build_flow": "flows", "MADE": "made",
-         "MaskedDense": "made", "MixtureMADE": "base_densities", "StandardNormal": "base_densities"}
+         "MaskedDense": "made", "MixtureMADE": "base_densities", "StandardNormal": "base_densities",
+         "CategoricalMADE": "categorical", "MixedDensity": "mixed", "ConditionalBanana": "conditional_targets"}
 
 
 def __getattr__(name):
@@ -49,4 +53,7 @@ __all__ = [
     "MaskedDense",
     "MixtureMADE",
     "StandardNormal",
+    "CategoricalMADE",
+    "MixedDensity",
+    "ConditionalBanana",
 ]

@@ -66,6 +66,9 @@ class FlowKind:
         hold the data's `image_shape` (`data_options` gives it from the data's metadata).
       made_inputs: D -> how many inputs the kind's widest MADE takes (None: no MADE); a MADE on d
         inputs needs hidden layers of d - 1 units or more (`narrowest_hidden_width`).
+      conditional: the kind takes a context (`FlowConfig.context_dim`): its MADEs or coupling
+        networks see it. False: `context_dim` is refused (a planar layer and the image flows'
+        convolutional networks have no input for it).
       build: config -> (bijectors from the data side to the base side, base density); the
         built-in kinds get theirs from `models.builders`.
     """
@@ -79,6 +82,7 @@ class FlowKind:
     needs_image_shape: bool = False
     build: Optional[Callable[["FlowConfig"], tuple]] = None
     made_inputs: Optional[Callable[[int], int]] = None
+    conditional: bool = True
 
 
 _REGISTRY: dict[str, FlowKind] = {}
@@ -87,12 +91,12 @@ _REGISTRY: dict[str, FlowKind] = {}
 def register_kind(name: str, options: type, *, batch_norm: bool, min_event_dim: int = 1,
                   needs_hidden_units: bool = False, sequential_density: bool = False,
                   needs_image_shape: bool = False, build: Callable | None = None,
-                  made_inputs: Callable[[int], int] | None = None) -> FlowKind:
+                  made_inputs: Callable[[int], int] | None = None, conditional: bool = True) -> FlowKind:
     """Registers (or replaces) kind `name` with its options dataclass and, optionally, its builder."""
     if not dataclasses.is_dataclass(options):
         raise TypeError(f"the options of kind {name!r} must be a dataclass, but are {options!r}.")
     _REGISTRY[name] = FlowKind(name, options, batch_norm, min_event_dim, needs_hidden_units, sequential_density,
-                               needs_image_shape, build, made_inputs)
+                               needs_image_shape, build, made_inputs, conditional)
     return _REGISTRY[name]
 
 
@@ -227,11 +231,11 @@ class FlowConfig:
         elif not isinstance(self.options, kind.options):
             raise TypeError(f"`options` of kind {self.kind!r} must be a {kind.options.__name__} or a dict, "
                             f"but is {self.options!r}.")
+        if self.context_dim is not None and not kind.conditional:
+            raise ValueError(f"`kind` {self.kind!r} has no conditional version, so `context_dim` must be None, "
+                             f"but is {self.context_dim}.")
         if kind.needs_image_shape:
             self.options.check_event(self.kind, int(self.event_dim))
-            if self.context_dim is not None:
-                raise ValueError(f"`kind` {self.kind!r} has no conditional version, so `context_dim` must be None, "
-                                 f"but is {self.context_dim}.")
             if self.batch_norm:
                 raise ValueError(f"`kind` {self.kind!r} has no batch-norm layers, so `batch_norm` must be False or "
                                  f"None, but is {self.batch_norm}.")
@@ -577,7 +581,7 @@ register_kind("maf", MAFOptions, batch_norm=True, made_inputs=_all_inputs)
 register_kind("iaf", IAFOptions, batch_norm=True, sequential_density=True, made_inputs=_all_inputs)
 register_kind("realnvp", RealNVPOptions, batch_norm=True, min_event_dim=2, needs_hidden_units=True)
 register_kind("haf", HAFOptions, batch_norm=True, min_event_dim=2, needs_hidden_units=True, made_inputs=_half_inputs)
-register_kind("planar", PlanarOptions, batch_norm=False)
+register_kind("planar", PlanarOptions, batch_norm=False, conditional=False)
 register_kind("nice", NICEOptions, batch_norm=False, min_event_dim=2)
-register_kind("glow", GlowOptions, batch_norm=False, needs_image_shape=True)
-register_kind("realnvp_image", RealNVPImageOptions, batch_norm=False, needs_image_shape=True)
+register_kind("glow", GlowOptions, batch_norm=False, needs_image_shape=True, conditional=False)
+register_kind("realnvp_image", RealNVPImageOptions, batch_norm=False, needs_image_shape=True, conditional=False)

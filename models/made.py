@@ -80,7 +80,8 @@ class MADE(tf_keras.layers.Layer):
     r"""MADE network: x [batch, D] (and an optional context [batch, C]) -> params [batch, D, P].
 
     Output `params[:, i, :]` depends only on inputs whose degree m(j) is lower than input i's (and
-    on the context, which every hidden unit sees), whatever the weights (Germain et al. 2015):
+    on the context, which every first-layer hidden unit and every output sees), whatever the
+    weights (Germain et al. 2015):
 
     ```math
     \frac{\partial\, \mathrm{params}_{i}}{\partial x_j} = 0 \quad \text{unless } m(j) < m(i).
@@ -128,10 +129,16 @@ class MADE(tf_keras.layers.Layer):
             name="output",
             dtype=self.dtype,
         )
-        self.context_layer = None
+        self.context_layer = self.context_output = None
         if context_dim:
             first = self.hidden_units[0] if self.hidden_units else self.event_dim * self.num_params
             self.context_layer = tf_keras.layers.Dense(first, use_bias=False, name="context", dtype=self.dtype)
+            if self.hidden_units:
+                # The first dimension in the order sees no hidden unit (its mask row is empty), so
+                # without a direct context -> output path p(x_first | c) could not depend on c.
+                self.context_output = tf_keras.layers.Dense(
+                    self.event_dim * self.num_params, use_bias=False, name="context_output",
+                    kernel_initializer=tf_keras.initializers.VarianceScaling(0.01), dtype=self.dtype)
         self._built_nets = False
 
     def _ensure_built(self):
@@ -142,8 +149,9 @@ class MADE(tf_keras.layers.Layer):
             layer.build((None, width))
             width = layer.units
         self.output_layer.build((None, width))
-        if self.context_layer is not None:
-            self.context_layer.build((None, self.context_dim))
+        for layer in (self.context_layer, self.context_output):
+            if layer is not None:
+                layer.build((None, self.context_dim))
         self._built_nets = True
 
     def build(self, input_shape):
@@ -170,6 +178,8 @@ class MADE(tf_keras.layers.Layer):
         out = self.output_layer(h)
         if not self.hidden_layers:
             out = out + self._context_term(context)
+        elif self.context_output is not None:
+            out = out + self.context_output(context)
         return tf.reshape(out, [-1, self.event_dim, self.num_params])
 
     def autoregressive_loop(
@@ -210,6 +220,9 @@ class MADE(tf_keras.layers.Layer):
             accumulator = tf.zeros([batch, self.event_dim * self.num_params], dtype) + self._context_term(
                 context
             )
+        if self.context_output is not None:  # [D, batch, P]: the context's direct term of each step
+            context_steps = tf.gather(tf.transpose(
+                tf.reshape(self.context_output(context), [-1, self.event_dim, self.num_params]), [1, 0, 2]), perm)
 
         def params_at(k, acc):
             if not self.hidden_layers:
@@ -219,7 +232,8 @@ class MADE(tf_keras.layers.Layer):
             h = self.activation(acc)
             for layer in self.hidden_layers[1:]:
                 h = self.activation(layer(h))
-            return tf.matmul(h, out_kernel[k]) + out_bias[k]
+            out = tf.matmul(h, out_kernel[k]) + out_bias[k]
+            return out if self.context_output is None else out + context_steps[k]
 
         values = tf.TensorArray(dtype, size=self.event_dim)
         log_det0 = tf.zeros([batch], dtype)

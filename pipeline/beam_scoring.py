@@ -3,12 +3,12 @@
 The same scores and summary as the in-process path (`pipeline.serving.evaluate_saved_model`),
 computed by workers of any Beam runner::
 
-    driver: match_columns, plan_chunks   the columns by name, a few numbers per chunk (.npy: rows;
-      │                                  .csv: byte offset)
+    driver: match_columns, plan_chunks the columns by name, a few numbers per chunk (rows of an array
+      │                                or a row group; a .csv's byte range)
       │  Create ─► Reshuffle           spread the chunks over the workers
       ▼
-    worker: read_chunk                 reads its rows from --data, the model's columns in its order
-      ▼                                (a bad row: its one-line error)
+    worker: read_rows                  reads its rows from --data (the one table reader), the model's
+      ▼                                columns in its order (a bad row: its one-line error)
     worker: RunInference(LogProbHandler)   the pushed SavedModel's `score` signature (`log_prob` for a
       │                                    model without held-out quantiles), the model loaded once
       │                                    per worker process (Beam's shared handle)
@@ -40,7 +40,8 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 from tfflows.components import artifacts
 from tfflows.components.errors import DataError
 from tfflows.components.ingest.runner import pipeline_options, runner_name
-from tfflows.pipeline.scoring import Columns, RowChunk, load_saved_model, read_chunk, score_rows
+from tfflows.components.tables.reader import Chunk
+from tfflows.pipeline.scoring import Columns, load_saved_model, read_rows, score_rows
 
 __all__ = ["LogProbHandler", "score_with_beam"]
 
@@ -80,9 +81,9 @@ class _ReadChunk(beam.DoFn):
     def __init__(self, data: str, columns: Columns):
         self.data, self.columns = data, columns
 
-    def process(self, chunk: RowChunk):
+    def process(self, chunk: Chunk):
         try:
-            yield chunk.index, read_chunk(self.data, chunk, self.columns)
+            yield chunk.index, read_rows(self.data, self.columns, chunk)
         except DataError as error:
             yield beam.pvalue.TaggedOutput(_ERRORS, (chunk.index, [error.source, error.where, error.problem,
                                                                     error.fix]))
@@ -110,20 +111,15 @@ def _write_error(element, folder: str) -> None:
     _write_atomically(_shard(folder, index, ".error.json"), lambda f: f.write(json.dumps(parts).encode()))
 
 
-def _describe(chunk: RowChunk, data: str) -> str:
-    unit = "lines" if data.endswith(".csv") else "rows"
-    return f"chunk {chunk.index} ({unit} {chunk.first}-{chunk.first + chunk.count - 1})"
-
-
-def score_with_beam(model_dir: str, data: str, columns: Columns, chunks: List[RowChunk], batch_size: int,
+def score_with_beam(model_dir: str, data: str, columns: Columns, chunks: List[Chunk], batch_size: int,
                     beam_args: Sequence[str], shard_parent: Optional[str] = None) -> Iterator[np.ndarray]:
     """The scores of every chunk of `data`, in input order, computed by a Beam pipeline.
 
     Args:
       model_dir: the resolved SavedModel version folder (local or object store) every worker loads.
-      data: the .npy / .csv table, readable by every worker (errors name it by its absolute path).
+      data: the table, readable by every worker (errors name it by its absolute path).
       columns: `pipeline.scoring.match_columns` of `data` (the model's columns, by name or position).
-      chunks: `pipeline.scoring.plan_chunks(data, columns)`, as a list.
+      chunks: `pipeline.scoring.plan_chunks(data, columns)`.
       batch_size: rows per call of the SavedModel's signature.
       beam_args: Beam pipeline options (FnApiRunner when no ``--runner`` is named).
       shard_parent: where the temporary shard folder goes (default: the system's temporary folder).
@@ -155,7 +151,7 @@ def score_with_beam(model_dir: str, data: str, columns: Columns, chunks: List[Ro
                     raise DataError(*json.load(f))
         for chunk in chunks:
             if f"{chunk.index:09d}.npy" not in names:
-                raise DataError(data, _describe(chunk, data),
+                raise DataError(data, chunk.describe(),
                                 f"no scores although Beam's {runner_name(beam_args)} reported success "
                                 f"(the runner lost output)", "score on another runner (README 'Scale-out')")
         for chunk in chunks:

@@ -1,9 +1,10 @@
 """The `tfflows` command line.
 
     tfflows run      [--config FILE.yaml] [--data PATH | --dataset NAME | --target U1..U4|module:fn]
-                     [--model KIND] [--epochs N] [--output DIR] [--set section.field=value ...]
+                     [--model KIND] [--epochs N] [--output DIR|gs://B/P] [--metadata FILE]
+                     [--set section.field=value ...]
     tfflows evaluate --model DIR --data PATH [--scores FILE] [--threshold q0.01|LOGP] [--beam-args="--runner=... ..."]
-    tfflows sample   --model DIR -n N [--seed S] --out FILE(.npy|.csv|.png)
+    tfflows sample   --model DIR -n N [--seed S] [--context 'c1=V,c2=W' | --context FILE] --out FILE(.npy|.csv|.png)
     tfflows ui       [--config FILE.yaml] [--output DIR] [--port 5000]
     tfflows compile  --target kubeflow|vertex --pipeline-root gs://B/P --tracking-uri http://MLFLOW:5000
                      --push-base gs://B/P [--config FILE.yaml] [--out FILE.json] [--image IMAGE] [--cpu N --memory-gb G]
@@ -37,12 +38,15 @@ import socket
 import subprocess
 import sys
 
-from tfflows.components.config import ConfigError
+from tfflows.components.config import FILE_FORMATS, ConfigError
 from tfflows.components.errors import DataError, RegistrationError, TrainingDivergedError
+from tfflows.components.tables import FORMATS as TABLE_FORMATS
 from tfflows.pipeline.extras import missing_extra
 from tfflows.pipeline.terminal import Terminal
 
-FILE_DATASETS = {".csv": "csv", ".npy": "npy", ".npz": "npz", ".tfrecord": "tfrecord", ".gz": "idx"}
+# file ending -> dataset: the table formats' (`components.tables.FORMATS`), then the others
+FILE_DATASETS = {**{ending: f.name for f in TABLE_FORMATS.values() for ending in f.endings},
+                 ".tfrecord": "tfrecord", ".gz": "idx"}
 
 
 def _dataset_for(path: str) -> str:
@@ -55,7 +59,7 @@ def _dataset_for(path: str) -> str:
         if name.endswith(suffix):
             return dataset
     raise ConfigError(f"--data {path}: cannot tell the format from the name; fix: add --dataset "
-                      f"(csv, npy, npz, idx, images, tfrecord or a benchmark name)")
+                      f"({', '.join(FILE_FORMATS)} or a benchmark name)")
 
 
 def _run_overrides(args) -> dict:
@@ -75,6 +79,8 @@ def _run_overrides(args) -> dict:
         overrides.setdefault("train", {})["epochs"] = args.epochs
     if args.output:
         overrides["output"] = args.output
+    if args.metadata:
+        overrides["metadata"] = args.metadata
     return overrides
 
 
@@ -100,20 +106,37 @@ def cmd_run(args) -> int:
     config = _load_config(args, _run_overrides(args))
     preflight(config)  # nothing is written (not even the log) for a mistake found before the run
     terminal = args.terminal
-    terminal.capture(os.path.join(config.output, "logs"), config.progress, config.progress_every_epochs)
+    terminal.capture(config.logs_dir, config.progress, config.progress_every_epochs)
     from tfflows.components.objectives import get_objective
 
     objective = get_objective(config.train.objective)
     steps = ", ".join(step_names(config))
     terminal.say(f"tfflows run: {objective.describe(config.train, config.ingest.dataset)}; {steps} into "
-                 f"{os.path.abspath(config.output)}{_push_destination(config.push.push_base)}")
-    from tfflows.pipeline.runner import run_local
+                 f"{config.output_path()}{_push_destination(config.push.push_base)}")
+    if config.on_bucket:
+        terminal.say(_local_stores_line(config))
+    from tfflows.pipeline.runner import run_local, upload_log
 
-    result = run_local(config)
+    try:
+        result = run_local(config)
+    finally:
+        log_copy = upload_log(config, terminal.log_path)
     terminal.say(result.report())
     if terminal.log_path:
-        terminal.say(f"log: {terminal.log_path}")
+        terminal.say(f"log: {terminal.log_path}" + (f" (copied to {log_copy})" if log_copy else ""))
     return 0 if result.ok else 3
+
+
+def _local_stores_line(config) -> str:
+    """For an output on a bucket: the line that says where the SQLite stores a bucket cannot hold are."""
+    from tfflows.pipeline.config import tracking_uri
+
+    uri = tracking_uri(config)
+    mlflow = (f"the MLflow store {uri.removeprefix('sqlite:///')}" if uri.startswith("sqlite:///") and not
+              config.tracking.uri else f"MLflow at {uri}")
+    return (f"local stores (a bucket cannot hold SQLite): ML Metadata {os.path.abspath(config.metadata_path)}, "
+            f"{mlflow if config.tracking.enabled else 'no MLflow (tracking.enabled=false)'} "
+            "(--metadata FILE, --set tracking.uri=URI to choose others)")
 
 
 def _model_path(args) -> str:
@@ -148,7 +171,7 @@ def cmd_sample(args) -> int:
     from tfflows.pipeline.serving import sample_saved_model
 
     args.terminal.capture(None)
-    args.terminal.say(sample_saved_model(_model_path(args), args.n, args.seed, args.out))
+    args.terminal.say(sample_saved_model(_model_path(args), args.n, args.seed, args.out, context=args.context))
     return 0
 
 
@@ -214,7 +237,7 @@ def cmd_compile(args) -> int:
             overrides.setdefault(section, {})[name] = getattr(args, flag)
     config = _load_config(args, overrides)
     check_cluster(config)  # before the log folder: a refused spec leaves nothing behind
-    args.terminal.capture(os.path.join(config.output, "logs"))
+    args.terminal.capture(config.logs_dir)
     path = compile_for_cluster(config, args.target, args.out)
     args.terminal.say(f"wrote the {args.target} pipeline spec to {path}")
     return 0
@@ -244,15 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="flow kind: made, made_mog, maf, iaf, realnvp, haf, nice, planar, or for image data glow, "
                      "realnvp_image (spline transformers: --set train.flow_options='{transformer: spline}')")
     run.add_argument("--epochs", type=int, help="maximum training epochs")
-    run.add_argument("--output", help="output folder (artifacts, metadata, serving/, mlflow.db)")
+    run.add_argument("--output", help="output folder (artifacts, metadata, serving/, mlflow.db), or a bucket "
+                     "gs://BUCKET/PREFIX (the SQLite stores then stay in a local folder the run names)")
+    run.add_argument("--metadata", help="the ML Metadata SQLite file (default: <output>/metadata.sqlite; for a "
+                     "bucket output ~/.tfflows/gs/BUCKET/PREFIX/metadata.sqlite)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any field, e.g. train.epochs=5")
     run.set_defaults(func=cmd_run)
 
     evaluate = sub.add_parser("evaluate", help="log-likelihood of a pushed model on new data")
     evaluate.add_argument("--model", required=True, help="a pushed SavedModel (serving/<version>), the serving/ folder "
                           "(latest) or models:/NAME@ALIAS (looked up in --tracking-uri, MLFLOW_TRACKING_URI or --output)")
-    evaluate.add_argument("--data", required=True, help=".csv (columns matched by the header's names; without a "
-                          "header, by position) or .npy (by position) of raw rows")
+    evaluate.add_argument("--data", required=True, help=f"a table of raw rows ({', '.join(f.endings[0] for f in TABLE_FORMATS.values())}): columns "
+                          "matched by name where the file names them (a .csv's header), else by position")
     evaluate.add_argument("--scores", help="write per-row results here: .csv (row, log_prob, percentile, is_anomaly) "
                           "or .npy (log_prob)")
     evaluate.add_argument("--threshold", metavar="q0.01|LOGP", help="flag rows scoring below the model's held-out "
@@ -267,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("-n", type=int, required=True, help="number of samples")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", required=True, help=".npy, .csv or .png (an image grid, image data only)")
+    sample.add_argument("--context", metavar="'c1=V,c2=W'|FILE", help="a conditional model's context: the value "
+                        "of each context column, or a .csv/.npy of contexts (-n samples per context; a .csv out "
+                        "holds each sample's context after its features)")
     sample.set_defaults(func=cmd_sample)
     for command in (evaluate, sample):  # where a models:/ URI is looked up (`registry.store_uri`)
         command.add_argument("--tracking-uri", help="MLflow store of models:/ URIs (default: MLFLOW_TRACKING_URI, "

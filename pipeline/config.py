@@ -28,11 +28,13 @@ from typing import Any, Optional, Tuple
 
 import yaml
 
-from tfflows.components.artifacts import is_object_store
+from tfflows.components.artifacts import is_object_store, join
 from tfflows.components.config import ConfigError, IngestConfig, TransformConfig, build_config
 from tfflows.components.evaluate.config import EvaluateConfig
+from tfflows.components.objectives import get_objective
 from tfflows.components.push.config import PushConfig
-from tfflows.components.train.config import TrackingConfig, TrainConfig
+from tfflows.components.train.config import OBJECTIVES, TrackingConfig, TrainConfig
+from tfflows.models.kinds import FLOW_KINDS, get_kind
 
 __all__ = ["ClusterConfig", "ConfigError", "RunConfig", "load_run_config", "config_to_dict", "tracking_uri"]
 
@@ -86,8 +88,13 @@ class RunConfig:
 
     Attributes:
       pipeline_name: TFX pipeline name (also the MLflow experiment unless tracking names one).
-      output: root folder of the run: `pipeline_root/` (artifacts), `metadata.sqlite` (ML Metadata),
-        `serving/<version>/` (pushed SavedModels), `mlflow.db` (default tracking store).
+      output: root folder of the run: `pipeline_root/` (artifacts), `checkpoints/`, `logs/`,
+        `serving/<version>/` (pushed SavedModels) and `models.config`, `metadata.sqlite` (ML Metadata),
+        `mlflow.db` (default tracking store) and `mlartifacts/`. A bucket (``gs://BUCKET/PREFIX``)
+        holds all of these but the two SQLite stores, which a bucket cannot hold: they go to the
+        local folder `local_dir` (``metadata`` and ``tracking.uri`` override each).
+      metadata: the ML Metadata SQLite file (None: `local_dir`/metadata.sqlite). Runs that share it
+        reuse each other's unchanged steps.
       beam_pipeline_args: Beam options for ingest and transform. Locally the FnApiRunner;
         `--runner=DataflowRunner|FlinkRunner|SparkRunner` plus its flags runs the same code there.
       enable_cache: TFX caching: a component whose inputs and configuration did not change reuses
@@ -108,6 +115,7 @@ class RunConfig:
 
     pipeline_name: str = "tfflows"
     output: str = "tfflows_output"
+    metadata: Optional[str] = None
     beam_pipeline_args: Tuple[str, ...] = DEFAULT_BEAM_ARGS
     enable_cache: bool = True
     progress: str = "auto"
@@ -133,18 +141,68 @@ class RunConfig:
         if self.progress_every_epochs < 1:
             raise ConfigError(f"progress_every_epochs must be >= 1, but is {self.progress_every_epochs}; fix: "
                               "set progress_every_epochs to 1 or more")
+        if self.push.model_name != PushConfig.model_name:  # `pipeline.pipeline.resolved_sections` sets it
+            raise ConfigError(f"push.model_name {self.push.model_name!r}: TF Serving's model name is the pipeline's "
+                              "(the name models.config gives it, and promote and rollback rewrite); fix: --set "
+                              "pipeline_name=NAME instead")
+        self._check_context()
+
+    def _check_context(self) -> None:
+        """A conditional density needs an objective and a flow kind that take a context (the two
+        registries say which), known before anything runs."""
+        if not self.ingest.context_names:
+            return
+        context = ", ".join(self.ingest.context_names)
+        if not get_objective(self.train.objective).conditional:
+            able = [name for name in OBJECTIVES if get_objective(name).conditional]
+            raise ConfigError(f"ingest context [{context}]: objective {self.train.objective!r} fits no "
+                              f"conditional density (only {', '.join(able)} does); fix: --set "
+                              f"train.objective={able[0]}, or drop the context")
+        if not get_kind(self.train.kind).conditional:
+            able = [name for name in FLOW_KINDS if get_kind(name).conditional]
+            raise ConfigError(f"ingest context [{context}]: flow kind {self.train.kind!r} has no conditional "
+                              f"version (its layers have no input for a context); fix: --model one of "
+                              f"{', '.join(able)}, or drop the context")
+
+    @property
+    def on_bucket(self) -> bool:
+        """Whether the output is a bucket (``gs://``, ``s3://``) rather than a local folder."""
+        return is_object_store(self.output)
+
+    @property
+    def local_dir(self) -> str:
+        """The local folder of the run's SQLite stores (ML Metadata, the default MLflow store): the
+        output itself, or for a bucket the folder of ``metadata`` when given, else
+        ``~/.tfflows/<scheme>/<bucket>/<prefix>`` (the same for every run into that bucket folder,
+        wherever it is started from, so that re-runs reuse unchanged steps)."""
+        if not self.on_bucket:
+            return self.output
+        if self.metadata:
+            return os.path.dirname(os.path.abspath(self.metadata))
+        scheme, rest = self.output.split("://", 1)
+        return os.path.join(os.path.expanduser("~"), ".tfflows", scheme, *rest.strip("/").split("/"))
 
     @property
     def pipeline_root(self) -> str:
-        return os.path.join(self.output, "pipeline_root")
+        return join(self.output, "pipeline_root")
 
     @property
     def metadata_path(self) -> str:
-        return os.path.join(self.output, "metadata.sqlite")
+        return self.metadata or os.path.join(self.local_dir, "metadata.sqlite")
 
     @property
     def serving_dir(self) -> str:
-        return os.path.join(self.output, "serving")
+        return join(self.output, "serving")
+
+    @property
+    def logs_dir(self) -> str:
+        """Where the run's log file is written: the output's ``logs/``, or for a bucket the local
+        folder's (`tfflows run` copies the log to the bucket's ``logs/`` when it ends)."""
+        return os.path.join(self.local_dir, "logs")
+
+    def output_path(self, *parts: str) -> str:
+        """A path under the output: absolute for a local folder, ``/``-joined in a bucket."""
+        return join(self.output if self.on_bucket else os.path.abspath(self.output), *parts)
 
 
 def _nested_types(cls) -> dict[str, type]:
@@ -153,8 +211,9 @@ def _nested_types(cls) -> dict[str, type]:
 
 
 def tracking_uri(config: RunConfig) -> str:
-    """The configured MLflow URI, or the run's own sqlite store `<output>/mlflow.db`."""
-    return config.tracking.uri or f"sqlite:///{os.path.abspath(os.path.join(config.output, 'mlflow.db'))}"
+    """The configured MLflow URI, or the run's own sqlite store `<local_dir>/mlflow.db` (the output
+    folder, or for a bucket output the local folder of `RunConfig.local_dir`)."""
+    return config.tracking.uri or f"sqlite:///{os.path.abspath(os.path.join(config.local_dir, 'mlflow.db'))}"
 
 
 def config_to_dict(config) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 
 import tfflows.models.flows  # noqa: F401  (imports TFP with tf-keras before any component does)
 from tfx.orchestration import pipeline as tfx_pipeline
@@ -34,8 +33,9 @@ __all__ = ["create_pipeline", "resolved_sections"]
 def resolved_sections(config: RunConfig, tracking_uri: str):
     """The tracking and push sections with the run-level defaults filled in: one tracking
     configuration (`pipeline.registry.resolved_tracking`) handed to train, evaluate and push; the
-    push folder defaults to the run's output and the TF Serving model name is the pipeline's."""
-    push = dataclasses.replace(config.push, push_base=config.push.push_base or os.path.abspath(config.output),
+    push folder defaults to the run's output (a local folder or a bucket) and the TF Serving model
+    name is the pipeline's."""
+    push = dataclasses.replace(config.push, push_base=config.push.push_base or config.output_path(),
                                model_name=config.pipeline_name)
     return resolved_tracking(config, tracking_uri), push
 
@@ -51,7 +51,7 @@ def _checkpoint_dir(config: RunConfig, inputs=None) -> str:
     distinct otherwise: new content at the same path (``inputs``' digest) trains afresh."""
     key = "|".join([getattr(config, name).to_json() for name in _sections(config)]
                    + ([inputs.digest] if inputs is not None else []))
-    return os.path.join(os.path.abspath(config.output), "checkpoints", hashlib.sha256(key.encode()).hexdigest()[:16])
+    return config.output_path("checkpoints", hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
 def create_pipeline(config: RunConfig, pipeline_root: str, tracking_uri: str, metadata_connection_config=None,

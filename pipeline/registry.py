@@ -27,15 +27,15 @@ _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ve
 def resolved_tracking(config: RunConfig, tracking_uri: str) -> TrackingConfig:
     """The run's one tracking configuration: the MLflow store (`tracking_uri`), the experiment and
     registered model named after the pipeline unless the section names them, and for the embedded
-    ``sqlite:`` store an artifact root under the output (``<output>/mlartifacts``)."""
+    ``sqlite:`` store an artifact root under the output (``<output>/mlartifacts``, in the bucket
+    for an output on one while the store itself stays local)."""
     given = config.tracking
-    output = os.path.abspath(config.output)
     return dataclasses.replace(
         given, uri=tracking_uri,
         experiment=given.experiment if given.experiment != TrackingConfig.experiment else config.pipeline_name,
         registered_model_name=given.registered_model_name or config.pipeline_name,
         artifact_location=given.artifact_location or (
-            os.path.join(output, "mlartifacts") if tracking_uri.startswith("sqlite:") else None))
+            config.output_path("mlartifacts") if tracking_uri.startswith("sqlite:") else None))
 
 
 def _require_store(tracking_uri: str, subject: str, fix: str = "pass the run's --output or --tracking-uri") -> None:

@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import gzip
-import json
 import os
-import shutil
 import time
 
 import numpy as np
@@ -19,6 +16,8 @@ from tfflows.components.errors import DataError
 from tfflows.components.inputs import pattern_matches
 from tfflows.components.objectives import get_objective
 from tfflows.components.summary import ModelSummary
+from tfflows.components.tables import FORMATS as TABLE_FORMATS
+from tfflows.components.tables.reader import Table, open_table
 from tfflows.models.kinds import narrowest_hidden_width
 from tfflows.pipeline.config import ConfigError, RunConfig, tracking_uri
 from tfflows.pipeline.steps import run_steps
@@ -77,11 +76,10 @@ def step_names(config: RunConfig) -> tuple:
 
 
 def _read_json(folder: str | None, name: str) -> dict:
-    path = os.path.join(folder, name) if folder else None
-    if not path or not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+    """The JSON object in ``folder/name`` (a local folder or a bucket's), or {} when there is none."""
+    from tfflows.components import artifacts
+
+    return (artifacts.read_json(artifacts.join(folder, name)) if folder else None) or {}
 
 
 def _read_summary(model_uri: str | None) -> ModelSummary | None:
@@ -143,30 +141,59 @@ def _unwritable(folder: str) -> str | None:
     return None
 
 
-def _peek_width(ingest) -> int | None:
-    """The number of features of the input file from its header alone (``columns``, a CSV's first
-    line, an .npy or IDX header), or None when that is not cheap to know. Only for `preflight`'s
-    width check: ingest reads and checks the whole file (a bad header is its to report)."""
-    if ingest.dataset == "csv" and ingest.columns:
-        return len(ingest.columns)
+def _input_table(ingest) -> Table | None:
+    """The first local input file of a table dataset (`components.tables`), opened by the one table
+    reader (its header only), or None when there is none to read cheaply (ingest reads and checks
+    the whole file: a bad one is its to report)."""
     files = pattern_matches(ingest.path) if ingest.path and "://" not in ingest.path else []
-    if ingest.dataset not in ("csv", "npy", "idx") or not files or not os.path.isfile(files[0]):
+    if ingest.dataset not in TABLE_FORMATS or not files or not os.path.isfile(files[0]):
         return None
     try:
-        if ingest.dataset == "csv":
-            with open(files[0], encoding="utf-8", newline="") as f:
-                return len(next(csv.reader([f.readline()])))
-        if ingest.dataset == "npy":
-            shape = np.load(files[0], mmap_mode="r", allow_pickle=False).shape  # reads the header only
-        else:
-            with (gzip.open if files[0].endswith(".gz") else open)(files[0], "rb") as f:
-                magic = f.read(4)
-                if magic[:2] != b"\0\0" or not 2 <= magic[3] <= 4:  # not examples: `read_idx` says why
-                    return None
-                shape = [int.from_bytes(f.read(4), "big") for _ in range(magic[3])]
-    except (OSError, ValueError, IndexError, EOFError, StopIteration):
+        return open_table(files[0], key=ingest.feature_key)
+    except DataError:
         return None
-    return int(np.prod(shape[1:])) if len(shape) > 1 else 1
+
+
+def _column_names(ingest) -> list[str] | None:
+    """The column names of the first local input table that names its columns, or None."""
+    table = _input_table(ingest)
+    return list(table.columns) if table is not None and table.named else None
+
+
+def _peek_width(ingest) -> int | None:
+    """The number of features of the input file from its header alone (``columns``, a table's
+    columns less its context columns, an IDX header), or None when that is not cheap to know.
+    Only for `preflight`'s width check: ingest reads and checks the whole file (a bad header is its
+    to report)."""
+    if ingest.dataset in TABLE_FORMATS and ingest.columns:
+        return len(ingest.columns)
+    if (table := _input_table(ingest)) is not None:
+        return len([c for c in table.columns if c not in (ingest.context_columns or ())])
+    files = pattern_matches(ingest.path) if ingest.path and "://" not in ingest.path else []
+    if ingest.dataset != "idx" or not files or not os.path.isfile(files[0]):
+        return None
+    try:
+        with (gzip.open if files[0].endswith(".gz") else open)(files[0], "rb") as f:
+            magic = f.read(4)
+            if magic[:2] != b"\0\0" or not 2 <= magic[3] <= 4:  # not examples: `read_idx` says why
+                return None
+            shape = [int.from_bytes(f.read(4), "big") for _ in range(magic[3])]
+    except (OSError, EOFError, IndexError):
+        return None
+    return int(np.prod(shape[1:]))
+
+
+def _check_context_columns(ingest) -> None:
+    """A context column that is not in the CSV's header is refused by name, as are context columns
+    that leave no feature, before ingest (which checks the same on every source)."""
+    if not ingest.context_columns or (header := _column_names(ingest)) is None:
+        return
+    if missing := [c for c in ingest.context_columns if c not in header]:
+        raise DataError(ingest.path, f"ingest.context_columns {missing}", f"not in the header ({', '.join(header)})",
+                        "name columns of the file's header in ingest.context_columns")
+    if not ingest.columns and set(header) <= set(ingest.context_columns):
+        raise DataError(ingest.path, "ingest.context_columns", "names every column: no feature is left to model",
+                        "leave at least one column out of ingest.context_columns")
 
 
 def _check_width(config: RunConfig) -> None:
@@ -186,8 +213,9 @@ def preflight(config: RunConfig) -> None:
     """What would otherwise fail only inside a component, after ML Metadata and `pipeline_root`
     were created: a missing input file, a MADE narrower than the data, an output folder that
     cannot be written or whose path is too long, an ML Metadata or MLflow store there that is not
-    SQLite, an output on a bucket. Checked before anything is written; object-store inputs
-    (``gs://``, ``s3://``) are left to the components."""
+    SQLite, an output on a scheme the run cannot write (`OUTPUT_SCHEMES`) or on a bucket it cannot
+    reach. Checked before anything is written; object-store inputs (``gs://``, ``s3://``) are left
+    to the components."""
     if "ingest" in get_objective(config.train.objective).data_components:
         ingest = config.ingest
         if ingest.dataset in FILE_FORMATS and not ingest.path:
@@ -196,21 +224,62 @@ def preflight(config: RunConfig) -> None:
             path = getattr(ingest, name)
             if path and "://" not in path and not pattern_matches(path):  # {SPAN} patterns included
                 raise DataError(path, f"ingest.{name}", "no such file or folder", "check the path given to --data")
+        _check_context_columns(config.ingest)
         _check_width(config)
-    if "://" in config.output:  # os.path would make it a local folder named "gs:" (or "s3:") and say nothing
-        push = (f", and --set push.push_base={config.output} to push the serving versions to the bucket"
-                if is_object_store(config.output) else "")
-        raise ConfigError(f"output {config.output}: a run's output is a local folder (ML Metadata and the default "
-                          f"MLflow store are SQLite files, which a bucket cannot hold); fix: --output DIR{push}")
-    if reason := _too_long(config.output):
-        raise ConfigError(f"output: too long a path ({reason}): {config.output}; fix: choose a shorter --output")
-    if reason := _unwritable(config.output):
-        raise ConfigError(f"output {config.output}: cannot write there ({reason}); fix: choose a writable --output")
-    stores = [config.metadata_path] + ([] if config.tracking.uri else [os.path.join(config.output, "mlflow.db")])
+    _check_output_scheme(config.output)
+    if config.on_bucket:
+        _check_bucket(config.output)
+    # The output, or the local folder that holds a bucket output's SQLite stores (`RunConfig.local_dir`).
+    folder, name, flag = ((config.output, "output", "--output") if not config.on_bucket else
+                          (config.local_dir, f"output {config.output}: its local store folder", "--metadata FILE"))
+    if reason := _too_long(folder):
+        raise ConfigError(f"{name}: too long a path ({reason}): {folder}; fix: choose a shorter {flag}")
+    if reason := _unwritable(folder):
+        raise ConfigError(f"{name} {folder}: cannot write there ({reason}); fix: choose a writable {flag}")
+    if config.metadata and (reason := _unwritable(os.path.dirname(os.path.abspath(config.metadata)))):
+        raise ConfigError(f"metadata {config.metadata}: cannot write there ({reason}); fix: choose a writable "
+                          "--metadata FILE")
+    stores = [config.metadata_path] + ([] if config.tracking.uri else [os.path.join(folder, "mlflow.db")])
     for store in stores:  # TFX and MLflow would fail on it only after TensorFlow, TFX and Beam loaded
         if _not_sqlite(store):
             raise ConfigError(f"{store}: not an SQLite database, but this run keeps its records there; fix: move "
                               "it away or choose another --output")
+
+
+# The schemes an output may name besides a local folder: every layer that writes the output has a
+# file system for them (TensorFlow's own gs://, Beam's and the artifact layer's google-cloud-storage).
+# s3:// is not one: TensorFlow 2.21 has no s3:// file system ("File system scheme 's3' not
+# implemented"), and the examples, transform graph, model and checkpoints go through TensorFlow. Its
+# home since TF 2.6, tensorflow-io, stops at 0.37.1 (built for TF 2.16), whose file-system plugin
+# does not load into TF 2.21 (undefined symbol tsl::mutex::unlock; checked 2026-12).
+OUTPUT_SCHEMES = ("gs://",)
+
+
+def _check_output_scheme(output: str) -> None:
+    """Refuses, in one line and before anything is written, an output that names a scheme the run
+    cannot write (`os.path` would make it a local folder named ``hdfs:`` and say nothing)."""
+    if "://" not in output or output.startswith(OUTPUT_SCHEMES):
+        return
+    scheme = output.split("://", 1)[0]
+    if scheme == "s3":
+        raise ConfigError(f"output {output}: TensorFlow 2.21 has no s3:// file system for the run's examples, "
+                          f"model and checkpoints; fix: --output gs://BUCKET/PREFIX, or --output DIR with --set "
+                          f"push.push_base={output} (serving versions to the bucket)")
+    raise ConfigError(f"output {output}: cannot write to {scheme}:// (a run writes a local folder or a gs:// "
+                      "bucket); fix: --output DIR or --output gs://BUCKET/PREFIX")
+
+
+def _check_bucket(output: str) -> None:
+    """One line, before TensorFlow loads, for a bucket output the run cannot reach: no credentials,
+    no endpoint, or no such bucket (the artifact layer's client names the variable to set)."""
+    from tfflows.components import artifacts
+
+    bucket = output.split("://", 1)[1].split("/", 1)[0]
+    if not bucket:
+        raise ConfigError(f"output {output}: names no bucket; fix: --output gs://BUCKET/PREFIX")
+    if not artifacts.bucket_exists(output):
+        raise ConfigError(f"output {output}: no bucket {bucket} (or no access to it); fix: create it "
+                          f"(gcloud storage buckets create gs://{bucket}) or choose another --output")
 
 
 def run_local(config: RunConfig) -> RunResult:
@@ -222,19 +291,27 @@ def run_local(config: RunConfig) -> RunResult:
     from tfx.orchestration import metadata
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
+    from tfx.dsl.io import fileio
+
     from tfflows.pipeline.pipeline import create_pipeline
 
-    os.makedirs(config.output, exist_ok=True)
+    os.makedirs(config.local_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(config.metadata_path)), exist_ok=True)
     connection = metadata.sqlite_metadata_connection_config(os.path.abspath(config.metadata_path))
     uri = tracking_uri(config)
-    pipeline = create_pipeline(config, os.path.abspath(config.pipeline_root), uri, connection)
-    fresh = not os.path.exists(config.metadata_path) and not os.path.exists(config.pipeline_root)
+    pipeline_root = config.output_path("pipeline_root")
+    pipeline = create_pipeline(config, pipeline_root, uri, connection)
+    fresh = not os.path.exists(config.metadata_path) and not fileio.exists(pipeline_root)
     started_ms = int(time.time() * 1000)
     try:
         LocalDagRunner().run(pipeline)
-    except DataError:
-        if fresh:
-            shutil.rmtree(config.pipeline_root, ignore_errors=True)
+    except Exception as error:
+        # TFX may raise its own error while cleaning up after the component's (fake-gcs-server keeps
+        # no `dir/` placeholder objects, so TFX's removal of an output folder there is a NotFoundError
+        # whose context is the DataError): the DataError anywhere in the chain counts.
+        if fresh and _caused_by(error, DataError):
+            if fileio.exists(pipeline_root):
+                fileio.rmtree(pipeline_root)
             if os.path.exists(config.metadata_path):
                 os.remove(config.metadata_path)
         raise
@@ -246,6 +323,35 @@ def run_local(config: RunConfig) -> RunResult:
         training=_read_summary(outputs.get("train", {}).get("model")),
         tracking_uri=uri, steps=steps,
     )
+
+
+def _caused_by(error: BaseException, kind: type) -> bool:
+    """Whether ``error`` or an exception in its cause/context chain is a ``kind``."""
+    seen: set = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, kind):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def upload_log(config: RunConfig, log_path: str | None) -> str | None:
+    """Copies the run's log (written locally: a bucket has no appendable files) to the bucket's
+    ``logs/`` when the output is one; returns where, or None (a local output, no log, or the copy
+    failed: the local log stays and the run's outcome is not changed by it)."""
+    if not config.on_bucket or not log_path:
+        return None
+    from tfflows.components import artifacts
+
+    target = config.output_path("logs", os.path.basename(log_path))
+    try:
+        artifacts.upload_file(log_path, target)
+    except Exception as error:  # noqa: BLE001 - the run itself is done; say so in the log
+        print(f"warning: the log was not copied to {target}: {error}", flush=True)
+        return None
+    return target
 
 
 def _on_this_machine(uri: str) -> bool:
@@ -260,8 +366,8 @@ _THIS_MACHINE = "a path of this machine, which a cluster's pods cannot reach"
 def _cluster_problems(config: RunConfig):
     """(setting and value, problem, fix) of every setting that a cluster's spec would lack or would
     carry as a path of this machine."""
-    cluster, tracking = config.cluster, config.tracking
-    if cluster.pipeline_root is None:
+    tracking = config.tracking
+    if _cluster_pipeline_root(config) is None:
         yield ("cluster.pipeline_root", "unset, and the cluster's steps need a bucket for their artifacts",
                "--pipeline-root gs://BUCKET/tfflows (or s3://)")
     if tracking.enabled:
@@ -273,14 +379,19 @@ def _cluster_problems(config: RunConfig):
             if (value := getattr(tracking, name)) and _on_this_machine(value):
                 yield (f"tracking.{name} {value}", _THIS_MACHINE, f"a server URI or a bucket, or leave tracking.{name} "
                                                                   "out")
-    if not is_object_store(config.push.push_base or ""):
-        yield (f"push.push_base {config.push.push_base or f'unset (the output, {os.path.abspath(config.output)})'}",
+    if not is_object_store(config.push.push_base or config.output_path()):  # the push default: the output
+        yield (f"push.push_base {config.push.push_base or f'unset (the output, {config.output_path()})'}",
                _THIS_MACHINE, "--push-base gs://BUCKET/tfflows (or s3://)")
     if "ingest" in get_objective(config.train.objective).data_components:
         for name in ("path", "test_path"):
             if (path := getattr(config.ingest, name)) and "://" not in path:
                 yield (f"ingest.{name} {path}", _THIS_MACHINE, "copy the data to a bucket and --set "
                                                                f"ingest.{name}=gs://BUCKET/FILE")
+
+
+def _cluster_pipeline_root(config: RunConfig) -> str | None:
+    """``cluster.pipeline_root``, else for an output on a bucket its ``pipeline_root/``."""
+    return config.cluster.pipeline_root or (config.pipeline_root if config.on_bucket else None)
 
 
 def check_cluster(config: RunConfig) -> None:
@@ -303,12 +414,12 @@ def compile_for_cluster(config: RunConfig, target: str, out: str | None) -> str:
 
     from tfflows.pipeline.pipeline import create_pipeline
 
-    out = out or os.path.join(config.output, f"{config.pipeline_name}_{target}.json")
+    out = out or os.path.join(config.local_dir, f"{config.pipeline_name}_{target}.json")  # not ./gs:/...
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     cluster = config.cluster
     # Tracking off: no store at all (the run's default, `<output>/mlflow.db`, is this machine's).
     uri = tracking_uri(config) if config.tracking.enabled else ""
-    pipeline = create_pipeline(config, cluster.pipeline_root, uri, local=False)
+    pipeline = create_pipeline(config, _cluster_pipeline_root(config), uri, local=False)
     if cluster.cpu or cluster.memory_gb:
         resources = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
             cpu_limit=cluster.cpu or 0, memory_limit=cluster.memory_gb or 0)

@@ -6,8 +6,9 @@ Works on exactly what TF Serving loads (the ``score`` signature of a calibrated 
 local or on an object store).
 
 Columns are matched by name: a .csv's header is matched to the model's feature names (the dataset
-metadata stored with the model) in any order, other columns are ignored and named in the summary,
-missing ones are refused naming them; a header-less .csv or a .npy is taken by position only when
+metadata stored with the model; a conditional model's context columns too, read from the same
+file, each row scored given its own context) in any order, other columns are ignored and named in
+the summary, missing ones are refused naming them; a header-less .csv or a .npy is taken by position only when
 exactly as wide as the model, and the summary says so (`match_columns`).
 
 Scores are calibrated: a pushed model carries the quantiles of its own held-out scores
@@ -34,13 +35,11 @@ import numpy as np
 
 from tfflows.components import artifacts
 from tfflows.components.errors import DataError
-from tfflows.pipeline.scoring import (CHUNK_ROWS, Columns, RowChunk, _check_table_path, iter_row_chunks,
-                                      load_saved_model, match_columns, plan_chunks, read_chunk, score_outputs,
-                                      score_rows)
+from tfflows.pipeline.scoring import (CHUNK_ROWS, Columns, iter_row_chunks, load_saved_model, match_columns,
+                                      open_data, plan_chunks, score_outputs, score_rows)
 
 __all__ = ["resolve_model_dir", "load_saved_model", "evaluate_saved_model", "sample_saved_model", "score_rows",
-           "score_outputs", "parse_threshold", "Columns", "match_columns", "RowChunk", "plan_chunks", "read_chunk",
-           "iter_row_chunks"]
+           "score_outputs", "parse_threshold", "Columns", "match_columns", "plan_chunks", "iter_row_chunks"]
 
 SCORE_FORMATS = (".npy", ".csv")
 
@@ -230,7 +229,7 @@ def _scored_chunks(model_dir, loaded, data, columns, batch_size, chunk_rows, bea
     from tfflows.pipeline.beam_scoring import score_with_beam
 
     shards = os.path.dirname(os.path.abspath(scores_path)) if scores_path else None
-    return score_with_beam(model_dir, data, columns, list(plan_chunks(data, columns, chunk_rows)), batch_size,
+    return score_with_beam(model_dir, data, columns, plan_chunks(data, columns, chunk_rows), batch_size,
                            beam_args, shards)
 
 
@@ -252,14 +251,14 @@ def evaluate_saved_model(model: str, data: str, scores_path: Optional[str] = Non
     parsed = parse_threshold(threshold)
     if scores_path:
         _check_scores_path(scores_path, data)
-    _check_table_path(data)
+    open_data(data)  # a readable table (its header only), before the model loads
     model_dir, local_dir, loaded = _load(model)  # imports TensorFlow: after the checks, which take well under a second
-    from tfflows.components.push.export import feature_names
+    from tfflows.components.push.export import context_names, feature_names
 
     dim = int(loaded.signatures["log_prob"].structured_input_signature[1]["x"].shape[-1])
     info = _info(local_dir)
     calibration = info.get("held_out_quantiles") if "score" in loaded.signatures else None
-    columns = match_columns(data, feature_names(info, dim))
+    columns = match_columns(data, feature_names(info, dim) + context_names(info))
     cut, cut_text = _resolve_threshold(parsed, threshold, calibration, model_dir) if parsed else (None, None)
     outputs = score_outputs(loaded) + (("is_anomaly",) if parsed else ())
     chunk_scores = _scored_chunks(model_dir, loaded, data, columns, batch_size, chunk_rows, beam_args, scores_path)
@@ -300,20 +299,62 @@ def evaluate_saved_model(model: str, data: str, scores_path: Optional[str] = Non
     return "\n".join(lines)
 
 
-def sample_saved_model(model: str, n: int, seed: int, out: str) -> str:
+def _contexts(spec: Optional[str], names: Sequence[str], model_dir: str) -> Optional[np.ndarray]:
+    """float32 [K, C] raw contexts of ``--context`` (``"machine=7,load=0.3"``, or a .csv / .npy
+    file of contexts, read like `evaluate`'s tables: by name, or by position), for a model
+    conditioned on ``names``; None for an unconditional model. A missing, surplus or unknown
+    context is one `DataError` line."""
+    given = ",".join(f"{name}=VALUE" for name in names)
+    if not names:
+        if spec is not None:
+            raise DataError(model_dir, "--context", "the model is unconditional: it takes no context",
+                            "leave --context out")
+        return None
+    if spec is None:
+        raise DataError(model_dir, "--context", f"the model is conditioned on {', '.join(names)} and no context "
+                        "was given", f"pass --context '{given}' or --context contexts.csv")
+    if "=" not in spec:
+        columns = match_columns(spec, names)
+        return np.concatenate([rows for _, rows in iter_row_chunks(spec, columns)])
+    values = {}
+    for part in spec.split(","):
+        name, _, text = (p.strip() for p in part.partition("="))
+        if name not in names:
+            raise DataError("--context", name or part, f"is not a context of the model ({', '.join(names)})",
+                            f"pass --context '{given}'")
+        try:
+            values[name] = float(text)
+        except ValueError:
+            raise DataError("--context", name, f"value {text!r} is not a number", f"pass --context '{given}'") from None
+        if not math.isfinite(values[name]):
+            raise DataError("--context", name, f"value {text!r} is not finite", f"pass --context '{given}'")
+    if missing := [name for name in names if name not in values]:
+        raise DataError("--context", ", ".join(missing), "not given", f"pass --context '{given}'")
+    return np.array([[values[name] for name in names]], np.float32)
+
+
+def sample_saved_model(model: str, n: int, seed: int, out: str, context: Optional[str] = None) -> str:
     """Draws `n` samples with the `sample` signature and writes them to `out`: a .csv with the
     model's feature names as its header and float32-exact values (`evaluate` reads it back by
-    name), a .npy, or a .png image grid (image data)."""
+    name), a .npy, or a .png image grid (image data).
+
+    A conditional model samples given `context` (`_contexts`: one context, or a file of K): `n`
+    samples per context, K x n rows, the first `n` at the first context; a .csv has the context
+    columns after the features (so `evaluate` scores each sample given its context), a .npy the
+    samples alone."""
     import tensorflow as tf
 
-    from tfflows.components.push.export import feature_names
+    from tfflows.components.push.export import context_names, feature_names
 
     if n < 1:
         raise DataError("-n", "number of samples", f"must be >= 1, got {n}", "pass a positive -n")
     model_dir, local_dir, loaded = _load(model)
-    samples = loaded.signatures["sample"](num_samples=tf.constant(n, tf.int32),
-                                          seed=tf.constant([seed, 0], tf.int32))["samples"].numpy()
     info = _info(local_dir)
+    contexts = _contexts(context, context_names(info), model_dir)
+    given = {} if contexts is None else {"context": tf.constant(np.repeat(contexts, n, axis=0))}
+    total = n * (1 if contexts is None else len(contexts))
+    samples = loaded.signatures["sample"](num_samples=tf.constant(total, tf.int32),
+                                          seed=tf.constant([seed, 0], tf.int32), **given)["samples"].numpy()
     if out.endswith(".png"):
         meta = info.get("dataset") or {}
         if not meta.get("image_shape"):
@@ -321,11 +362,17 @@ def sample_saved_model(model: str, n: int, seed: int, out: str) -> str:
         _image_grid(samples, meta["image_shape"], meta.get("num_levels") or 256, out)
     elif out.endswith(".csv"):
         # %.9g: the shortest decimal that reads back as the same float32 (scores round-trip exactly)
-        np.savetxt(out, samples, delimiter=",", fmt="%.9g", header=",".join(feature_names(info, samples.shape[1])),
-                   comments="")
+        names = feature_names(info, samples.shape[1]) + context_names(info)
+        # Contexts as the user gave them: float32's shortest decimal (0.3, not 0.300000012), which
+        # reads back as the same float32.
+        fmt = ["%.9g"] * samples.shape[1] + ["%s"] * len(context_names(info))
+        table = samples if contexts is None else np.hstack([
+            samples.astype(object), [[str(value) for value in row] for row in given["context"].numpy()]])
+        np.savetxt(out, table, delimiter=",", fmt=fmt, header=",".join(names), comments="")
     else:
         np.save(out, samples)
-    return f"wrote {n} samples from {model_dir} to {out}"
+    per_context = "" if contexts is None else f" ({n} per context, {len(contexts)} context(s))"
+    return f"wrote {total} samples{per_context} from {model_dir} to {out}"
 
 
 def _image_grid(samples, shape, levels, out):

@@ -32,11 +32,21 @@ def perturb(module: tf.Module, seed: int, scale: float = 0.5) -> None:
 
 
 def jacobian_and_log_det(fn, x):
-    """(J [batch, D, D], log_det [batch]) where y, log_det = fn(x) and J = dy/dx per row."""
-    with tf.GradientTape() as tape:
+    """(J [batch, D, D], log_det [batch]) where y, log_det = fn(x) and J = dy/dx per row (in
+    general J is [batch, *y.shape[1:], *x.shape[1:]]).
+
+    What `tape.batch_jacobian` computes (row i of J is the gradient of y[:, i], rows independent),
+    one backward pass per output coordinate: eagerly that is 5-25x faster for the small D of these
+    tests than `batch_jacobian`'s pfor, which converts and traces the gradient anew on every call."""
+    with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         y, log_det = fn(x)
-    return tape.batch_jacobian(y, x), log_det
+        flat = tf.reshape(y, [tf.shape(y)[0], -1])
+        outputs = [flat[:, i] for i in range(flat.shape[1])]
+    rows = [tape.gradient(out, x, unconnected_gradients=tf.UnconnectedGradients.ZERO) for out in outputs]
+    del tape
+    jac = tf.reshape(tf.stack(rows, axis=1), [-1, *y.shape[1:], *x.shape[1:]])
+    return jac, log_det
 
 
 def slogdet(jacobian):

@@ -118,7 +118,7 @@ def test_wrong_columns_are_refused_naming_them_and_nothing_is_written(calibrated
     rows = _moons(5, 12)
     cases = {
         "wrong.csv": (["a", "b"], rows, "line 1 (header): no column x0, x1; fix: name the model's columns x0, x1 in the header (any "
-                   "order; other columns are ignored; it has a, b)"),
+                   "order; other columns are ignored) (it has a, b)"),
         "half.csv": (["x1", "y"], rows, "line 1 (header): no column x0; fix: name the model's columns x0, x1 in the header"),
         "twice.csv": (["x0", "x1", "x0"], np.hstack([rows, rows[:, :1]]), "column x0 appears more than once"),
         "wide.csv": (None, np.hstack([rows, rows[:, :1]]),

@@ -64,8 +64,8 @@ def test_beam_scores_equal_the_in_process_path(model, tmp_path):
 def test_beam_bad_row_is_the_same_one_line_error(model, tmp_path):
     _tables(tmp_path)
     (tmp_path / "bad.csv").write_text("x0,x1,x2\n1,2,3\n\n4,x,6\n")
-    for data, message in (("bad.npy", "row 40, column 1 (x1): NaN or infinite value"),
-                          ("bad.csv", "line 4: not a numeric row ('4,x,6')")):
+    for data, message in (("bad.npy", "row 40, column 1 (x1): value inf is not finite"),
+                          ("bad.csv", "line 4 row '4,x,6', column 1 (x1): value 'x' is not a number")):
         with pytest.raises(DataError) as local:
             evaluate_saved_model(model, str(tmp_path / data), str(tmp_path / "s.npy"), chunk_rows=7)
         with pytest.raises(DataError) as beam:
@@ -101,8 +101,8 @@ def test_cli_beam_args_bad_row_exit_2_one_line(model, tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     [line] = proc.stderr.strip().splitlines()
-    assert line.startswith(f"tfflows evaluate: {tmp_path / 'bad.npy'}: row 40, column 1 (x1): NaN or infinite "
-                           "value; fix: remove or fix that row"), line
+    assert line.startswith(f"tfflows evaluate: {tmp_path / 'bad.npy'}: row 40, column 1 (x1): value inf is not "
+                           "finite; fix: remove or impute NaN/inf values"), line
     assert not (tmp_path / "s.npy").exists()
 
 
@@ -117,7 +117,7 @@ def test_beam_scoring_on_portable_runner_with_worker_processes(portable_services
     _tables(data)
     _same_as_in_process(model, data, args)
     assert _workers_started(pool_log) >= 1  # scored in SDK worker processes, not in this one
-    with pytest.raises(DataError, match=r"bad.npy: row 40, column 1 \(x1\): NaN or infinite value; fix: "):
+    with pytest.raises(DataError, match=r"bad.npy: row 40, column 1 \(x1\): value inf is not finite; fix: "):
         evaluate_saved_model(model, str(data / "bad.npy"), str(data / "bad_scores.npy"), chunk_rows=7,
                              beam_args=args)
     assert not (data / "bad_scores.npy").exists()

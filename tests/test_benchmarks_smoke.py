@@ -17,6 +17,7 @@ def tables():
                      train_steps=1, print_fn=lambda *_: None)
 
 
+@pytest.mark.slow  # every table of the benchmark script on its tiny shapes: ~30 s of compiling
 def test_tables_have_expected_rows(tables):
     assert set(tables) == {"sample", "iaf", "train", "gflops", "log_prob", "saved"}
     text = "\n".join(t.render() for t in tables.values())

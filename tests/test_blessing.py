@@ -17,15 +17,12 @@ from tfflows.components.ingest import load_split
 from tfflows.components.push import PushConfig, run_push
 from tfflows.components.train import TrainConfig, run_train
 from tfflows.components.transform import apply_transform
-from tests.artifact_testing import prepared_moons, train_flow_artifact
 
 
 @pytest.fixture(scope="module")
-def moons(tmp_path_factory):
-    root = tmp_path_factory.mktemp("blessing")
-    ex, tg = prepared_moons(root, num_samples=400, seed=1)
-    return {"examples": ex, "transform": tg, "root": root,
-            "good": train_flow_artifact(ex, tg, str(root / "good"), epochs=20)}
+def moons(tmp_path_factory, moons_400_good):
+    """The examples, transform and "good" model are conftest's (shared with test_evaluate.py)."""
+    return {**moons_400_good, "root": tmp_path_factory.mktemp("blessing")}
 
 
 def test_gaussian_reference_is_the_maximum_likelihood_fit():

@@ -13,18 +13,16 @@ import sys
 
 import pytest
 
-from tests.cli_testing import TINY_RUN, cli
 
 NAME = "tfflows"  # the pipeline's name: the default experiment and registered model
 
 
 @pytest.mark.slow
-def test_default_run_store_tells_one_story(tmp_path):
+def test_default_run_store_tells_one_story(default_run, tmp_path):
     from mlflow.tracking import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
-    output = tmp_path / "tfflows_output"
-    result = cli("run", "--output", str(output), *TINY_RUN)
+    output, result = default_run  # conftest's: the one default run, shared with tests that only read it
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     uri = f"sqlite:///{output}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)

@@ -15,14 +15,14 @@ from tfflows.components.evaluate import EvaluateConfig, read_blessing, run_evalu
 from tfflows.components.flow_artifact import load_flow, save_flow
 from tfflows.components.ingest import load_split, read_metadata, run_ingest
 from tfflows.components.transform import load_transform, run_transform
-from tests.artifact_testing import prepared_moons, train_flow_artifact
+from tests.artifact_testing import train_flow_artifact
 
 
 @pytest.fixture(scope="module")
-def moons(tmp_path_factory):
+def moons(tmp_path_factory, moons_400_good):
+    """The examples, transform and "good" model are conftest's (shared with test_blessing.py)."""
     root = tmp_path_factory.mktemp("moons")
-    ex, tg = prepared_moons(root, num_samples=400, seed=1)
-    good = train_flow_artifact(ex, tg, str(root / "good"), epochs=20)
+    ex, tg, good = moons_400_good["examples"], moons_400_good["transform"], moons_400_good["good"]
     untrained = train_flow_artifact(ex, tg, str(root / "untrained"), epochs=0)
     fair = train_flow_artifact(ex, tg, str(root / "fair"), epochs=2)  # beats the Gaussian, less than good
     nan_model = load_flow(untrained)

@@ -145,11 +145,11 @@ def test_conditional_flow():
     assert abs(float(tf.reduce_mean(samples)) - 3.0) < 0.5
 
 
-def test_checkpoint_round_trip_keeps_log_prob():
+def test_checkpoint_round_trip_keeps_log_prob(tmp_path):
     model = flow("haf", 4)
     x = tf.constant(np.random.default_rng(2).normal(size=(5, 4)))
     expected = model.log_prob(x).numpy()
-    path = tf.train.Checkpoint(model=model).write("/tmp/tfflows_ckpt_test/ckpt")
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))  # not a shared /tmp path
     fresh = build_flow("haf", 4, hidden_units=[8], dtype="float64", **KIND_OPTIONS["haf"])
     tf.train.Checkpoint(model=fresh).read(path).assert_consumed()
     np.testing.assert_allclose(fresh.log_prob(x), expected, atol=1e-12)

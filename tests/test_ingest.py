@@ -11,7 +11,7 @@ import pickle
 import numpy as np
 import pytest
 
-from tfflows.components.config import IngestConfig
+from tfflows.components.config import ConfigError, IngestConfig
 from tfflows.components.errors import DataError
 from tfflows.components.ingest import load_split, read_metadata, run_ingest
 from tfflows.components.ingest import executor as ingest_executor
@@ -74,8 +74,9 @@ def test_digits_metadata_and_splits(digits_run):
     with open(os.path.join(out, "dataset_metadata.json")) as f:
         on_disk = json.load(f)
     assert set(on_disk) == {"name", "event_dim", "feature_names", "discrete", "num_levels",
-                            "image_shape", "split_sizes", "fingerprint", "source", "inputs"}
+                            "image_shape", "split_sizes", "fingerprint", "source", "inputs", "context_names"}
     assert meta.inputs is None  # a bundled dataset has no input files
+    assert meta.context_names is None  # no context columns: an unconditional dataset
     assert (meta.name, meta.event_dim, meta.discrete, meta.num_levels, meta.image_shape) == (
         "digits", 64, True, 17, [8, 8])
     assert len(meta.feature_names) == 64
@@ -167,7 +168,8 @@ def test_csv_bad_header_and_columns(tmp_path):
     with pytest.raises(DataError, match="empty or has no header"):
         run_ingest(IngestConfig("csv", path=str(tmp_path / "empty.csv")), str(tmp_path / "o"))
     (tmp_path / "d.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(DataError, match=r"columns \['c'\]"):
+    with pytest.raises(DataError, match=r"d\.csv: line 1 \(header\): no column c; fix: name columns of the file in "
+                                        r"ingest\.columns \(it has a, b\)"):
         run_ingest(IngestConfig("csv", path=str(tmp_path / "d.csv"), columns=("c",)),
                    str(tmp_path / "o"))
     (tmp_path / "t.csv").write_text("a,b,c\n1,2,3\n")
@@ -322,7 +324,7 @@ def test_images_folder(tmp_path):
 
 
 def test_unknown_dataset_and_one_line_error():
-    with pytest.raises(DataError, match="unknown dataset name") as err:
+    with pytest.raises(ConfigError, match="`dataset` 'mnits' is not a dataset name; fix: use one of") as err:
         IngestConfig("mnits")
     assert "\n" not in str(err.value) and "moons" in str(err.value)
     assert isinstance(err.value, ValueError)

@@ -55,6 +55,21 @@ def test_made_outputs_depend_only_on_earlier_inputs(hidden, order):
     np.testing.assert_array_equal(depends, deg[None, :] < deg[:, None])
 
 
+@pytest.mark.parametrize("hidden,order", [([8], "natural"), ([8, 6], "random"), ([], "reversed")])
+def test_every_conditional_depends_on_the_context(hidden, order):
+    """p(x_i | x_<i, c) for every i, the first in the order too (it sees no hidden unit)."""
+    made = MADE(5, hidden, num_params=2, order=order, context_dim=3, dtype="float64")
+    x = tf.constant(np.random.default_rng(0).normal(size=(16, 5)))
+    context = tf.constant(np.random.default_rng(1).normal(size=(16, 3)))
+    made(x, context=context)
+    perturb(made, seed=2)
+    with tf.GradientTape() as tape:
+        tape.watch(context)
+        params = tf.reshape(made(x, context=context), [16, 10])
+    jac = tape.batch_jacobian(params, context).numpy().reshape(16, 5, 2, 3)
+    assert np.all(np.any(np.abs(jac) > 1e-8, axis=(0, 2, 3))), "an output ignores the context"
+
+
 def naive_loop(made, step_fn, noise, context=None):
     """Reference: re-run the whole MADE before every step (O(D^2 H))."""
     batch, dim = noise.shape[0], made.event_dim

@@ -23,6 +23,9 @@ from tfflows.components.train import TrackingConfig, TrainConfig, run_train
 
 from tests.artifact_testing import prepared_moons
 
+# Real components end to end, then fresh processes and the CLI: minutes, not the edit-test loop.
+pytestmark = pytest.mark.slow
+
 TINY = dict(kind="maf", num_layers=2, hidden_units=(8,), batch_size=50, learning_rate=1e-3,
             epochs=2, patience=30, seed=3, log_every_steps=100)
 

@@ -182,6 +182,7 @@ print(tracker.start_run(sys.argv[3]))
 """
 
 
+@pytest.mark.slow  # two fresh processes released together 8 s after their start
 def test_two_runs_creating_one_store_at_once_both_keep_their_runs(tmp_path):
     uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
     start_at = str(time.time() + 8)  # both past their imports, then released together

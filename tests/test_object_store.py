@@ -247,19 +247,6 @@ def test_a_bucket_without_endpoint_or_credentials_is_one_line(uri, env, named, t
     assert done.returncode == 2 and len(err) == 1 and named in err[0] and uri in err[0], done.stderr
 
 
-@pytest.mark.parametrize("output", ["gs://bucket/out", "s3://bucket/out", "hdfs://namenode/out"])
-def test_run_refuses_an_output_on_a_bucket_up_front(output, capsys, tmp_path, monkeypatch):
-    """Not a local folder named ``gs:`` (the old behaviour: exit 0, everything under ``./gs:/``): one
-    line naming the setting that does push to the bucket, and nothing written."""
-    from tfflows.pipeline.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    status = main(["run", "--output", output])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2 and len(err) == 1 and f"output {output}: a run's output is a local folder" in err[0], err
-    assert (f"--set push.push_base={output}" in err[0]) == (not output.startswith("hdfs")) and not os.listdir(tmp_path)
-
-
 def test_the_plan_line_names_the_bucket_the_versions_go_to():
     from tfflows.pipeline.cli import _push_destination
 
@@ -284,3 +271,31 @@ def test_a_version_that_cannot_be_made_known_is_withdrawn_from_the_store(store, 
     assert artifacts.list_versions(serving) == [1] and backend.keys(f"{key}/serving/2") == []
     assert backend.get(f"{key}/{artifacts.SERVING_CONFIG_FILE}") == before
     assert artifacts.publish_version(str(_fake_saved_model(tmp_path / "c", "c")), serving) == 2
+
+
+def test_a_staged_output_is_uploaded_whole_and_copied_back(store, tmp_path):
+    """`staging_dir`/`publish_dir` for a component's output in a bucket (a run's ``--output gs://``):
+    Beam and plain ``open`` write a local folder, which is uploaded once complete; `local_copy` (MLflow
+    logs local files) brings a folder or a file back, skipping ``key/`` folder markers."""
+    base, _ = store
+    output = artifacts.join(base, "pipeline_root/IngestExamplesComponent/examples/1")
+    backend, key = artifacts._store(output)
+    backend.put(f"{key}/", b"")  # the folder marker TFX's `makedirs` leaves (fake-gcs-server drops it)
+    staged = artifacts.staging_dir(output)
+    assert os.path.isdir(staged) and "://" not in staged and not os.listdir(staged)
+    os.makedirs(os.path.join(staged, "Split-train"))
+    Path(staged, "Split-train", "data.gz").write_bytes(b"rows")
+    Path(staged, "dataset_metadata.json").write_text('{"event_dim": 2}')
+    artifacts.publish_dir(staged, output)
+    assert not os.path.exists(staged)
+    assert {k for k in backend.keys(key) if not k.endswith("/")} == {f"{key}/Split-train/data.gz",
+                                                                     f"{key}/dataset_metadata.json"}
+    assert artifacts.read_json(artifacts.join(output, "dataset_metadata.json")) == {"event_dim": 2}
+    again = artifacts.staging_dir(output)
+    with pytest.raises(FileExistsError, match="is not empty"):
+        artifacts.publish_dir(again, output)
+    os.rmdir(again)  # the component's `finally` does this
+    folder = artifacts.local_copy(output, str(tmp_path / "copy"))
+    assert Path(folder, "Split-train", "data.gz").read_bytes() == b"rows"
+    single = artifacts.local_copy(artifacts.join(output, "dataset_metadata.json"), str(tmp_path / "one"))
+    assert Path(single).read_text() == '{"event_dim": 2}'

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ def _expected_log_prob(data, x):
     return (load_flow(data["model"]).log_prob(z).numpy() + log_det.numpy())
 
 
+@pytest.mark.slow  # saved_model_cli in its own process
 def test_saved_model_cli_lists_signatures(data):
     out = subprocess.run([str(VENV_BIN / "saved_model_cli"), "show", "--all", "--dir",
                           data["export"]], capture_output=True, text=True, check=True).stdout
@@ -62,6 +64,7 @@ def test_saved_model_cli_lists_signatures(data):
     assert "outputs['samples'] tensor_info:" in b and "shape: (-1, 2)" in b
 
 
+@pytest.mark.slow  # a fresh process loads the export
 def test_fresh_process_reproduces_log_prob_and_samples(data, tmp_path):
     x = data["x"]
     module = tf.saved_model.load(data["export"])
@@ -174,7 +177,7 @@ def test_two_concurrent_pushes(data, tmp_path):
             results.append(run_push(data["model"], data["transform"], data["examples"],
                                     data["blessing"], config))
         except Exception as error:  # a thread's exception would otherwise only be a warning
-            errors.append(repr(error))
+            errors.append("".join(traceback.format_exception(error))[-3000:])
 
     threads = [threading.Thread(target=push) for _ in range(2)]
     for t in threads:

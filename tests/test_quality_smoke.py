@@ -17,6 +17,7 @@ def _quiet(*_):
     pass
 
 
+@pytest.mark.slow  # the quality script end to end: three models trained and compared
 def test_moons_rows_and_json(tmp_path):
     out = tmp_path / "moons.json"
     result = quality.main(["--dataset", "moons", "--moons-samples", "600", "--models", "gaussian", "maf5",

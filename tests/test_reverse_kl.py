@@ -155,6 +155,7 @@ def test_baselines_compare_only_on_the_same_target(fitted, tmp_path):
     assert result["blessed"] and "another target" in result["reason"]
 
 
+@pytest.mark.slow  # a fresh process loads the export
 def test_push_exports_sample_and_log_prob_without_preprocessing(fitted, tmp_path):
     evaluation = run_evaluate(None, None, fitted, EvaluateConfig(num_samples=2000), str(tmp_path / "eval"))
     pushed = run_push(fitted, None, None, str(tmp_path / "eval"), PushConfig(push_base=str(tmp_path / "push")),

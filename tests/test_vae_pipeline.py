@@ -87,6 +87,7 @@ def test_importance_sampled_log_likelihood_bounds_the_elbo_and_blesses(digits, t
     assert not compared["blessed"] and "vs baseline" in compared["reason"]
 
 
+@pytest.mark.slow  # a fresh process loads the export
 def test_export_serves_the_importance_sampled_log_likelihood(digits, trained, tmp_path):
     from tfflows.components.objectives.scoring import held_out_quantiles
 

@@ -10,10 +10,11 @@ import json
 from typing import Any, Dict, List, Optional
 
 from tfx import types
-from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
+from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from tfflows.components.beam_executor import BeamExecutor
 from tfflows.components.config import IngestConfig
 from tfflows.components.ingest.executor import SPLITS, run_ingest
 from tfflows.components.ingest.runner import executor_beam_args
@@ -33,9 +34,10 @@ class IngestExamplesSpec(ComponentSpec):
     OUTPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples)}
 
 
-class Executor(base_beam_executor.BaseBeamExecutor):
-    """Runs `run_ingest` into the Examples artifact; records its split names, span(s), version and
-    the input's content digest on the artifact (ML Metadata)."""
+class Executor(BeamExecutor):
+    """Runs `run_ingest` into the Examples artifact; records its split names, span(s), version,
+    the input's content digest and the columns' roles (features, context) on the artifact (ML
+    Metadata)."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
@@ -51,6 +53,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples.set_string_custom_property("payload_format", "FORMAT_TF_EXAMPLE")
         examples.set_string_custom_property("file_format", "tfrecords_gzip")
         examples.set_string_custom_property("dataset_fingerprint", metadata.fingerprint)
+        # The columns' roles, so that ML Metadata says what a model of these examples conditions on.
+        examples.set_string_custom_property("feature_names", json.dumps(metadata.feature_names)[:60000])
+        examples.set_string_custom_property("context_names", json.dumps(metadata.context_names or []))
         if inputs:
             examples.set_string_custom_property("input_digest", inputs["digest"])
             examples.set_string_custom_property("spans", ",".join(str(s) for s in inputs["spans"]))

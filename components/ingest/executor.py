@@ -2,7 +2,8 @@
 
 `run_ingest` reads a source (`components.ingest.loaders` in memory, or
 `components.ingest.streaming` with Beam), writes ``Split-{train,eval,test}/`` gzipped
-TFRecords of tf.Example with one float feature ``x`` of length D, and
+TFRecords of tf.Example with one float feature ``x`` of length D (and, for a conditional
+dataset, ``context`` of length C: the columns named by ``IngestConfig.context_names``), and
 ``dataset_metadata.json``, into a temporary folder that is moved into ``output_uri`` only when
 everything succeeded and the written splits hold exactly the rows the pipeline counted
 (`components.ingest.verify`): bad input or lost output raises `DataError` and leaves
@@ -16,7 +17,7 @@ import hashlib
 import json
 import os
 import shutil
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -26,13 +27,13 @@ from tfflows.components.config import IngestConfig
 from tfflows.components.errors import DataError, reraise_data_error
 from tfflows.components.ingest import loaders, streaming
 from tfflows.components.inputs import InputSnapshot, effective_paths, snapshot_inputs
-from tfflows.components.ingest.metadata import FEATURE_KEY, DatasetMetadata, write_metadata
+from tfflows.components.ingest.metadata import CONTEXT_KEY, FEATURE_KEY, DatasetMetadata, write_metadata
 from tfflows.components.ingest.runner import check_runner, pipeline_options
 from tfflows.components.ingest.sources.splits import check_split_sizes
 from tfflows.components.ingest.verify import (METRICS_NAMESPACE, counter_totals, lost_output,
                                               verify_splits)
 
-__all__ = ["run_ingest", "SPLITS"]
+__all__ = ["column_roles", "run_ingest", "SPLITS"]
 
 SPLITS = loaders.SPLITS
 _CHUNK = 512
@@ -43,14 +44,41 @@ def _row_digest(row: np.ndarray) -> int:
     return int.from_bytes(hashlib.sha256(row.astype("<f4").tobytes()).digest()[:16], "little")
 
 
-def _to_example(row: np.ndarray, split: str) -> bytes:
+Roles = Tuple[List[int], List[int]]  # positions of the features and of the context in a read row
+
+
+def column_roles(names: Sequence[str], context: Sequence[str], source: str) -> Roles:
+    """(feature positions, context positions) among the columns ``names`` a reader returned,
+    the context found by name; a context column that is not there, or no feature left, is a
+    `DataError` naming it."""
+    if missing := [c for c in context if c not in names]:
+        raise DataError(source, f"ingest.context_columns {missing}", f"not among the columns {list(names)}",
+                        "name columns of the file in ingest.context_columns")
+    features = [i for i, name in enumerate(names) if name not in context]
+    if not features:
+        raise DataError(source, "ingest.context_columns", "names every column: no feature is left to model",
+                        "leave at least one column out of ingest.context_columns")
+    return features, [list(names).index(c) for c in context]
+
+
+def _reader_config(config: IngestConfig) -> IngestConfig:
+    """What the reader is asked for: with ``columns``, the features and then the context (the
+    reader parses only the columns it is given); the roles are then assigned by name."""
+    if not config.context_columns or not config.columns:
+        return config
+    return dataclasses.replace(config, columns=config.columns + config.context_columns, context_columns=None)
+
+
+def _to_example(row: np.ndarray, split: str, roles: Roles) -> bytes:
     import tensorflow as tf
 
     beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"ingest_rows_{split}").inc()
 
-    feature = tf.train.Feature(float_list=tf.train.FloatList(value=row.tolist()))
-    return tf.train.Example(
-        features=tf.train.Features(feature={FEATURE_KEY: feature})).SerializeToString()
+    features, context = roles
+    feature = {FEATURE_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=row[features].tolist()))}
+    if context:
+        feature[CONTEXT_KEY] = tf.train.Feature(float_list=tf.train.FloatList(value=row[context].tolist()))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 class _CountAndDigest(beam.CombineFn):
@@ -78,13 +106,13 @@ def fingerprint(stats: Dict[str, Tuple[int, int]], event_dim: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _write_splits(rows, out_dir: str) -> None:
+def _write_splits(rows, out_dir: str, roles: Roles) -> None:
     """rows: PCollection[(split, float32 row)] -> TFRecords per split + a stats file."""
     # Beam's type comment says WithTypeHints, but Partition takes any callable (its docs; make_fn wraps it).
     parts = rows | "BySplit" >> beam.Partition(lambda kv, n: SPLITS.index(kv[0]), len(SPLITS))  # type: ignore[arg-type]
     for split, part in zip(SPLITS, parts):
         _ = (part
-             | f"Serialize{split}" >> beam.Map(lambda kv: _to_example(kv[1], kv[0]))
+             | f"Serialize{split}" >> beam.Map(lambda kv: _to_example(kv[1], kv[0], roles))
              | f"Write{split}" >> beam.io.WriteToTFRecord(
                  os.path.join(out_dir, f"Split-{split}", "data_tfrecord"),
                  file_name_suffix=".gz",
@@ -159,10 +187,9 @@ def run_ingest(config: IngestConfig, output_uri: str,
     if inputs is None:
         inputs = snapshot_inputs(config)
     config, paths = effective_paths(config, inputs)
-    streamed = config.dataset in ("csv", "tfrecord")
+    streamed = config.dataset in streaming.STREAMED_DATASETS
     if streamed:
-        source = (streaming.csv_source if config.dataset == "csv"
-                  else streaming.tfrecord_source)(config, paths)
+        source = streaming.streamed_source(_reader_config(config), paths)
         names, discrete, levels, shape, where = (source.feature_names, source.discrete,
                                                  source.num_levels, source.image_shape,
                                                  source.source)
@@ -170,9 +197,8 @@ def run_ingest(config: IngestConfig, output_uri: str,
         data = loaders.load_in_memory(config)
         names, discrete, levels, shape, where = (data.feature_names, data.discrete,
                                                  data.num_levels, data.image_shape, data.source)
-        for split in SPLITS:  # validated before anything is written
-            loaders.check_finite(np.asarray(data.splits[split]), f"{where} ({split} split)",
-                                 names)
+    roles = column_roles(names, config.context_names or (), str(where))
+    feature_names = [names[i] for i in roles[0]]
     runner = check_runner(beam_pipeline_args)
     tmp_dir = staging_dir(output_uri)
     try:
@@ -183,7 +209,7 @@ def run_ingest(config: IngestConfig, output_uri: str,
             else:
                 rows = (pipeline | "Chunks" >> beam.Create(list(_chunks(data.splits)))
                         | "Rows" >> beam.FlatMap(lambda kv: ((kv[0], r) for r in kv[1])))
-            _write_splits(rows, tmp_dir)
+            _write_splits(rows, tmp_dir, roles)
             result = pipeline.run()
             result.wait_until_finish()
         except DataError:
@@ -197,10 +223,11 @@ def run_ingest(config: IngestConfig, output_uri: str,
         verify_splits(tmp_dir, sizes, "ingest", runner)
         check_split_sizes(sizes, config, where)
         metadata = DatasetMetadata(
-            name=config.name or config.dataset, event_dim=len(names), feature_names=names,
+            name=config.name or config.dataset, event_dim=len(feature_names), feature_names=feature_names,
             discrete=bool(discrete), num_levels=levels, image_shape=shape, split_sizes=sizes,
-            fingerprint=fingerprint(stats, len(names)), source=str(where),
-            inputs=dataclasses.asdict(inputs) if inputs is not None else None)
+            fingerprint=fingerprint(stats, len(feature_names)), source=str(where),
+            inputs=dataclasses.asdict(inputs) if inputs is not None else None,
+            context_names=list(config.context_names) if config.context_names else None)
         write_metadata(metadata, tmp_dir)
         publish_dir(tmp_dir, output_uri)
         return metadata

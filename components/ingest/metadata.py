@@ -9,11 +9,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["DatasetMetadata", "METADATA_FILE", "read_metadata", "write_metadata",
-           "split_files", "load_split"]
+__all__ = ["CONTEXT_KEY", "DatasetMetadata", "METADATA_FILE", "read_metadata", "write_metadata",
+           "split_files", "load_split", "load_context"]
 
 METADATA_FILE = "dataset_metadata.json"
 FEATURE_KEY = "x"
+CONTEXT_KEY = "context"  # the conditioning columns of a conditional dataset, apart from x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,8 @@ class DatasetMetadata:
       inputs: the run's input snapshot (`components.inputs.InputSnapshot` as a dict: the
         files with their sizes and sha256, the span(s), the content digest and a short label),
         or None for sources without files.
+      context_names: the roles' other half: the C columns conditioned on (feature
+        ``context`` of each example, `IngestConfig.context_columns`), or None: no context.
     """
 
     name: str
@@ -45,6 +48,12 @@ class DatasetMetadata:
     fingerprint: str
     source: str
     inputs: Optional[dict] = None
+    context_names: Optional[List[str]] = None
+
+    @property
+    def context_dim(self) -> Optional[int]:
+        """C, the length of feature ``context`` (None: an unconditional dataset)."""
+        return len(self.context_names) if self.context_names else None
 
 
 def write_metadata(metadata: DatasetMetadata, directory: str) -> str:
@@ -70,21 +79,31 @@ def split_files(examples_uri: str, split: str) -> List[str]:
     return sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz")))
 
 
+def _load_feature(examples_uri: str, split: str, key: str, width: int) -> np.ndarray:
+    import tensorflow as tf
+
+    if split not in ("train", "eval", "test"):
+        raise ValueError(f"`split` must be 'train', 'eval' or 'test', but is {split!r}")
+    files = split_files(examples_uri, split)
+    spec = {key: tf.io.FixedLenFeature([width], tf.float32)}
+    rows = [np.zeros((0, width), np.float32)]
+    if files:
+        dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096)
+        for batch in dataset:
+            rows.append(tf.io.parse_example(batch, spec)[key].numpy())
+    return np.concatenate(rows, axis=0)
+
+
 def load_split(examples_uri: str, split: str) -> np.ndarray:
     """All rows of one split as float32 ``[N, D]`` (for tests and small-data evaluation).
 
     Row order follows the files and is not the source's order.
     """
-    import tensorflow as tf
+    return _load_feature(examples_uri, split, FEATURE_KEY, read_metadata(examples_uri).event_dim)
 
-    if split not in ("train", "eval", "test"):
-        raise ValueError(f"`split` must be 'train', 'eval' or 'test', but is {split!r}")
-    d = read_metadata(examples_uri).event_dim
-    files = split_files(examples_uri, split)
-    spec = {FEATURE_KEY: tf.io.FixedLenFeature([d], tf.float32)}
-    rows = [np.zeros((0, d), np.float32)]
-    if files:
-        dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096)
-        for batch in dataset:
-            rows.append(tf.io.parse_example(batch, spec)[FEATURE_KEY].numpy())
-    return np.concatenate(rows, axis=0)
+
+def load_context(examples_uri: str, split: str) -> Optional[np.ndarray]:
+    """The raw context of one split's rows, float32 ``[N, C]`` in `load_split`'s row order (the
+    same files read the same way), or None for a dataset without context."""
+    context_dim = read_metadata(examples_uri).context_dim
+    return None if context_dim is None else _load_feature(examples_uri, split, CONTEXT_KEY, context_dim)

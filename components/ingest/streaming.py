@@ -1,29 +1,29 @@
-"""Streamed sources: CSV (Beam ``ReadFromText``) and TFRecord files of tf.Example.
+"""Streamed sources: tables (`components.tables.STREAMED_FORMATS`, e.g. CSV) and TFRecord files of tf.Example.
 
-Rows are never loaded whole: the header (CSV) or the first record (TFRecord) is read here to
-learn the dimension, then Beam parses every row in a DoFn that raises `DataError` on bad
-input, and assigns it to a split with a seeded hash of the row's bytes (deterministic on any
-runner, independent of file order).
+Rows are never loaded whole: the header (a table's columns) or the first record (TFRecord) is read
+here to learn the dimension, then Beam workers read every chunk of a table
+(`components.tables.reader.read_chunk`, the checks every reader of a table shares) or parse every
+record in a DoFn that raises `DataError` on bad input, and assign each row to a split with a
+seeded hash of its values (deterministic on any runner, independent of file order and chunking).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import glob
 import hashlib
-import io
 import os
 from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
 
-from tfflows.components.config import IngestConfig
+from tfflows.components.config import STREAMED_DATASETS, IngestConfig
 from tfflows.components.errors import DataError
-from tfflows.components.ingest.sources.files import check_finite, check_levels, user_meta
+from tfflows.components.ingest.sources.files import check_levels, user_meta
+from tfflows.components.tables.reader import Chunk, Selection, Table, check_finite, open_table, plan, read_chunk, select
 
-__all__ = ["StreamedSource", "csv_source", "tfrecord_source", "hash_split"]
+__all__ = ["STREAMED_DATASETS", "StreamedSource", "streamed_source", "table_source", "tfrecord_source", "hash_split"]
 
 
 @dataclasses.dataclass
@@ -58,17 +58,6 @@ def _files(pattern: str, what: str) -> List[str]:
     return files
 
 
-def _check_streamed_config(config: IngestConfig) -> None:
-    if config.eval_count is not None or config.test_count is not None:
-        raise DataError(config.path, "IngestConfig.eval_count/test_count",
-                        f"exact split counts are not available for streamed {config.dataset} "
-                        "sources", "use eval_fraction/test_fraction instead")
-    if config.flip_augment:
-        raise DataError(config.path, "IngestConfig.flip_augment",
-                        f"not available for streamed {config.dataset} sources",
-                        "convert the images to .npy/IDX, or flip in the training pipeline")
-
-
 def _check_row(row: np.ndarray, where: str, names: List[str], levels: Optional[int],
                filename: str) -> None:
     """The in-memory sources' value checks on one row; ``where`` names the row."""
@@ -78,110 +67,57 @@ def _check_row(row: np.ndarray, where: str, names: List[str], levels: Optional[i
         check_levels(rows, levels, filename, names, label)
 
 
-# --------------------------------------------------------------------------- CSV
+# --------------------------------------------------------------------------- tables
 
 
-def _read_header(path: str) -> List[str]:
-    with open(path, "rb") as f:
-        raw = f.readline()
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(path, "line 1 (header)", f"is not UTF-8 text (byte {raw[err.start:err.start + 1]!r} at "
-                        f"column {err.start + 1})", "save the file as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
-    if not line.strip():
-        raise DataError(path, "row 1 (header)", "file is empty or has no header line",
-                        "write a header line of column names first")
-    return [h.strip() for h in next(csv.reader([line]))]
+class _ReadTableChunk(beam.DoFn):
+    """(table, chunk, in the test file) -> (split, float32 row) of the chunk's checked rows."""
 
-
-def _line_number(filename: str, line: str) -> str:
-    """Where `line` is in `filename`: Beam's text source gives rows without their line numbers,
-    so a refused row's number is found by reading the file once (only when a row is refused)."""
-    with open(filename, "r", newline="", encoding="utf-8", errors="replace") as f:
-        for number, text in enumerate(f, start=1):
-            if text.rstrip("\r\n") == line:
-                return f"line {number}"
-    return "a line"
-
-
-class _ParseCsvLine(beam.DoFn):
-    def __init__(self, header: List[str], keep: List[int], config: IngestConfig,
-                 test_files: Tuple[str, ...], levels: Optional[int]):
-        self._header, self._keep, self._levels = header, keep, levels
+    def __init__(self, selection: Selection, config: IngestConfig, levels: Optional[int], has_test_file: bool):
+        self._selection, self._levels, self._has_test_file = selection, levels, has_test_file
         self._seed, self._eval, self._test = (config.seed, config.eval_fraction,
                                               config.test_fraction)
-        self._test_files = set(os.path.abspath(f) for f in test_files)
-        self._names = [header[j] for j in keep]
 
-    def process(self, element: Tuple[str, str]) -> Iterable[Tuple[str, np.ndarray]]:
-        filename, line = element
-        if not line.strip():
-            return
-        try:
-            yield from self._parse(filename, line)
-        except DataError as err:
-            raise DataError(err.source, f"{_line_number(filename, line)} {err.where}", err.problem, err.fix) from None
-
-    def _parse(self, filename: str, line: str) -> Iterable[Tuple[str, np.ndarray]]:
-        shown = line if len(line) <= 40 else line[:37] + "..."
-        where = f"row {shown!r}"
-        cells = next(csv.reader(io.StringIO(line)))
-        if len(cells) != len(self._header):
-            raise DataError(filename, where, f"has {len(cells)} fields, the header has "
-                            f"{len(self._header)}", "make every row as long as the header")
-        row = np.empty(len(self._keep), dtype=np.float64)
-        for i, j in enumerate(self._keep):
-            try:
-                row[i] = float(cells[j])
-            except ValueError:
-                raise DataError(filename, f"{where}, column {j} ({self._header[j]})",
-                                f"value {cells[j]!r} is not a number",
-                                "fix the cell, or leave the column out with "
-                                "IngestConfig.columns") from None
-        _check_row(row, where, self._names, self._levels, filename)
-        in_test_file = os.path.abspath(filename) in self._test_files
-        split = "test" if in_test_file else hash_split(
-            line.encode(), self._seed, self._eval, self._test, bool(self._test_files))
-        yield split, row.astype(np.float32)
+    def process(self, element: Tuple[Table, Chunk, bool]) -> Iterable[Tuple[str, np.ndarray]]:
+        table, chunk, in_test_file = element
+        block = read_chunk(table, chunk, self._selection)
+        if self._levels is not None:
+            check_levels(block.numbers, self._levels, table.path, list(self._selection.names), block.label,
+                         list(self._selection.take))
+        for row in block.numbers.astype(np.float32):
+            split = "test" if in_test_file else hash_split(
+                row.tobytes(), self._seed, self._eval, self._test, self._has_test_file)
+            yield split, row
 
 
-def csv_source(config: IngestConfig, paths: Tuple[str, ...] = ()) -> StreamedSource:
-    """CSV files with a header line: ``config.path`` (a file or glob), or every path of ``paths``
-    (a span window, `components.inputs.effective_paths`); ``config.columns`` selects
-    columns by name."""
-    _check_streamed_config(config)
+def table_source(config: IngestConfig, paths: Tuple[str, ...] = ()) -> StreamedSource:
+    """Table files of a streamed format (`components.tables.STREAMED_FORMATS`, e.g. CSV with a
+    header line): ``config.path`` (a file or glob), or every path of ``paths`` (a span window,
+    `components.inputs.effective_paths`); ``config.columns`` selects columns by name. Every file
+    must have the first one's columns; each is read in chunks on the workers
+    (`components.tables.reader`), and a row goes to a split by a seeded hash of its values."""
+    what = config.dataset.upper() if config.dataset == "csv" else config.dataset.capitalize()
     if not config.path:
-        raise DataError("csv", "IngestConfig.path", "no path given", "set IngestConfig.path")
-    files = [f for path in (paths or (config.path,)) for f in _files(path, "CSV")]
-    test_files = tuple(_files(config.test_path, "CSV")) if config.test_path else ()
-    header = _read_header(files[0])
-    for f in files[1:] + list(test_files):
-        other = _read_header(f)
-        if other != header:
-            raise DataError(f, "row 1 (header)", f"header {other} differs from {header} of "
-                            f"{files[0]}", "give every CSV file the same columns")
-    if config.columns:
-        missing = [c for c in config.columns if c not in header]
-        if missing:
-            raise DataError(files[0], f"columns {missing}", f"not in the header {header}",
-                            "fix IngestConfig.columns")
-        keep = [header.index(c) for c in config.columns]
-    else:
-        keep = list(range(len(header)))
-    names = [header[j] for j in keep]
-    discrete, levels, shape = user_meta(config, len(keep), None, files[0])
-    parse = _ParseCsvLine(header, keep, config, test_files, levels)
-    all_files = files + list(test_files)
+        raise DataError(config.dataset, "IngestConfig.path", "no path given", "set IngestConfig.path")
+    files = [f for path in (paths or (config.path,)) for f in _files(path, what)]
+    test_files = _files(config.test_path, what) if config.test_path else []
+    tables = [open_table(f, header=True) for f in files + test_files]
+    for table in tables[1:]:
+        if table.columns != tables[0].columns:
+            raise DataError(table.path, table.names_at, f"header {list(table.columns)} differs from "
+                            f"{list(tables[0].columns)} of {files[0]}", f"give every {what} file the same columns")
+    selection = select(tables[0], config.columns, fix="name columns of the file in ingest.columns")
+    discrete, levels, shape = user_meta(config, len(selection.names), None, files[0])
+    work = [(table, chunk, i >= len(files)) for i, table in enumerate(tables) for chunk in plan(table)]
+    parse = _ReadTableChunk(selection, config, levels, bool(test_files))
 
     @beam.ptransform_fn
     def read(pbegin):
-        lines = [pbegin | f"ReadCsv{i}" >> beam.io.textio.ReadFromTextWithFilename(
-            f, skip_header_lines=1) for i, f in enumerate(all_files)]
-        return (lines | "FlattenCsv" >> beam.Flatten()
-                | "ParseCsv" >> beam.ParDo(parse))
+        return (pbegin | "TableChunks" >> beam.Create(work)
+                | "Spread" >> beam.Reshuffle()
+                | "ReadChunks" >> beam.ParDo(parse))
 
-    return StreamedSource(names, discrete, levels, shape, config.path, read())
+    return StreamedSource(list(selection.names), discrete, levels, shape, config.path, read())
 
 
 # --------------------------------------------------------------------------- TFRecord
@@ -247,7 +183,6 @@ class _ParseExample(beam.DoFn):
 def tfrecord_source(config: IngestConfig, paths: Tuple[str, ...] = ()) -> StreamedSource:
     """TFRecord files (``config.path`` or every path of ``paths``, globs; ``.gz`` means GZIP) of
     tf.Example with a float feature."""
-    _check_streamed_config(config)
     if not config.path:
         raise DataError("tfrecord", "IngestConfig.path", "no path given", "set IngestConfig.path")
     key = config.feature_key or "x"
@@ -270,3 +205,7 @@ def tfrecord_source(config: IngestConfig, paths: Tuple[str, ...] = ()) -> Stream
 
     return StreamedSource(names, discrete, levels, shape, config.path, read())
 
+
+def streamed_source(config: IngestConfig, paths: Tuple[str, ...] = ()) -> StreamedSource:
+    """The source of a dataset of `components.config.STREAMED_DATASETS`."""
+    return (tfrecord_source if config.dataset == "tfrecord" else table_source)(config, paths)

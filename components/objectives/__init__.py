@@ -64,13 +64,15 @@ class Training(Protocol):
     """The part of an objective the training loop drives (one instance per run).
 
     ``metric`` names the value of `step_values` and `validate` (higher is better); ``event_dim``,
-    ``fingerprint`` (identifies the data or target: checkpoints of another one are refused) and
+    ``fingerprint`` (identifies the data or target: checkpoints of another one are refused),
+    ``context_names`` (the columns a conditional model is conditioned on; None: none) and
     ``params`` (logged to MLflow) describe what is fitted.
     """
 
     metric: str
     event_dim: int
     fingerprint: str
+    context_names: Optional[List[str]]
     params: Dict[str, Any]
 
     def build_model(self) -> Any:
@@ -142,6 +144,8 @@ class Objective:
       data_components: the upstream components (and configuration sections) it trains on, in
         pipeline order, e.g. ``("ingest", "transform")``; empty for none.
       multi_replica: its batches can be split across replicas (several GPUs or workers).
+      conditional: it fits p(x | context) when the data has context columns
+        (`IngestConfig.context_columns`); the others are refused for such data before the run.
       details: the `SummaryDetails` dataclass of its summary entries, or None.
       owned_fields: `TrainConfig` fields only this objective reads (another objective refuses
         them when set).
@@ -156,6 +160,7 @@ class Objective:
     metric: str = ""
     data_components: Tuple[str, ...] = ()
     multi_replica: bool = False
+    conditional: bool = False
     details: Optional[type] = None
     owned_fields: Tuple[str, ...] = ()
     min_num_layers: int = 1

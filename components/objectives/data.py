@@ -23,30 +23,42 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def make_dataset(files: List[str], event_dim: int, transform, *, batch_size: int, seed: int,
                  num_levels: Optional[int] = None, shuffle_buffer: Optional[int] = None,
-                 drop_remainder: bool = False, max_steps: Optional[int] = None) -> tf.data.Dataset:
-    """Batches of model-space ``z`` from gzipped tf.Example files (feature ``x``).
+                 drop_remainder: bool = False, max_steps: Optional[int] = None,
+                 context_dim: Optional[int] = None) -> tf.data.Dataset:
+    """Batches of model-space ``z`` from gzipped tf.Example files (feature ``x``); with
+    ``context_dim``, batches ``(z, network context)`` of a conditional dataset (feature ``context``).
 
     Files are read in order; with ``shuffle_buffer`` rows are shuffled with ``seed``; discrete
     data (``num_levels``) gets uniform noise from a stateless seed ``(seed, row index)``, so the
     same seed gives the same batches and another seed fresh noise. The transform graph maps the
-    dequantised ``x`` to ``z`` (its log-det, constant in the flow's parameters, is dropped).
+    dequantised ``x`` to ``z`` (its log-det, constant in the flow's parameters, is dropped) and the
+    raw context to the network's (`load_transform`); the context gets no noise.
     """
     spec = {"x": tf.io.FixedLenFeature([event_dim], tf.float32)}
+    if context_dim is not None:
+        spec["context"] = tf.io.FixedLenFeature([context_dim], tf.float32)
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    ds = ds.map(lambda r: tf.io.parse_single_example(r, spec)["x"]).enumerate()
+    ds = ds.map(lambda r: tf.io.parse_single_example(r, spec)).enumerate()
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     if num_levels is not None:
         levels = int(num_levels)
 
-        def noisy(i, x):
-            return dequantize(x, levels, tf.stack([tf.constant(seed, tf.int64), i]))
+        def noisy(i, row):
+            return dict(row, x=dequantize(row["x"], levels, tf.stack([tf.constant(seed, tf.int64), i])))
 
         ds = ds.map(noisy)
     else:
-        ds = ds.map(lambda i, x: x)
+        ds = ds.map(lambda i, row: row)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda x: transform(x)[0])
+
+    def model_space(row):
+        if context_dim is None:
+            return transform(row["x"])[0]
+        z, _, context = transform(row["x"], row["context"])
+        return z, context
+
+    ds = ds.map(model_space)
     if max_steps is not None:
         ds = ds.take(max_steps)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -63,6 +75,7 @@ class ExampleSplits:
         self.config = config
         self.metadata = read_metadata(examples_uri)
         self.event_dim = int(self.metadata.event_dim)
+        self.context_dim = self.metadata.context_dim
         self.fingerprint = self.metadata.fingerprint
         self.train_files = split_files(examples_uri, "train")
         self.eval_files = split_files(examples_uri, "eval")
@@ -74,7 +87,8 @@ class ExampleSplits:
         self.n_train = int(self.metadata.split_sizes.get("train", 0))
         self.params = {"fingerprint": self.fingerprint, "name": self.metadata.name,
                        "event_dim": self.event_dim, "discrete": self.metadata.discrete,
-                       "num_levels": self.metadata.num_levels, "train_size": self.n_train}
+                       "num_levels": self.metadata.num_levels, "train_size": self.n_train,
+                       **({"context": ", ".join(self.metadata.context_names or ())} if self.context_dim else {})}
 
     def train_options(self) -> dict:
         """`make_dataset` options of the train split's epochs."""

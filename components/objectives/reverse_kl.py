@@ -60,6 +60,7 @@ class ReverseKLTraining:
     """
 
     metric = "elbo"
+    context_names: Optional[List[str]] = None  # a target density has no context
 
     def __init__(self, config):
         self.config = config
@@ -229,7 +230,7 @@ class ReverseKL(Objective):
     metric = "elbo"
     data_components = ()
     details = TargetDetails
-    owned_fields = ("target",)
+    owned_fields = ("target", "target_dim", "target_box", "anneal_epochs")
     default_steps_per_epoch = 100
     flow_defaults = {"batch_norm": False}  # batch norm's statistics come from data; there is none
 

@@ -61,6 +61,7 @@ class VAETraining:
     """The ELBO of the ingested train split, scaled (and dynamically binarised for Bernoulli)."""
 
     metric = "elbo"
+    context_names: Optional[List[str]] = None  # refused for data with context columns (`RunConfig`)
 
     def __init__(self, config, examples_uri: Optional[str]):
         from tfflows.components.objectives.data import ExampleSplits, RowMean

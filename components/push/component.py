@@ -10,8 +10,6 @@ folder. Parameters ``config`` (a `PushConfig` as JSON) and ``tracking_config`` (
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Dict, List, Optional
 
 from tfx import types
@@ -19,6 +17,7 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from tfflows.components import artifacts
 from tfflows.components.push.config import PushConfig
 from tfflows.components.push.executor import run_push
 from tfflows.components.train.config import TrackingConfig
@@ -55,9 +54,8 @@ class Executor(base_executor.BaseExecutor):
             if result["registered"]:
                 pushed_model.set_string_custom_property("registered_model_uri",
                                                         result["registered"]["model_uri"])
-        os.makedirs(pushed_model.uri, exist_ok=True)
-        with open(os.path.join(pushed_model.uri, "push_result.json"), "w") as f:
-            json.dump(result, f, indent=2, default=str)
+        # local or a bucket (an output on gs://)
+        artifacts.write_json(artifacts.join(pushed_model.uri, "push_result.json"), result)
 
 
 class PushFlow(base_component.BaseComponent):

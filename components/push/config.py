@@ -35,4 +35,7 @@ class PushConfig(JsonConfig):
     def __post_init__(self) -> None:
         if self.push_base is not None and not self.push_base:
             raise ConfigError(f"`push_base` must be a folder or None, but is {self.push_base!r}", field="push_base")
+        for name in ("importance_samples", "max_version_attempts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"`{name}` must be an int >= 1, but is {getattr(self, name)!r}", field=name)
 

@@ -25,6 +25,13 @@ and ``log_prob`` is log q(x) itself.
   feature per column of the data, named as the dataset's ``feature_names`` (what a TF Serving
   client of a TFX model sends); outputs as ``score``. A missing feature is an error.
 
+A conditional model (a dataset with context columns, ``dataset.context_names`` in the metadata
+file) models p(x | context): every signature takes the RAW context too, the transform graph
+standardising it as in training. ``log_prob`` and ``score``: inputs ``x`` [None, D] and
+``context`` [None, C], one context per row; ``sample``: inputs ``num_samples``, ``context``
+[None, C] (one row: broadcast to every sample; ``num_samples`` rows: one per sample) and
+``seed``; ``score_examples``: the context columns are features of the tf.Example by name too.
+
 Which module is exported is the objective's choice (`components.objectives`): the two flow
 objectives export this one (`export_flow`); a VAE exports its own with the same signatures on its
 own data space (`components.objectives.vae`). `save_serving_model` writes either.
@@ -47,7 +54,7 @@ import tensorflow as tf
 from tfflows.components.artifacts import METADATA_FILE
 from tfflows.models.flows import totally_ordered
 
-__all__ = ["SCORE_SIGNATURES", "SIGNATURES", "WARMUP_FILE", "feature_names", "percentile", "FlowServingModule", "export_flow", "export_saved_model", "save_serving_model",
+__all__ = ["SCORE_SIGNATURES", "SIGNATURES", "WARMUP_FILE", "context_names", "feature_names", "percentile", "FlowServingModule", "export_flow", "export_saved_model", "save_serving_model",
            "read_warmup_requests", "write_warmup_requests"]
 
 SIGNATURES = ("serving_default", "log_prob", "sample")
@@ -56,15 +63,19 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # TF Serving replays th
 WARMUP_ROWS = 3
 
 
-def write_warmup_requests(export_dir: str, rows: np.ndarray, num_samples: int = 2) -> str:
+def write_warmup_requests(export_dir: str, rows: np.ndarray, num_samples: int = 2, context=None) -> str:
     """``assets.extra/tf_serving_warmup_requests``: a TFRecord of `PredictionLog` protos, one
-    ``log_prob`` request on ``rows`` (raw rows, float32 [N, D]) and one ``sample`` request, which
+    ``log_prob`` request on ``rows`` (raw rows, float32 [N, D], with their raw ``context`` [N, C]
+    for a conditional model) and one ``sample`` request (at the first row's context), which
     TF Serving runs when it loads the version, so the first real request does not pay for graph
     warm-up (TF Serving's SavedModel warm-up format)."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     requests = (("log_prob", {"x": np.asarray(rows, np.float32)}),
                 ("sample", {"num_samples": np.int32(num_samples), "seed": np.array([0, 0], np.int32)}))
+    if context is not None:  # a conditional model's rows come with their contexts
+        requests[0][1]["context"] = np.asarray(context, np.float32)
+        requests[1][1]["context"] = np.asarray(context[:1], np.float32)
     path = os.path.join(export_dir, WARMUP_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
@@ -90,9 +101,11 @@ def read_warmup_requests(export_dir: str) -> list:
 
 
 class FlowServingModule(tf.Module):
-    """Transform graph (if any) + flow, with `log_prob` and `sample` as serving functions."""
+    """Transform graph (if any) + flow, with `log_prob` and `sample` as serving functions; with
+    ``context_preprocessing`` (the context's standardisation) a conditional flow's, which take the
+    raw context as well."""
 
-    def __init__(self, flow, transform_graph_uri, preprocessing):
+    def __init__(self, flow, transform_graph_uri, preprocessing, context_preprocessing=None):
         super().__init__(name="flow_serving")
         import tensorflow_transform as tft
 
@@ -100,29 +113,39 @@ class FlowServingModule(tf.Module):
         self.tft_layer = (tft.TFTransformOutput(transform_graph_uri).transform_features_layer()
                           if transform_graph_uri else None)
         self.preprocessing = preprocessing  # a `components.transform.Preprocessing`
+        self.context_preprocessing = context_preprocessing
         self.event_dim = int(preprocessing.event_dim)
         d = self.event_dim
-        self.log_prob = tf.function(
-            self._log_prob, input_signature=[tf.TensorSpec([None, d], tf.float32, name="x")])
-        self.sample = tf.function(self._sample, input_signature=[
-            tf.TensorSpec([], tf.int32, name="num_samples"),
-            tf.TensorSpec([2], tf.int32, name="seed")])
+        x = tf.TensorSpec([None, d], tf.float32, name="x")
+        num_samples, seed = tf.TensorSpec([], tf.int32, name="num_samples"), tf.TensorSpec([2], tf.int32, name="seed")
+        if context_preprocessing is None:
+            self.log_prob = tf.function(self._log_prob, input_signature=[x])
+            self.sample = tf.function(self._sample, input_signature=[num_samples, seed])
+        else:
+            context = tf.TensorSpec([None, int(context_preprocessing.event_dim)], tf.float32, name="context")
+            self.log_prob = tf.function(self._log_prob, input_signature=[x, context])
+            self.sample = tf.function(self._sample_given, input_signature=[num_samples, context, seed])
         # Saved too (not a signature): ``module.inverse_preprocessing(z)`` after loading.
         self.inverse_preprocessing = tf.function(
             preprocessing.inverse,
             input_signature=[tf.TensorSpec([None, d], tf.float32, name="z")])
 
-    def _log_prob(self, x):
+    def _log_prob(self, x, context=None):
         if self.tft_layer is None:
             lp = self.flow.log_prob(x, training=False)
         else:
-            out = self.tft_layer({"x": x})
-            lp = self.flow.log_prob(out["z"], training=False) + out["log_det"]
+            out = self.tft_layer({"x": x} if context is None else {"x": x, "context": context})
+            lp = self.flow.log_prob(out["z"], out.get("context"), training=False) + out["log_det"]
         return {"log_prob": tf.identity(totally_ordered(lp), name="log_prob")}
 
-    def _sample(self, num_samples, seed):
-        z = self.flow.sample(num_samples, seed=seed)
+    def _sample(self, num_samples, seed, context=None):
+        z = self.flow.sample(num_samples, seed=seed, context=context)
         return {"samples": tf.identity(self.inverse_preprocessing(z), name="samples")}
+
+    def _sample_given(self, num_samples, context, seed):
+        # The context standardised with the constants the transform recorded beside its graph
+        # (`read_context_preprocessing`: the graph's float64 computation, `Preprocessing.forward`).
+        return self._sample(num_samples, seed, self.context_preprocessing.forward(context)[0])
 
 
 def export_saved_model(model_uri: str, transform_graph_uri, metadata,
@@ -158,25 +181,39 @@ def export_flow(flow, summary, transform_graph_uri, metadata, export_dir: str, r
     """`export_saved_model` of a flow (`FlowServingModule`): ``summary`` is its `ModelSummary`,
     ``target`` the reverse-KL target it was fitted to (None: fitted to data), ``calibration`` its
     held-out quantiles."""
-    from tfflows.components.transform import Preprocessing, read_preprocessing
+    from tfflows.components.transform import Preprocessing, read_context_preprocessing, read_preprocessing
 
     preprocessing = (read_preprocessing(transform_graph_uri) if transform_graph_uri else
                      Preprocessing.identity(flow.event_dim))
+    context = read_context_preprocessing(transform_graph_uri) if transform_graph_uri else None
     d = preprocessing.event_dim
     if metadata is not None and int(metadata.event_dim) != d or flow.event_dim != d:
         raise ValueError(f"event_dim mismatch: flow {flow.event_dim}, transform {d}, "
                          f"metadata {getattr(metadata, 'event_dim', None)}")
-    module = FlowServingModule(flow.frozen(), transform_graph_uri, preprocessing)  # masks baked in
-    return save_serving_model(module, export_dir, rows[:WARMUP_ROWS] if rows is not None else None, {
+    if flow.config.context_dim != (context.event_dim if context else None):
+        raise ValueError(f"context_dim mismatch: flow {flow.config.context_dim}, transform "
+                         f"{context.event_dim if context else None}")
+    module = FlowServingModule(flow.frozen(), transform_graph_uri, preprocessing, context)  # masks baked in
+    warmup = rows[:WARMUP_ROWS] if rows is not None else None
+    return save_serving_model(module, export_dir, warmup, {
         "preprocessing": preprocessing.to_dict(), "flow_kind": flow.config.kind, "objective": summary.objective,
         "target": target, "held_out_quantiles": calibration,
-        "dataset": dataclasses.asdict(metadata) if metadata is not None else None})
+        "context_preprocessing": context.to_dict() if context else None,
+        "dataset": dataclasses.asdict(metadata) if metadata is not None else None},
+        # Warm-up only needs valid inputs: the train split's mean context stands beside each row.
+        warmup_context=np.tile(np.asarray(context.mean), (len(warmup), 1)) if context and warmup is not None else None)
 
 
 def feature_names(info: dict, dim: int) -> list:
     """The names of the D input columns of a model with metadata ``info``: the dataset's, or
     ``x0 .. x{D-1}`` for a flow fitted to a target (the names `.npy` ingestion gives)."""
     return list((info.get("dataset") or {}).get("feature_names") or [f"x{i}" for i in range(dim)])
+
+
+def context_names(info: dict) -> list:
+    """The names of the C context columns of a conditional model with metadata ``info`` (its
+    ``context`` input, in order); empty for an unconditional one."""
+    return list((info.get("dataset") or {}).get("context_names") or [])
 
 
 def percentile(log_prob, calibration: dict):
@@ -198,28 +235,32 @@ def percentile(log_prob, calibration: dict):
     return 100.0 * tf.where(above == 0, 0.0, share)
 
 
-def _add_score_functions(module, calibration: dict, names: list) -> None:
-    """``module.score`` and ``module.score_examples`` (`SCORE_SIGNATURES`) on its ``log_prob``."""
-    d = len(names)
+def _add_score_functions(module, calibration: dict, names: list, context: list) -> None:
+    """``module.score`` and ``module.score_examples`` (`SCORE_SIGNATURES`) on its ``log_prob``; the
+    ``context`` column names of a conditional model are inputs too."""
+    inputs = [tf.TensorSpec([None, len(names)], tf.float32, name="x")]
+    if context:
+        inputs.append(tf.TensorSpec([None, len(context)], tf.float32, name="context"))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, d], tf.float32, name="x")])
-    def score(x):
-        log_prob = module.log_prob(x)["log_prob"]
+    @tf.function(input_signature=inputs)
+    def score(*columns):
+        log_prob = module.log_prob(*columns)["log_prob"]
         return {"log_prob": tf.identity(log_prob, name="log_prob"),
                 "percentile": tf.identity(percentile(log_prob, calibration), name="percentile")}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def score_examples(examples):
-        features = tf.io.parse_example(examples, {n: tf.io.FixedLenFeature([], tf.float32) for n in names})
-        return score(tf.stack([features[n] for n in names], axis=1))
+        features = tf.io.parse_example(examples, {n: tf.io.FixedLenFeature([], tf.float32) for n in names + context})
+        return score(*(tf.stack([features[n] for n in group], axis=1) for group in (names, context) if group))
 
     module.score, module.score_examples = score, score_examples
 
 
-def save_serving_model(module, export_dir: str, warmup_rows, info: dict) -> str:
+def save_serving_model(module, export_dir: str, warmup_rows, info: dict, warmup_context=None) -> str:
     """Saves ``module`` (with tf.functions ``log_prob`` and ``sample``) as the SavedModel of
     `SIGNATURES` (and `SCORE_SIGNATURES` when ``info["held_out_quantiles"]`` holds the evaluation's
-    calibration), its TF Serving warm-up requests on ``warmup_rows`` (None: the model's own samples
+    calibration), its TF Serving warm-up requests on ``warmup_rows`` (with ``warmup_context`` for a
+    conditional model; None: the model's own samples
     stand in, e.g. for a flow fitted to a target, which has no data rows) and ``info`` as the
     metadata file; returns ``export_dir``. Every objective's module goes through here, so every
     calibrated model gets the same ``score`` signatures."""
@@ -228,11 +269,11 @@ def save_serving_model(module, export_dir: str, warmup_rows, info: dict) -> str:
                   "sample": module.sample.get_concrete_function()}
     if info.get("held_out_quantiles"):
         dim = int(module.log_prob.input_signature[0].shape[-1])
-        _add_score_functions(module, info["held_out_quantiles"], feature_names(info, dim))
+        _add_score_functions(module, info["held_out_quantiles"], feature_names(info, dim), context_names(info))
         signatures.update({name: getattr(module, name).get_concrete_function() for name in SCORE_SIGNATURES})
     tf.saved_model.save(module, export_dir, signatures=signatures)
     write_warmup_requests(export_dir, warmup_rows if warmup_rows is not None else module.sample(
-        tf.constant(WARMUP_ROWS), tf.constant([0, 0]))["samples"].numpy())
+        tf.constant(WARMUP_ROWS), tf.constant([0, 0]))["samples"].numpy(), context=warmup_context)
     with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE), "w") as f:
         json.dump(info, f, indent=2)
     return export_dir

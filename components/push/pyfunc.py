@@ -8,8 +8,9 @@ and TensorFlow (never this project): a serving process needs no tfflows code. Th
 metadata file (``assets.extra/tfflows.json``) names the model's columns.
 
 Signature (column-based, so every request format of ``mlflow models serve`` works): inputs are the
-dataset's feature names (double columns, matched by name in any order; extra columns are
-ignored); outputs ``log_prob`` and ``percentile`` (the share of the model's held-out rows scoring
+dataset's feature names, and for a conditional model its context columns after them (double
+columns, matched by name in any order; extra columns are ignored; each row is scored given its
+own context); outputs ``log_prob`` and ``percentile`` (the share of the model's held-out rows scoring
 lower, in percent; a model without held-out quantiles returns ``log_prob`` alone). Params
 ``signature_name`` (``"score"``, the default, ``"log_prob"`` or ``"sample"``), ``num_samples`` and
 ``seed`` (two ints) for ``sample``. REST payloads of ``/invocations``, all giving one
@@ -19,7 +20,8 @@ lower, in percent; a model without held-out quantiles returns ``log_prob`` alone
 - ``{"dataframe_records": [{"x0": ..., "x1": ...}, ...]}``;
 - ``{"instances": [{"x0": ..., "x1": ...}, ...]}`` (rows) or ``{"inputs": {"x0": [...], "x1": [...]}}``;
 - with ``"params": {"signature_name": "sample", "num_samples": n, "seed": [a, b]}``: ``n`` samples,
-  one record per sample with the feature names (the rows sent are ignored).
+  one record per sample with the feature names (the rows sent are ignored; a conditional model
+  draws ``n`` samples at each row's context, one record per sample with its context columns).
 """
 
 import json
@@ -39,6 +41,11 @@ def feature_names(info: dict, dim: int) -> list:
     return list((info.get("dataset") or {}).get("feature_names") or [f"x{i}" for i in range(dim)])
 
 
+def context_names(info: dict) -> list:
+    """`components.push.export.context_names`, repeated for the same reason."""
+    return list((info.get("dataset") or {}).get("context_names") or [])
+
+
 class FlowPyfuncModel(PythonModel):
     """Serves a pushed flow's ``score`` (or ``log_prob``) and ``sample`` signatures by column name."""
 
@@ -50,21 +57,25 @@ class FlowPyfuncModel(PythonModel):
         with open(os.path.join(path, METADATA_FILE)) as f:
             info = json.load(f)
         dim = int(self._model.signatures["log_prob"].structured_input_signature[1]["x"].shape[-1])
-        self._names = feature_names(info, dim)
+        self._names, self._context = feature_names(info, dim), context_names(info)
         self._outputs = ("log_prob", "percentile") if "score" in self._model.signatures else ("log_prob",)
 
-    def _rows(self, model_input) -> np.ndarray:
-        """float32 [N, D] in the model's column order: a table by its column names (MLflow's
-        dataframe, records and columnar inputs), an array by position."""
+    def _rows(self, model_input) -> dict:
+        """The signature's inputs: ``x`` float32 [N, D] in the model's column order (and ``context``
+        [N, C] for a conditional model): a table by its column names (MLflow's dataframe, records
+        and columnar inputs), an array by position (features, then context)."""
+        names = self._names + self._context
         if isinstance(model_input, dict):
             model_input = pd.DataFrame(model_input)
         if isinstance(model_input, pd.DataFrame):
-            missing = [n for n in self._names if n not in model_input.columns]
+            missing = [n for n in names if n not in model_input.columns]
             if missing:
-                raise ValueError(f"no column {missing[:8]} (the model takes {self._names[:8]}...)")
-            model_input = model_input[self._names].to_numpy()
-        x = np.asarray(model_input, np.float32)
-        return x.reshape(1, -1) if x.ndim == 1 else x
+                raise ValueError(f"no column {missing[:8]} (the model takes {names[:8]}...)")
+            model_input = model_input[names].to_numpy()
+        rows = np.asarray(model_input, np.float32)
+        rows = rows.reshape(1, -1) if rows.ndim == 1 else rows
+        d = len(self._names)
+        return {"x": rows[:, :d], **({"context": rows[:, d:]} if self._context else {})}
 
     def predict(self, context, model_input, params=None):
         """A frame of ``log_prob`` (and ``percentile``) per row, or of samples with ``params["signature_name"]
@@ -77,11 +88,19 @@ class FlowPyfuncModel(PythonModel):
             raise ValueError(f"params.signature_name must be one of {SIGNATURES}, got {name!r}")
         if name == "sample":
             seed = np.asarray(params.get("seed") or [0, 0], np.int32).reshape(2)
-            out = self._model.signatures["sample"](num_samples=tf.constant(int(params.get("num_samples") or 1), tf.int32),
-                                                   seed=tf.constant(seed))
-            return pd.DataFrame(out["samples"].numpy(), columns=self._names)
+            n = int(params.get("num_samples") or 1)
+            given = {}
+            if self._context:  # n samples at each row's context: the contexts repeated, one per sample
+                given["context"] = tf.constant(np.repeat(self._rows(model_input)["context"], n, axis=0))
+                n = int(given["context"].shape[0])
+            out = self._model.signatures["sample"](num_samples=tf.constant(n, tf.int32), seed=tf.constant(seed), **given)
+            samples = pd.DataFrame(out["samples"].numpy(), columns=self._names)
+            if self._context:
+                samples[self._context] = given["context"].numpy()
+            return samples
         outputs = self._outputs if name == "score" else ("log_prob",)
-        out = self._model.signatures["score" if len(outputs) > 1 else "log_prob"](x=tf.constant(self._rows(model_input)))
+        inputs = {key: tf.constant(value) for key, value in self._rows(model_input).items()}
+        out = self._model.signatures["score" if len(outputs) > 1 else "log_prob"](**inputs)
         return pd.DataFrame({key: out[key].numpy() for key in outputs})
 
 

@@ -75,7 +75,7 @@ def _log_model(tracker, run_id: str, saved_model_dir: str, rows: np.ndarray) -> 
 
     from tfflows.components import artifacts
     from tfflows.components.push import pyfunc
-    from tfflows.components.push.export import feature_names
+    from tfflows.components.push.export import context_names, feature_names
 
     client = tracker.client
     run = client.get_run(run_id)
@@ -88,12 +88,14 @@ def _log_model(tracker, run_id: str, saved_model_dir: str, rows: np.ndarray) -> 
         # The model's columns and its held-out quantiles (percentiles, `q` thresholds) travel in MLmodel too.
         info = artifacts.read_json(os.path.join(saved_model_dir, artifacts.METADATA_FILE)) or {}
         names, calibration = feature_names(info, rows.shape[1]), info.get("held_out_quantiles")
+        context = context_names(info)  # a conditional model's inputs: its features, then its context
         outputs = ["log_prob", "percentile"] if calibration else ["log_prob"]
         mlflow.pyfunc.save_model(
             local, python_model=pyfunc.__file__, artifacts={"saved_model": saved_model_dir},
-            signature=_signature(names, outputs), input_example=pd.DataFrame(rows[:3], columns=names),
+            signature=_signature(names + context, outputs),
+            input_example=pd.DataFrame(rows[:3], columns=names + context),
             pip_requirements=_requirements(), mlflow_model=meta,
-            metadata={"feature_names": names, "held_out_quantiles": calibration})
+            metadata={"feature_names": names, "context_names": context, "held_out_quantiles": calibration})
         client.log_model_artifacts(model.model_id, local)
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
@@ -198,7 +200,9 @@ def register_push(tracking, model_uri: str, saved_model_dir: str, serving_versio
         tracker.report()
         _check_registered(None, required, tracker, destination, failures)
         return None
-    rows = dict(read_warmup_requests(saved_model_dir))["log_prob"]["x"]
+    warmup = dict(read_warmup_requests(saved_model_dir))["log_prob"]
+    # The input example: the warm-up rows, with their contexts for a conditional model.
+    rows = np.hstack([warmup["x"], warmup["context"]]) if "context" in warmup else warmup["x"]
     registered = log_and_register(tracker, saved_model_dir, rows, serving_version, destination, metrics, identity,
                                   failures)
     _check_registered(registered, required, tracker, destination, failures)

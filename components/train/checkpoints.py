@@ -122,13 +122,22 @@ def restore_newest_readable(checkpoint: tf.train.Checkpoint, checkpoint_dir: str
 
 class FolderLock:
     """An exclusive lock on ``<folder>.lock`` for the life of a run (`fcntl.flock`: the kernel
-    drops it when the process dies, so a killed run never leaves a stale lock)."""
+    drops it when the process dies, so a killed run never leaves a stale lock).
+
+    A folder in a bucket (a run's ``--output gs://...``) cannot be flocked: the lock is then a
+    local file named after the folder in the temporary folder, so two runs on this machine into
+    one bucket output still exclude each other (a cluster job runs one chief anyway)."""
 
     def __init__(self, folder: str):
-        self.path = folder.rstrip("/") + ".lock"
+        if "://" in folder:
+            import hashlib
+            import tempfile
+
+            digest = hashlib.sha256(folder.rstrip("/").encode()).hexdigest()[:24]
+            self.path = os.path.join(tempfile.gettempdir(), "tfflows-locks", f"{digest}.lock")
+        else:
+            self.path = folder.rstrip("/") + ".lock"
         self.handle = None
-        if "://" in folder:  # object stores have no flock; a cluster job runs one chief anyway
-            return
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         handle = open(self.path, "a+")
         try:

@@ -141,6 +141,14 @@ class TrainConfig(JsonConfig):
             raise ConfigError(f"`lr_decay_rate` must be in (0, 1], but is {self.lr_decay_rate!r}", field="lr_decay_rate")
         if not 0 <= self.lr_min_fraction <= 1:
             raise ConfigError(f"`lr_min_fraction` must be in [0, 1], but is {self.lr_min_fraction!r}", field="lr_min_fraction")
+        if self.num_components is not None and self.num_components < 1:
+            raise ConfigError(f"`num_components` must be an int >= 1 or None, but is {self.num_components!r}",
+                              field="num_components")
+        if not self.l2 >= 0:
+            raise ConfigError(f"`l2` must be >= 0, but is {self.l2!r}", field="l2")
+        if self.num_plot_samples < 0:
+            raise ConfigError(f"`num_plot_samples` must be >= 0, but is {self.num_plot_samples!r}",
+                              field="num_plot_samples")
         if self.max_nan_retries < 0:
             raise ConfigError(f"`max_nan_retries` must be >= 0, but is {self.max_nan_retries!r}", field="max_nan_retries")
         if self.mixed_precision:
@@ -289,6 +297,10 @@ class TrackingConfig(JsonConfig):
             raise ConfigError(f"`timeout_s` must be a positive number of seconds, but is {self.timeout_s!r}", field="timeout_s")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise ConfigError(f"`max_retries` must be an int >= 0, but is {self.max_retries!r}", field="max_retries")
+        for name in ("experiment", "registered_model_name", "alias"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise ConfigError(f"`{name}` must be a name, but is empty; fix: name it, or leave it out for the "
+                                  "default", field=name)
 
     @property
     def active(self) -> bool:

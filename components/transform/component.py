@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from tfx import types
-from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
+from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from tfflows.components.beam_executor import BeamExecutor
 from tfflows.components.config import TransformConfig
 from tfflows.components.ingest.runner import executor_beam_args
 from tfflows.components.transform.executor import run_transform
@@ -25,7 +26,7 @@ class TransformDataSpec(ComponentSpec):
     OUTPUTS = {"transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph)}
 
 
-class Executor(base_beam_executor.BaseBeamExecutor):
+class Executor(BeamExecutor):
     """Runs `run_transform` from the Examples artifact into the TransformGraph artifact."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],

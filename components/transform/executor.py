@@ -8,7 +8,9 @@ of the input is first checked against the row counts ingest recorded, and the an
 have seen exactly the rows of ``analyze_splits`` (`components.ingest.verify`).
 
 ``preprocessing.json`` holds the `Preprocessing` (method and constants) plus the run's
-``analyze_splits``, ``feature_names``, ``dataset_fingerprint`` and ``min_std``. The
+``analyze_splits``, ``feature_names``, ``dataset_fingerprint`` and ``min_std``; for a
+conditional dataset also ``context_names`` and ``"context"``, the context's standardisation (its
+mean and std over ``analyze_splits``, computed like x's; `read_context_preprocessing`). The
 standardisation's mean and std are computed once, in float64, by a Beam combine inside the
 tf.Transform analysis (`_StandardizeMoments`): the graph holds them as constants and the JSON
 records the same values, so `Preprocessing.forward` computes what the graph computes.
@@ -28,13 +30,13 @@ import numpy as np
 from tfflows.components.config import TransformConfig
 from tfflows.components.artifacts import publish_dir, staging_dir
 from tfflows.components.errors import DataError, reraise_data_error
-from tfflows.components.ingest.metadata import DatasetMetadata, read_metadata
+from tfflows.components.ingest.metadata import CONTEXT_KEY, FEATURE_KEY, DatasetMetadata, read_metadata
 from tfflows.components.ingest.loaders import SPLITS
 from tfflows.components.ingest.runner import check_runner, pipeline_options
 from tfflows.components.ingest.verify import (METRICS_NAMESPACE, counter_totals, lost_output,
                                               verify_splits)
-from tfflows.components.transform.preprocessing import (PREPROCESSING_FILE, Moments, Preprocessing,
-                                                        make_preprocessing_fn)
+from tfflows.components.transform.preprocessing import (CONTEXT_PREPROCESSING, PREPROCESSING_FILE, Moments,
+                                                        Preprocessing, make_preprocessing_fn)
 
 __all__ = ["PREPROCESSING_FILE", "resolve", "run_transform", "benchmark_transform_config",
            "default_logit_lambda"]
@@ -85,6 +87,7 @@ def resolve(config: TransformConfig, metadata: DatasetMetadata) -> dict:
             "num_levels": metadata.num_levels if method == "logit" else None,
             "analyze_splits": list(config.analyze_splits), "event_dim": metadata.event_dim,
             "feature_names": list(metadata.feature_names),
+            **({"context_names": metadata.context_names} if metadata.context_names else {}),
             "dataset_fingerprint": metadata.fingerprint, "min_std": config.min_std}
 
 
@@ -132,14 +135,15 @@ class _StandardizeMoments(beam.PTransform):
                 moments | "Std" >> beam.Map(lambda m: m.std))
 
 
-def _fitted_standardization(path: str, resolved: dict, source: str) -> Preprocessing:
-    """The standardisation of the moments at ``path``; a column with std <= min_std is refused."""
+def _fitted_standardization(path: str, resolved: dict, source: str, names_key: str = "feature_names") -> Preprocessing:
+    """The standardisation of the moments at ``path``; a column (of ``resolved[names_key]``) with
+    std <= min_std is refused."""
     with open(path) as f:
         moments = json.load(f)
     bad = np.where(np.asarray(moments["std"]) <= resolved["min_std"])[0]
     if bad.size:
         j = int(bad[0])
-        raise DataError(source, f"column {j} ({resolved['feature_names'][j]})",
+        raise DataError(source, f"column {j} ({resolved[names_key][j]})",
                         f"standard deviation over {'+'.join(resolved['analyze_splits'])} is "
                         f"<= {resolved['min_std']} (a constant column has no density)",
                         "drop the column at ingestion (IngestConfig.columns) or add noise")
@@ -196,8 +200,11 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
     resolved = resolve(config, metadata)
     # The logit's and identity's constants are known now; the standardisation's come from the analysis.
     known = None if resolved["method"] == "standardize" else Preprocessing.from_dict(resolved)
-    schema = schema_utils.schema_from_feature_spec(
-        {"x": tf.io.FixedLenFeature([metadata.event_dim], tf.float32)})
+    context_dim = metadata.context_dim
+    spec = {FEATURE_KEY: tf.io.FixedLenFeature([metadata.event_dim], tf.float32)}
+    if context_dim is not None:
+        spec[CONTEXT_KEY] = tf.io.FixedLenFeature([context_dim], tf.float32)
+    schema = schema_utils.schema_from_feature_spec(spec)
     runner = check_runner(beam_pipeline_args)
     # Train and evaluate read the other splits without Beam: check all of them here, once.
     verify_splits(examples_uri, {s: metadata.split_sizes[s] for s in SPLITS}, "transform",
@@ -209,9 +216,12 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
     try:
         with tempfile.TemporaryDirectory() as tft_tmp:
             moments_path = os.path.join(tft_tmp, "moments.json")
+            context_path = os.path.join(tft_tmp, "context_moments.json")
             preprocessing_fn = make_preprocessing_fn(
                 known, metadata.event_dim,
-                moments=None if known else _StandardizeMoments(metadata.event_dim, moments_path))
+                moments=None if known else _StandardizeMoments(metadata.event_dim, moments_path),
+                context_dim=context_dim,
+                context_moments=None if context_dim is None else _StandardizeMoments(context_dim, context_path))
             try:
                 pipeline = beam.Pipeline(options=pipeline_options(beam_pipeline_args))
                 with tft_beam.Context(temp_dir=tft_tmp, force_tf_compat_v1=False):
@@ -233,8 +243,10 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
                 raise
             _verify_output(tmp_dir, counter_totals(result), resolved, metadata, runner)
             preprocessing = known or _fitted_standardization(moments_path, resolved, metadata.source)
+            context = {} if context_dim is None else {CONTEXT_PREPROCESSING: _fitted_standardization(
+                context_path, resolved, metadata.source, "context_names").to_dict()}
         with open(os.path.join(tmp_dir, PREPROCESSING_FILE), "w") as f:
-            json.dump({**resolved, **preprocessing.to_dict()}, f, indent=2, sort_keys=True)
+            json.dump({**resolved, **preprocessing.to_dict(), **context}, f, indent=2, sort_keys=True)
         publish_dir(tmp_dir, output_uri)
         return resolved
     finally:

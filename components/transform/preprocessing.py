@@ -30,11 +30,12 @@ import tensorflow as tf
 if TYPE_CHECKING:
     import apache_beam as beam
 
-__all__ = ["METHODS", "PREPROCESSING_FILE", "Moments", "Preprocessing", "make_preprocessing_fn",
-           "read_preprocessing"]
+__all__ = ["CONTEXT_PREPROCESSING", "METHODS", "PREPROCESSING_FILE", "Moments", "Preprocessing",
+           "make_preprocessing_fn", "read_context_preprocessing", "read_preprocessing"]
 
 METHODS = ("logit", "standardize", "identity")
 PREPROCESSING_FILE = "preprocessing.json"  # beside the transform graph
+CONTEXT_PREPROCESSING = "context"  # its key holding the context's standardisation (conditional datasets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,9 +276,23 @@ def read_preprocessing(transform_graph_uri: str) -> Preprocessing:
     return Preprocessing.from_dict(values)
 
 
+def read_context_preprocessing(transform_graph_uri: str) -> Optional[Preprocessing]:
+    """The standardisation of the context (``"context"`` in ``preprocessing.json``: the train
+    split's mean and std, the graph's constants), or None for an unconditional dataset.
+
+    Raw context ``c`` becomes the network's context ``forward(c)[0]``; its log-determinant is not
+    part of any density (p(x | c) is a density of x only)."""
+    with tf.io.gfile.GFile(os.path.join(transform_graph_uri, PREPROCESSING_FILE)) as f:
+        values = json.load(f).get(CONTEXT_PREPROCESSING)
+    return None if values is None else Preprocessing.from_dict(values)
+
+
 def make_preprocessing_fn(preprocessing: Optional[Preprocessing], event_dim: int,
-                          moments: Optional[beam.PTransform] = None) -> Callable[[Dict[str, tf.Tensor]], Dict]:
-    """The tf.Transform ``preprocessing_fn``: ``{"x"} -> {"z", "log_det"}``, float32.
+                          moments: Optional[beam.PTransform] = None, context_dim: Optional[int] = None,
+                          context_moments: Optional[beam.PTransform] = None
+                          ) -> Callable[[Dict[str, tf.Tensor]], Dict]:
+    """The tf.Transform ``preprocessing_fn``: ``{"x"} -> {"z", "log_det"}``, float32; with a
+    context, ``{"x", "context"} -> {"z", "log_det", "context"}``, the context standardised.
 
     Args:
       preprocessing: the map when its constants are known before the analysis (logit,
@@ -288,9 +303,25 @@ def make_preprocessing_fn(preprocessing: Optional[Preprocessing], event_dim: int
         two single-element PCollections, mean [D] and std [D]. The graph holds its outputs as
         float64 constants, so the executor records the same values (`Preprocessing.standardize`)
         and `Preprocessing.forward` computes what the graph computes.
+      context_dim: C, the width of feature ``context``; None: no context.
+      context_moments: with ``context_dim``: the same kind of analyzer for the context's mean [C]
+        and std [C] (the network's context is the standardised raw context, whatever x's map).
     """
     if (preprocessing is None) == (moments is None):
         raise ValueError("pass `preprocessing` (logit, identity) or `moments` (standardize), not both or neither")
+    if (context_dim is None) != (context_moments is None):
+        raise ValueError("pass `context_dim` and `context_moments` together, or neither")
+
+    def standardized_context(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        import tensorflow_transform as tft
+
+        if context_moments is None:
+            return {}
+        c64 = tf.cast(inputs["context"], tf.float64)
+        mean, std = tft.experimental.ptransform_analyzer(
+            [c64], context_moments, output_dtypes=[tf.float64, tf.float64],
+            output_shapes=[[context_dim], [context_dim]], name="context_moments")
+        return {"context": tf.cast(_standardize(c64, mean, std)[0], tf.float32)}
 
     def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         import tensorflow_transform as tft
@@ -298,12 +329,13 @@ def make_preprocessing_fn(preprocessing: Optional[Preprocessing], event_dim: int
         x = tf.cast(inputs["x"], tf.float32)
         if preprocessing is not None:
             z, log_det = preprocessing.forward(x)
-            return {"z": z, "log_det": log_det}
+            return {"z": z, "log_det": log_det, **standardized_context(inputs)}
         x64 = tf.cast(x, tf.float64)
         mean, std = tft.experimental.ptransform_analyzer(
             [x64], moments, output_dtypes=[tf.float64, tf.float64],
             output_shapes=[[event_dim], [event_dim]], name="moments")
         z, log_det = _standardize(x64, mean, std)
-        return {"z": tf.cast(z, tf.float32), "log_det": tf.cast(log_det, tf.float32)}
+        return {"z": tf.cast(z, tf.float32), "log_det": tf.cast(log_det, tf.float32),
+                **standardized_context(inputs)}
 
     return preprocessing_fn

@@ -68,8 +68,10 @@ def dequantize(x: tf.Tensor, num_levels: int, seed_or_generator: SeedOrGenerator
     return batch[0] if single else batch
 
 
-def load_transform(transform_uri: str) -> Callable[[tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]:
-    """Loads a TransformGraph artifact; returns ``f(x [B, D]) -> (z [B, D], log_det [B])``.
+def load_transform(transform_uri: str) -> Callable[..., Tuple[tf.Tensor, ...]]:
+    """Loads a TransformGraph artifact; returns ``f(x [B, D]) -> (z [B, D], log_det [B])``, and for
+    a graph of a conditional dataset ``f(x, context [B, C]) -> (z, log_det, network context [B, C])``
+    (the raw context standardised; such a graph needs the context with every x).
 
     Load once, outside ``Dataset.map``; the returned function works eagerly, in
     ``tf.function`` and in ``Dataset.map``.
@@ -78,9 +80,12 @@ def load_transform(transform_uri: str) -> Callable[[tf.Tensor], Tuple[tf.Tensor,
 
     layer = tft.TFTransformOutput(transform_uri).transform_features_layer()
 
-    def transform(x: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-        out = layer({"x": tf.cast(x, tf.float32)})
-        return out["z"], out["log_det"]
+    def transform(x: tf.Tensor, context: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, ...]:
+        if context is None:
+            out = layer({"x": tf.cast(x, tf.float32)})
+            return out["z"], out["log_det"]
+        out = layer({"x": tf.cast(x, tf.float32), "context": tf.cast(context, tf.float32)})
+        return out["z"], out["log_det"], out["context"]
 
     # Keeps the layer (and its resources) alive with the function (a function attribute: setattr).
     setattr(transform, "layer", layer)

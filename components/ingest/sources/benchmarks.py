@@ -16,9 +16,9 @@ import numpy as np
 
 from tfflows.components.config import IngestConfig
 from tfflows.components.errors import DataError
-from tfflows.components.ingest.sources.files import (as_2d, check_finite, image_names, load_npy,
-                                                     with_flips)
+from tfflows.components.ingest.sources.files import check_finite, image_names, read_array, with_flips
 from tfflows.components.ingest.sources.splits import LoadedData, limit_rows, tail_split
+from tfflows.components.tables.reader import open_table, read_all, select
 
 __all__ = ["LOADERS", "POWER_COLUMNS"]
 
@@ -58,9 +58,8 @@ POWER_COLUMNS = ["global_active_power", "voltage", "sub_metering_1", "sub_meteri
 def _load_power(config: IngestConfig) -> LoadedData:
     """POWER: shuffle (seed 42), drop reactive power and intensity, add noise, tail splits."""
     path = _resolve(config.path, "power/data.npy", "data.npy", what="POWER data.npy")
-    data = load_npy(path).astype(np.float64)
+    data, _ = read_array(path)
     _require_columns(data, 8, path, "POWER data.npy (7 measurements + minute of day)")
-    check_finite(data, path)
     rng = np.random.RandomState(42)
     rng.shuffle(data)
     n = data.shape[0]
@@ -120,42 +119,21 @@ def _hepmass_drop_features(x: np.ndarray) -> List[int]:
 
 def _load_hepmass(config: IngestConfig) -> LoadedData:
     """HEPMASS: signal rows of 1000_train/1000_test, drop label (+ test's extra column)."""
-    import pandas as pd
-
     folder = config.path
     if folder and os.path.isdir(os.path.join(folder, "hepmass")):
         folder = os.path.join(folder, "hepmass")
     train_path = _resolve(folder, "1000_train.csv", what="HEPMASS 1000_train.csv")
     test_path = _resolve(folder, "1000_test.csv", what="HEPMASS 1000_test.csv")
     assert folder is not None  # _resolve refuses a missing path
-    frames = []
-    for path in (train_path, test_path):
-        try:
-            frame = pd.read_csv(path, index_col=False)
-        except Exception as err:
-            raise DataError(path, "", f"cannot parse CSV ({str(err).splitlines()[0]})",
-                            "pass the original HEPMASS CSV file") from None
-        bad = [c for c in frame.columns if frame[c].dtype.kind not in "biuf"]
-        if bad:
-            col = bad[0]
-            row = int(pd.to_numeric(frame[col], errors="coerce").isna().to_numpy().argmax())
-            raise DataError(path, f"row {row + 2}, column {col!r}",
-                            f"value {frame[col].iloc[row]!r} is not numeric",
-                            "fix or remove that row")
-        frames.append(frame)
-    train, test = frames
-    train = train[train[train.columns[0]] == 1].drop(columns=train.columns[0])
-    test = test[test[test.columns[0]] == 1].drop(columns=test.columns[0])
-    test = test.drop(columns=test.columns[-1])  # the test file has one extra last column
-    if train.shape[1] != test.shape[1]:
-        raise DataError(test_path, "", f"{test.shape[1]} features after dropping the label "
-                        f"and last column, train has {train.shape[1]}",
+    tables = [open_table(path) for path in (train_path, test_path)]
+    x_train, x_test = (read_all(table, select(table)).numbers for table in tables)  # checked: numbers, finite
+    x_train = x_train[x_train[:, 0] == 1][:, 1:]  # signal rows, without the label
+    x_test = x_test[x_test[:, 0] == 1][:, 1:-1]  # the test file has one extra last column
+    if x_train.shape[1] != x_test.shape[1]:
+        raise DataError(test_path, "", f"{x_test.shape[1]} features after dropping the label "
+                        f"and last column, train has {x_train.shape[1]}",
                         "pass the original 1000_test.csv (it has one extra column)")
-    x_train = train.to_numpy(dtype=np.float64)
-    x_test = test.to_numpy(dtype=np.float64)
-    names = [str(c).strip() for c in train.columns]
-    check_finite(x_train, train_path, names)
-    check_finite(x_test, test_path, names)
+    names = list(tables[0].columns[1:])
     drop = _hepmass_drop_features(x_train)
     keep = [j for j in range(x_train.shape[1]) if j not in drop]
     x_train, x_test = limit_rows(x_train[:, keep], config), x_test[:, keep]
@@ -168,10 +146,9 @@ def _load_hepmass(config: IngestConfig) -> LoadedData:
 def _load_miniboone(config: IngestConfig) -> LoadedData:
     """MINIBOONE: the cleaned data.npy (N x 43); tail splits."""
     path = _resolve(config.path, "miniboone/data.npy", "data.npy", what="MINIBOONE data.npy")
-    x, _ = as_2d(load_npy(path), path)
-    check_finite(x, path)
+    x, _ = read_array(path)
     names = [f"x{i}" for i in range(x.shape[1])]
-    return LoadedData(_paper_split(limit_rows(x.astype(np.float64), config)), names, False, None,
+    return LoadedData(_paper_split(limit_rows(x, config)), names, False, None,
                       None, path)
 
 

@@ -1,7 +1,9 @@
-"""User files read whole: ``.npy``/``.npz``, IDX (optionally gzipped) and a folder of images.
+"""User files read whole: the table formats read in memory (``.npy``/``.npz``, through
+`components.tables`), IDX (optionally gzipped) and a folder of images.
 
 Also the checks every user source shares with the streamed ones (`components.ingest.streaming`):
-`check_finite`, `check_levels` and `user_meta` (discrete or not, levels, image shape).
+`check_finite` (the table reader's), `check_levels` and `user_meta` (discrete or not, levels,
+image shape).
 """
 
 from __future__ import annotations
@@ -17,48 +19,24 @@ import numpy as np
 from tfflows.components.config import IngestConfig
 from tfflows.components.errors import DataError
 from tfflows.components.ingest.sources.splits import LoadedData, limit_rows, split_rows
+from tfflows.components.tables import WHOLE_FORMATS
+from tfflows.components.tables.reader import check_finite, open_table, read_all, refuse_first, select
 
-__all__ = ["LOADERS", "as_2d", "check_finite", "check_levels", "idx_rows", "image_names",
-           "load_idx", "load_npy", "read_idx", "user_meta", "with_flips"]
+__all__ = ["LOADERS", "check_finite", "check_levels", "idx_rows", "image_names", "load_idx", "read_array",
+           "read_idx", "user_meta", "with_flips"]
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def _row(row: int) -> str:
-    return f"row {row}"
-
-
-def _refuse_first(bad: np.ndarray, x: np.ndarray, source: str, names: Optional[Sequence[str]],
-                  row_label: Callable[[int], str], problem: str, fix: str) -> None:
-    """Raises `DataError` at the first True of ``bad`` (same shape as ``x``), naming the value."""
-    if bad.any():
-        row, col = (int(i) for i in np.argwhere(bad)[0])
-        name = names[col] if names is not None else str(col)
-        raise DataError(source, f"{row_label(row)}, column {col} ({name})",
-                        f"value {float(x[row, col])!r} {problem}", fix)
-
-
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def check_finite(x: np.ndarray, source: str, names: Optional[Sequence[str]] = None,
-                 row_label: Callable[[int], str] = _row) -> None:
-    """Raises `DataError` naming the first row and column of ``x`` ([N, D]) holding NaN or +-inf,
-    or a value beyond float32's range: examples are stored as float32, where it would become inf
-    (and fail later, in the transform's statistics, without naming the row)."""
-    _refuse_first(~np.isfinite(x), x, source, names, row_label, "is not finite",
-                  "remove or impute NaN/inf values before ingesting")
-    _refuse_first(np.abs(x) > _FLOAT32_MAX, x, source, names, row_label,
-                  f"is too large for float32 (|x| > {_FLOAT32_MAX:.3g})", "rescale that column (divide it by a power of ten)")
-
-
 def check_levels(x: np.ndarray, levels: int, source: str, names: Optional[Sequence[str]] = None,
-                 row_label: Callable[[int], str] = _row) -> None:
-    """Raises `DataError` at the first value of ``x`` that is not an integer in [0, levels - 1]."""
-    _refuse_first((x < 0) | (x > levels - 1) | (x != np.floor(x)), x, source, names, row_label,
-                  f"is not an integer level in [0, {levels - 1}]",
-                  "declare the data continuous (discrete=False) or fix num_levels")
+                 row_label: Callable[[int], str] = lambda row: f"row {row}",
+                 positions: Optional[Sequence[int]] = None) -> None:
+    """Raises `DataError` at the first value of ``x`` that is not an integer in [0, levels - 1]
+    (``positions``: the file's column of each of ``x``'s)."""
+    refuse_first((x < 0) | (x > levels - 1) | (x != np.floor(x)), x, source, names, row_label,
+                 f"is not an integer level in [0, {levels - 1}]",
+                 "declare the data continuous (discrete=False) or fix num_levels", positions)
 
 
 def user_meta(config: IngestConfig, d: int, shape: Optional[List[int]], source: str,
@@ -86,46 +64,14 @@ def user_meta(config: IngestConfig, d: int, shape: Optional[List[int]], source: 
 # --------------------------------------------------------------------------- readers
 
 
-def as_2d(x: np.ndarray, source: str) -> Tuple[np.ndarray, Optional[List[int]]]:
-    """``[N, D]`` rows of a numeric array, and its example shape when it had more than 2 axes."""
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise DataError(source, "", f"no rows (array shape {x.shape})",
-                        "pass a file holding at least one example")
-    if x.dtype.kind not in "biuf":
-        raise DataError(source, "", f"array dtype {x.dtype} is not numeric",
-                        "save a numeric (int or float) array")
-    if x.ndim == 1:
-        return x[:, None], None
-    if x.ndim == 2:
-        return x, None
-    return x.reshape(x.shape[0], -1), [int(s) for s in x.shape[1:]]
-
-
-def load_npy(path: str, key: Optional[str] = None) -> np.ndarray:
-    """np.load with allow_pickle=False always; truncated or object files become DataError."""
-    if not os.path.isfile(path):
-        raise DataError(path, "", "file not found", "check IngestConfig.path")
-    if os.path.getsize(path) == 0:
-        raise DataError(path, "", "file is empty", "re-create the file")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                names = list(loaded.files)
-                if key is None:
-                    key = names[0] if len(names) == 1 else "x"
-                if key not in names:
-                    raise DataError(path, f"array {key!r}", f"not in the archive (has {names})",
-                                    "set IngestConfig.feature_key to one of the array names")
-                return loaded[key]
-        return np.asarray(loaded)
-    except DataError:
-        raise
-    except (ValueError, EOFError, OSError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(path, "", f"cannot read as .npy/.npz ({reason})",
-                        "re-save it with numpy.save of a numeric array (truncated or "
-                        "pickled object arrays are refused)") from None
+def read_array(path: str, key: Optional[str] = None, columns: Optional[Sequence[str]] = None
+               ) -> Tuple[np.ndarray, Optional[List[int]]]:
+    """float64 ``[N, D]`` rows of a .npy/.npz (``key``: the .npz array; ``columns``: the columns
+    kept, by their names ``x0, x1, ...``), checked by the table reader (`components.tables.reader`),
+    and its example shape when it had more than 2 axes and every column is kept."""
+    table = open_table(path, key=key)
+    rows = read_all(table, select(table, columns, fix="name columns of the file in ingest.columns")).numbers
+    return rows, list(table.shape) if table.shape and columns is None else None
 
 
 _IDX_MAX_DIMS = 4  # examples of vectors, grey images or colour images: (N, D), (N, H, W), (N, H, W, C)
@@ -196,20 +142,19 @@ def with_flips(x: np.ndarray, image_shape: Optional[List[int]], source: str) -> 
 
 def _finish_user(config: IngestConfig, x: np.ndarray, shape: Optional[List[int]], source: str,
                  x_test: Optional[np.ndarray] = None, default_discrete: bool = False,
-                 default_levels: Optional[int] = None) -> LoadedData:
-    """Checks, splits (and flips) the rows of a user file; the config's metadata wins."""
+                 default_levels: Optional[int] = None, columns: Optional[Sequence[str]] = None) -> LoadedData:
+    """Checks, splits (and flips) the rows of a user file (finite already: the table reader's
+    check, or 8-bit pixels); the config's metadata wins."""
     x = limit_rows(x, config)
     d = x.shape[1]
     discrete, levels, image_shape = user_meta(config, d, shape, source, default_discrete,
                                               default_levels)
-    names = image_names(image_shape) if image_shape else [f"x{i}" for i in range(d)]
-    check_finite(x, source, names)
+    names = image_names(image_shape) if image_shape else list(columns or (f"x{i}" for i in range(d)))
     if x_test is not None:
         test_source = config.test_path or source  # the callers read x_test from config.test_path
         if x_test.shape[1] != d:
             raise DataError(test_source, "", f"test file has {x_test.shape[1]} features, "
                             f"{source} has {d}", "use train and test files of the same dimension")
-        check_finite(x_test, test_source, names)
     splits = split_rows(x, config, source, x_test)
     if config.flip_augment:
         splits["train"] = with_flips(splits["train"], image_shape, source)
@@ -219,20 +164,19 @@ def _finish_user(config: IngestConfig, x: np.ndarray, shape: Optional[List[int]]
     return LoadedData(splits, names, discrete, levels, image_shape, source)
 
 
-def _load_npy_source(config: IngestConfig) -> LoadedData:
+def _load_array_source(config: IngestConfig) -> LoadedData:
     path = config.path
     if not path:  # load_in_memory refuses this first
         raise DataError(config.dataset, "IngestConfig.path", "no path given",
                         "set IngestConfig.path to the input file or folder")
-    x, shape = as_2d(load_npy(path, config.feature_key), path)
+    x, shape = read_array(path, config.feature_key, config.columns)
     x_test = None
     if config.test_path:
-        x_test, test_shape = as_2d(load_npy(config.test_path, config.feature_key),
-                                   config.test_path)
+        x_test, test_shape = read_array(config.test_path, config.feature_key, config.columns)
         if test_shape != shape:
             raise DataError(config.test_path, "", f"example shape {test_shape} differs "
                             f"from {shape} in {path}", "use files of the same dimension")
-    return _finish_user(config, x.astype(np.float64), shape, path, x_test)
+    return _finish_user(config, x, shape, path, x_test, columns=config.columns)
 
 
 def load_idx(config: IngestConfig, path: Optional[str] = None) -> LoadedData:
@@ -288,8 +232,7 @@ def _load_images(config: IngestConfig) -> LoadedData:
 
 
 LOADERS: Dict[str, Callable[[IngestConfig], LoadedData]] = {
-    "npy": _load_npy_source,
-    "npz": _load_npy_source,
+    **{name: _load_array_source for name in WHOLE_FORMATS},
     "idx": load_idx,
     "images": _load_images,
 }

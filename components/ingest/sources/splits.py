@@ -12,10 +12,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from tfflows.components.config import IngestConfig
+from tfflows.components.config import STREAMED_DATASETS, IngestConfig
 from tfflows.components.errors import DataError
 
-__all__ = ["SPLITS", "HASH_SPLIT_DATASETS", "LoadedData", "check_split_sizes", "limit_rows", "split_rows",
+__all__ = ["SPLITS", "LoadedData", "check_split_sizes", "limit_rows", "split_rows",
            "tail_split"]
 
 SPLITS = ("train", "eval", "test")
@@ -56,8 +56,6 @@ def tail_split(x: np.ndarray, n_test: int, n_eval: int) -> Dict[str, np.ndarray]
     return {"train": rest[:len(rest) - n_eval], "eval": rest[len(rest) - n_eval:], "test": test}
 
 
-# Sources split by a seeded hash of each row's content (`components.ingest.streaming.hash_split`).
-HASH_SPLIT_DATASETS = ("csv", "tfrecord")
 # A split expected to get this many distinct rows misses all of them with probability < e**-20.
 _SURE_SHARE = 20
 
@@ -81,7 +79,7 @@ def check_split_sizes(sizes: Dict[str, int], config: IngestConfig, source: str) 
         raise DataError(source, "rows", "has no data rows (only a header, or nothing)",
                         "add rows of values below the header")
     expected = _expected_share(empty[0], config) * total
-    if config.dataset in HASH_SPLIT_DATASETS and expected >= _SURE_SHARE:
+    if config.dataset in STREAMED_DATASETS and expected >= _SURE_SHARE:
         raise DataError(source, f"split {empty[0]!r}", f"received none of {total} rows (about {expected:.0f} "
                         "expected): the split hashes each row, so the rows repeat (identical rows have no "
                         "variance to model)", "remove the duplicate rows")
