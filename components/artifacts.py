@@ -32,17 +32,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
+import time
 import uuid
 from typing import Optional
 
 from tfflows.components.config import ConfigError
 
 __all__ = ["BLESSED_FILE", "DRIFT_FILE", "EVALUATION_FILE", "METADATA_FILE", "NOT_BLESSED_FILE", "PUSH_INFO",
-           "SERVING_CONFIG_FILE", "SERVING_DIR", "bucket_exists", "current_push_info", "current_pushed_model", "is_object_store", "join", "list_versions",
-           "local_copy", "local_export_dir", "local_model_dir", "publish_dir", "publish_version", "read_blessing", "read_drift",
-           "read_evaluation", "read_json", "remove_dead_exports", "upload_file", "write_json", "resolve_version", "staging_dir", "withdrawn_on_failure",
-           "write_blessing", "write_drift", "write_evaluation", "write_serving_config"]
+           "SERVING_CONFIG_FILE", "SERVING_DIR", "bucket_exists", "current_push_info",
+           "current_pushed_model", "is_object_store", "join", "list_versions", "local_copy",
+           "local_export_dir", "local_model_dir", "publish_dir", "publish_version", "read_blessing",
+           "read_drift", "read_evaluation", "read_json", "remove_dead_exports", "resolve_version",
+           "staging_dir", "upload_file", "withdrawn_on_failure", "write_blessing", "write_drift",
+           "write_evaluation", "write_json", "write_serving_config"]
 
 SERVING_DIR = "serving"
 CLAIMS_DIR = ".tfflows-versions"  # not an integer: TF Serving ignores it
@@ -331,8 +335,6 @@ def upload_file(path: str, uri: str) -> None:
         store, key = _store(uri)
         store.upload(path, key)
     else:
-        import shutil
-
         os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
         shutil.copyfile(path, uri)
 
@@ -441,8 +443,6 @@ def write_serving_config(push_base: str, model_name: str, stable: int, canary: O
     is written to a temporary file and renamed; on an object store it is one object, replaced whole
     (``base_path`` is then the bucket's ``serving/``, which TF Serving reads through TensorFlow's
     file systems, as it reads the config itself)."""
-    import time
-
     base = push_base if is_object_store(push_base) else os.path.abspath(push_base)
     versions = [stable] + ([canary] if canary and canary != stable else [])
     labels = "\n".join(f'    version_labels {{ key: "{label}" value: {v} }}'
@@ -577,8 +577,6 @@ def publish_dir(tmp_dir: str, output_uri: str) -> None:
         if [k for k in store.keys(key) if not k.endswith("/")]:  # TFX's `makedirs` leaves a `key/` marker
             raise FileExistsError(f"output_uri {output_uri!r} is not empty; pass a new folder")
         _upload_tree(tmp_dir, store, key)
-        import shutil
-
         shutil.rmtree(tmp_dir, ignore_errors=True)
         return
     import tensorflow as tf
@@ -647,9 +645,6 @@ def remove_dead_exports(folder: str, prefix: str = _EXPORT_PREFIX, max_age_s: fl
     """Removes the export folders (``<prefix>...``) in ``folder`` that pushes killed mid-export
     (SIGKILL, a crash, a power cut) left behind: their owner process is gone, or they are older
     than ``max_age_s``. A live concurrent push's folder is never removed. Returns the removed paths."""
-    import shutil
-    import time
-
     removed = []
     names = os.listdir(folder) if os.path.isdir(folder) else []
     for name in (n for n in names if n.startswith(prefix)):
@@ -668,8 +663,6 @@ def _withdraw(serving_dir: str, version: int) -> None:
     """Removes a published version. POSIX: renamed out of the integer names first, so readers and
     TF Serving stop seeing it at once; object store: its marker first (no longer listed), then
     its files."""
-    import shutil
-
     if is_object_store(serving_dir):
         store, key = _store(serving_dir)
         store.delete(f"{key}/{CLAIMS_DIR}/{version}.json")

@@ -10,8 +10,8 @@ TFFLOWS = [sys.executable, "-m", "tfflows.pipeline.cli"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def cli(*args, timeout=900):
-    return subprocess.run([*TFFLOWS, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def cli(*args, timeout=900, cwd=REPO):
+    return subprocess.run([*TFFLOWS, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 # `tfflows run` arguments for a smoke run of the embedded default (moons, MAF) in a minute or two:

@@ -24,6 +24,7 @@ from sklearn.datasets import make_moons
 from tfflows.components.errors import DataError
 from tfflows.pipeline.serving import evaluate_saved_model, sample_saved_model
 from tests.artifact_testing import prepared_moons, train_flow_artifact
+from tests.cli_testing import cli
 
 VENV_BIN = Path(sys.executable).parent
 NAMES = ["x0", "x1"]  # the moons' feature names
@@ -141,9 +142,8 @@ def test_wrong_columns_are_refused_naming_them_and_nothing_is_written(calibrated
 
 def test_cli_wrong_header_exit_2_one_line(calibrated, tmp_path):
     data = _write_csv(tmp_path / "wrong.csv", ["a", "b"], _moons(3, 13))
-    proc = subprocess.run([sys.executable, "-m", "tfflows.pipeline.cli", "evaluate", "--model", calibrated["version"],
-                           "--data", data, "--scores", str(tmp_path / "s.csv"), "--threshold", "q0.01"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = cli("evaluate", "--model", calibrated["version"], "--data", data, "--scores", str(tmp_path / "s.csv"),
+               "--threshold", "q0.01", timeout=300, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"tfflows evaluate: {data}: line 1 (header): no column x0, x1; fix: name the model's "

@@ -4,8 +4,6 @@ summary and errors, on DirectRunner and on the portable runner with out-of-proce
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from tfflows.components.errors import DataError
 from tfflows.pipeline import beam_scoring
 from tfflows.pipeline.serving import evaluate_saved_model
 from tests.artifact_testing import export_tiny_flow
+from tests.cli_testing import cli
 from tests.test_runners import _workers_started, portable_services  # noqa: F401 - a fixture
 
 D = 3
@@ -95,10 +94,8 @@ def test_a_lost_chunk_fails_the_run(model, tmp_path, monkeypatch):
 
 def test_cli_beam_args_bad_row_exit_2_one_line(model, tmp_path):
     _tables(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "tfflows.pipeline.cli", "evaluate", "--model", model,
-                           "--data", str(tmp_path / "bad.npy"), "--scores", str(tmp_path / "s.npy"),
-                           "--beam-args=--runner=DirectRunner --direct_num_workers=1"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = cli("evaluate", "--model", model, "--data", str(tmp_path / "bad.npy"), "--scores", str(tmp_path / "s.npy"),
+               "--beam-args=--runner=DirectRunner --direct_num_workers=1", timeout=300, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"tfflows evaluate: {tmp_path / 'bad.npy'}: row 40, column 1 (x1): value inf is not "

@@ -1,15 +1,6 @@
 """Checkpoints and the trained model on ``gs://`` through TensorFlow's own GCS file system,
-against fake-gcs-server on loopback.
-
-TensorFlow's GCS client has no endpoint setting: it always calls https://www.googleapis.com and
-https://storage.googleapis.com. It does honour libcurl's ``HTTPS_PROXY`` and ``CURL_CA_BUNDLE``
-and takes a fixed token from ``GOOGLE_AUTH_TOKEN_FOR_TESTING``, so the test answers both hosts
-itself: a proxy on 127.0.0.1 accepts every CONNECT, speaks TLS with a certificate for those hosts
-from a CA made here, and forwards each request over plain HTTP to fake-gcs-server. It drops one
-header on the way: curl's ``Transfer-Encoding`` (``identity`` for empty uploads, which Go's HTTP
-server refuses; ``chunked`` beside a Content-Length, decoded here), and makes the resumable-upload
-``Location`` https again (the fake builds it from its own http scheme).
-"""
+against fake-gcs-server on loopback, reached through the TLS proxy of `tests.gcs_testing` (its
+docstring says why TensorFlow needs one)."""
 
 from __future__ import annotations
 
