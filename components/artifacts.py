@@ -30,19 +30,21 @@ imported only when such a URI is used; a missing endpoint or missing credentials
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
-from typing import Optional
+from typing import Any, Optional
 
 from tfflows.components.config import ConfigError
 
 __all__ = ["BLESSED_FILE", "DRIFT_FILE", "EVALUATION_FILE", "METADATA_FILE", "NOT_BLESSED_FILE", "PUSH_INFO",
-           "SERVING_CONFIG_FILE", "SERVING_DIR", "bucket_exists", "current_push_info",
-           "current_pushed_model", "is_object_store", "join", "list_versions", "local_copy",
+           "SERVING_CONFIG_FILE", "SERVING_DIR", "bucket_exists", "categorical_names", "context_names", "current_push_info",
+           "current_pushed_model", "feature_names", "is_object_store", "join", "list_versions", "local_copy",
            "local_export_dir", "local_model_dir", "publish_dir", "publish_version", "read_blessing",
            "read_drift", "read_evaluation", "read_json", "remove_dead_exports", "resolve_version",
            "staging_dir", "upload_file", "withdrawn_on_failure", "write_blessing", "write_drift",
@@ -112,17 +114,18 @@ class _Store:
 
 class _S3(_Store):
     def __init__(self, bucket: str):
+        # boto3 is no dependency of tfflows (only s3:// URIs need it) and this module is on the CLI's
+        # configuration path: imported at the first s3:// store.
         import boto3
-
-        self.bucket, self.client = bucket, boto3.client("s3")
-
-    def create(self, key, data):
         from botocore.exceptions import ClientError
 
+        self.bucket, self.client, self.ClientError = bucket, boto3.client("s3"), ClientError
+
+    def create(self, key, data):
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
             return True
-        except ClientError as error:
+        except self.ClientError as error:
             # 412: the key exists; 409: a concurrent conditional write to it is in flight.
             if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
                 return False
@@ -135,22 +138,18 @@ class _S3(_Store):
         self.client.upload_file(path, self.bucket, key)
 
     def get(self, key):
-        from botocore.exceptions import ClientError
-
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as error:
+        except self.ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise
 
     def exists(self, key):
-        from botocore.exceptions import ClientError
-
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
             return True
-        except ClientError as error:
+        except self.ClientError as error:
             if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 return False
             raise
@@ -176,12 +175,10 @@ class _S3(_Store):
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def bucket_exists(self):
-        from botocore.exceptions import ClientError
-
         try:
             self.client.head_bucket(Bucket=self.bucket)
             return True
-        except ClientError as error:
+        except self.ClientError as error:
             if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (403, 404):
                 return False
             raise
@@ -189,17 +186,18 @@ class _S3(_Store):
 
 class _GCS(_Store):
     def __init__(self, bucket: str):
+        # google-cloud-storage is no dependency of tfflows (only gs:// URIs need it) and this module is
+        # on the CLI's configuration path: imported at the first gs:// store.
+        from google.api_core import exceptions
         from google.cloud import storage
 
-        self.bucket = storage.Client().bucket(bucket)
+        self.bucket, self.errors = storage.Client().bucket(bucket), exceptions
 
     def create(self, key, data):
-        from google.api_core.exceptions import PreconditionFailed
-
         try:
             self.bucket.blob(key).upload_from_string(data, if_generation_match=0)
             return True
-        except PreconditionFailed:
+        except self.errors.PreconditionFailed:
             return False
 
     def put(self, key, data):
@@ -209,11 +207,9 @@ class _GCS(_Store):
         self.bucket.blob(key).upload_from_filename(path)
 
     def get(self, key):
-        from google.api_core.exceptions import NotFound
-
         try:
             return self.bucket.blob(key).download_as_bytes()
-        except NotFound:
+        except self.errors.NotFound:
             return None
 
     def exists(self, key):
@@ -235,11 +231,9 @@ class _GCS(_Store):
         self.bucket.blob(key).delete()
 
     def bucket_exists(self):
-        from google.api_core.exceptions import Forbidden
-
         try:
             return self.bucket.exists()
-        except Forbidden:
+        except self.errors.Forbidden:
             return False
 
 
@@ -412,8 +406,6 @@ def publish_version(tmp_dir: str, serving_dir: str, max_attempts: int = 100) -> 
     ``tmp_dir`` is a local folder, uploaded after the version is claimed (left in place).
     Returns the version; raises RuntimeError after ``max_attempts`` claims lost to other pushes.
     """
-    import errno
-
     for _ in range(max_attempts):
         version = _next_version(serving_dir)
         if is_object_store(serving_dir):
@@ -569,6 +561,17 @@ def staging_dir(output_uri: str) -> str:
 _LOCAL_STAGING_PREFIX = "tfflows-stage-"
 
 
+class _LocalFiles:
+    """The `tf.io.gfile` calls of `publish_dir`, on local paths."""
+
+    exists, listdir, rename, rmtree = staticmethod(os.path.exists), staticmethod(os.listdir), \
+        staticmethod(os.rename), staticmethod(shutil.rmtree)
+
+    @staticmethod
+    def makedirs(path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+
 def publish_dir(tmp_dir: str, output_uri: str) -> None:
     """Moves every entry of ``tmp_dir`` into ``output_uri`` (created if absent), then removes it.
     Object store: every file is uploaded (``saved_model.pb`` last), then the local folder removed."""
@@ -579,15 +582,21 @@ def publish_dir(tmp_dir: str, output_uri: str) -> None:
         _upload_tree(tmp_dir, store, key)
         shutil.rmtree(tmp_dir, ignore_errors=True)
         return
-    import tensorflow as tf
+    if "://" in output_uri:
+        # Another file system (hdfs://, ...) only TensorFlow's gfile writes; this module is on the
+        # CLI's configuration path (`pipeline.config`), so TensorFlow is not imported at its top.
+        import tensorflow as tf
 
-    if tf.io.gfile.exists(output_uri) and tf.io.gfile.listdir(output_uri):
+        files: Any = tf.io.gfile
+    else:
+        files = _LocalFiles
+    if files.exists(output_uri) and files.listdir(output_uri):
         raise FileExistsError(f"output_uri {output_uri!r} is not empty; pass a new folder")
-    tf.io.gfile.makedirs(output_uri)
-    for name in tf.io.gfile.listdir(tmp_dir):
+    files.makedirs(output_uri)
+    for name in files.listdir(tmp_dir):
         name = name.rstrip("/")
-        tf.io.gfile.rename(os.path.join(tmp_dir, name), os.path.join(output_uri, name))
-    tf.io.gfile.rmtree(tmp_dir)
+        files.rename(os.path.join(tmp_dir, name), os.path.join(output_uri, name))
+    files.rmtree(tmp_dir)
 
 
 def local_export_dir(serving_dir: str) -> str:
@@ -619,14 +628,11 @@ STALE_EXPORT_AGE_S = 24 * 3600
 def _export_name(prefix: str) -> str:
     """``<prefix><pid>@<host>.<uuid>``: the owner, so that a later push can tell a dead push's
     folder from a live one's."""
-    import socket
-
     return f"{prefix}{os.getpid()}@{socket.gethostname()}.{uuid.uuid4().hex}"
 
 
 def _owner_is_dead(name: str, prefix: str) -> bool:
     """Whether the export folder ``name`` was made on this machine by a process that is gone."""
-    import socket
 
     owner = name[len(prefix):].rpartition(".")[0]
     pid, _, host = owner.partition("@")
@@ -692,3 +698,21 @@ def withdrawn_on_failure(push_base: str, version: int):
             _write(config_path, before)
         error.add_note(f"serving version {version} was rolled back (removed)")
         raise
+
+
+def feature_names(info: dict, dim: int) -> list:
+    """The names of the D input columns of a model with metadata ``info`` (`METADATA_FILE`): the
+    dataset's, or ``x0 .. x{D-1}`` for a flow fitted to a target (the names `.npy` ingestion gives)."""
+    return list((info.get("dataset") or {}).get("feature_names") or [f"x{i}" for i in range(dim)])
+
+
+def context_names(info: dict) -> list:
+    """The names of the C context columns of a conditional model with metadata ``info`` (its
+    ``context`` input, in order); empty for an unconditional one."""
+    return list((info.get("dataset") or {}).get("context_names") or [])
+
+
+def categorical_names(info: dict) -> list:
+    """The names of the S categorical columns of a mixed density with metadata ``info`` (its
+    ``categorical`` input, strings, in order); empty for a model of numeric columns."""
+    return list((info.get("dataset") or {}).get("categorical_names") or [])

@@ -212,7 +212,17 @@ class IngestConfig(JsonConfig):
         ``columns`` (with ``columns`` set, the features are exactly those) and must leave at
         least one feature. Sources with named columns only (the tables of
         `components.tables.FORMATS`; ``x0 ..`` where a format has no names, and for tfrecord); not for discrete data or images, whose readers check levels and shapes on
-        every column they read. None: an unconditional density of all columns.
+        every column they read. None: an unconditional density of all columns. A column of
+        ``categorical_columns`` named here is a categorical context: one-hot next to the
+        standardised numeric context.
+      categorical_columns: the names of string-valued columns (categories, e.g. a merchant),
+        streamed tables only (`components.tables.STREAMED_FORMATS`, e.g. CSV). Each gets a
+        vocabulary of the train split (plus one out-of-vocabulary bucket, where categories
+        unseen in training land when a model scores them). A categorical column not in
+        ``context_columns`` is modelled: the row's log-density is the exact mixed one,
+        log P(categories) + log p(numeric | categories) (`models.MixedDensity`). At least one
+        numeric column must be left to model. None: every column is numeric (a string cell is
+        then refused, naming this field).
       context: ``"label"``: condition a labelled image dataset (``digits``, ``mnist`` with its
         ``*-labels-idx1-ubyte[.gz]`` files beside the images) on its class label, one-hot over
         the 10 classes: context columns ``label_0`` .. ``label_9`` (the MAF paper's
@@ -254,6 +264,7 @@ class IngestConfig(JsonConfig):
     test_path: Optional[str] = None
     columns: Optional[Tuple[str, ...]] = None
     context_columns: Optional[Tuple[str, ...]] = None
+    categorical_columns: Optional[Tuple[str, ...]] = None
     context: Optional[str] = None
     feature_key: Optional[str] = None
     eval_fraction: float = 0.1
@@ -276,6 +287,7 @@ class IngestConfig(JsonConfig):
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", _tuple_or_none(self.columns))
         object.__setattr__(self, "context_columns", _tuple_or_none(self.context_columns))
+        object.__setattr__(self, "categorical_columns", _tuple_or_none(self.categorical_columns))
         object.__setattr__(self, "image_shape", _tuple_or_none(self.image_shape))
         known = BUNDLED_DATASETS + FILE_FORMATS + BENCHMARK_DATASETS
         if self.dataset not in known:
@@ -300,6 +312,7 @@ class IngestConfig(JsonConfig):
                               field="image_shape")
         self._check_fields_apply()
         self._check_context_columns()
+        self._check_categorical_columns()
 
     def _check_fields_apply(self) -> None:
         """Refuses a field the dataset's reader would ignore, or cannot honour (a streamed source
@@ -369,6 +382,51 @@ class IngestConfig(JsonConfig):
             raise ConfigError("`context_columns` cannot be combined with discrete data or an image_shape yet (the "
                               "reader checks levels and shape on every column it reads, context included); fix: "
                               "drop discrete/image_shape or context_columns", field="context_columns")
+
+    @property
+    def modelled_categorical(self) -> Tuple[str, ...]:
+        """The categorical columns the run models (`categorical_columns` not in `context_columns`)."""
+        return tuple(c for c in self.categorical_columns or () if c not in (self.context_columns or ()))
+
+    @property
+    def context_categorical(self) -> Tuple[str, ...]:
+        """The categorical columns the run conditions on (in both lists), in `context_columns`' order."""
+        return tuple(c for c in self.context_columns or () if c in (self.categorical_columns or ()))
+
+    def _check_categorical_columns(self) -> None:
+        """Categorical columns: named once each, among ``columns`` or ``context_columns`` when those
+        are given, in a streamed table (whose readers read a declared column as text)."""
+        categorical = self.categorical_columns
+        if categorical is None:
+            return
+        field = "categorical_columns"
+        if not categorical or not all(isinstance(c, str) and c.strip() for c in categorical):
+            raise ConfigError(f"`categorical_columns` must name one or more columns, e.g. [merchant], but is "
+                              f"{list(categorical)!r}; fix: name the string columns or set it to null", field=field)
+        if repeated := sorted({c for c in categorical if categorical.count(c) > 1}):
+            raise ConfigError(f"`categorical_columns` names {repeated} more than once; fix: name each column once",
+                              field=field)
+        if self.dataset not in STREAMED_FORMATS:
+            raise ConfigError(f"`categorical_columns` needs a table with string columns ({', '.join(STREAMED_FORMATS)}), "
+                              f"but the dataset is {self.dataset!r}, which holds numbers only; fix: ingest such a table, "
+                              "or drop categorical_columns", field=field)
+        if self.discrete or self.image_shape:
+            raise ConfigError("`categorical_columns` cannot be combined with discrete data or an image_shape (those "
+                              "readers check levels and shape on every column); fix: drop discrete/image_shape or "
+                              "categorical_columns", field=field)
+        if self.context_categorical:
+            raise ConfigError(f"`categorical_columns` {list(self.context_categorical)} are also context columns: a "
+                              "categorical context is not supported yet; fix: model the column (drop it from "
+                              "context_columns) or leave it out", field=field)
+        if self.columns is not None:
+            if outside := [c for c in categorical if c not in self.columns + (self.context_columns or ())]:
+                raise ConfigError(f"`categorical_columns` {outside} are not among ingest.columns or "
+                                  "ingest.context_columns, the columns read; fix: add them to one of those lists",
+                                  field=field)
+            if not [c for c in self.columns if c not in categorical]:
+                raise ConfigError("`categorical_columns` names every column of ingest.columns: no numeric column is "
+                                  "left to model (a purely categorical table is not supported yet); fix: keep at "
+                                  "least one numeric column", field=field)
 
 
 

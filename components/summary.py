@@ -61,6 +61,8 @@ class ModelSummary:
       event_dim: D, the dimension of the modelled data.
       context_names: the columns a conditional model is conditioned on (its data's context
         columns, in the network's order), or None: an unconditional model.
+      categorical_names: the categorical columns a mixed density models (`models.MixedDensity`:
+        its score is log P(categories) + log p(numeric | categories)), or None: numeric columns only.
       train_config: the `TrainConfig` of the run.
       checkpoint_dir: the checkpoint folder (a re-run with it resumes).
       mlflow_run_id: the training's MLflow run (None: not tracked).
@@ -87,6 +89,7 @@ class ModelSummary:
     data_fingerprint: Optional[str] = None
     event_dim: Optional[int] = None
     context_names: Optional[List[str]] = None
+    categorical_names: Optional[List[str]] = None
     train_config: Optional[TrainConfig] = None
     checkpoint_dir: Optional[str] = None
     mlflow_run_id: Optional[str] = None

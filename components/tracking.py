@@ -24,18 +24,25 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
+import json
 import logging
+import math
 import os
 import sqlite3
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional
+from typing import Dict, Iterator, List, Mapping, Optional
 
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.tracking import MlflowClient
+
+from tfflows.components import artifacts
 from tfflows.components.train.config import TrackingConfig
-
-if TYPE_CHECKING:
-    from mlflow.tracking import MlflowClient
 
 __all__ = ["Tracker", "flatten_params", "prepare_store", "store_artifact_root", "sqlite_path"]
 
@@ -122,9 +129,6 @@ def prepare_store(config: TrackingConfig) -> None:
     path = sqlite_path(config.uri or "")
     if path is None:
         return
-    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with _file_lock(path + ".lock"):
         problem = _half_created(path) if os.path.exists(path) else None
@@ -206,8 +210,6 @@ class Tracker:
             return None
 
     def _open(self, run_id: Optional[str]) -> None:
-        from mlflow.tracking import MlflowClient
-
         prepare_store(self.config)
         client = MlflowClient(tracking_uri=self.config.uri,
                               registry_uri=self.config.registry_uri or self.config.uri)
@@ -225,8 +227,6 @@ class Tracker:
 
     def experiment_id(self) -> str:
         """The configured experiment, created (with `store_artifact_root`) when missing."""
-        from mlflow.exceptions import MlflowException
-
         name = self.config.experiment
         experiment = self._mlflow.get_experiment_by_name(name)
         if experiment is not None:
@@ -271,8 +271,6 @@ class Tracker:
         flat = flatten_params(params)
 
         def _log():
-            from mlflow.entities import Param
-
             existing = self._mlflow.get_run(self.run_id).data.params
             items = [Param(k, v) for k, v in sorted(flat.items()) if k not in existing]
             for i in range(0, len(items), 100):
@@ -282,11 +280,7 @@ class Tracker:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Logs finite scalar metrics at ``step`` (the epoch; 0 for evaluation metrics)."""
-        import math
-
         def _log():
-            from mlflow.entities import Metric
-
             now = int(time.time() * 1000)
             items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
                      if v is not None and math.isfinite(float(v))]
@@ -302,11 +296,7 @@ class Tracker:
         ``train``/``eval``/``test`` (MLflow merges inputs of one name and digest, so the name carries
         the split), ``source`` (``{"uri": the user's file or pattern, ...}``) and ``digest`` (the
         input's content digest; MLflow keeps 36 characters of it)."""
-        import json
-
         def _log():
-            from mlflow.entities import Dataset, DatasetInput, InputTag
-
             inputs = [DatasetInput(
                 Dataset(name=f"{name}-{split}", digest=digest[:36], source_type="local", source=json.dumps(dict(source)),
                         profile=json.dumps({"num_rows": int(rows)})),
@@ -318,15 +308,11 @@ class Tracker:
     def log_artifact(self, path: str, artifact_path: Optional[str] = None) -> None:
         """Logs a file (or, for a folder, its contents) under ``artifact_path``; a file or folder in a
         bucket (a run's output on ``gs://``) is downloaded first (MLflow logs local files)."""
-        from tfflows.components import artifacts
-
         if not artifacts.is_object_store(path):
             method = "log_artifacts" if os.path.isdir(path) else "log_artifact"
             self.guard(f"artifact {os.path.basename(path)}", self.client_call, method, self.run_id, path,
                        artifact_path)
             return
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="tfflows-artifact-") as tmp:
             local = self.guard(f"artifact {os.path.basename(path)}", artifacts.local_copy, path, tmp)
             if local is not None:

@@ -32,7 +32,7 @@ __all__ = [
     "check_own_options", "kind_options", "narrowest_hidden_width", "TRANSFORMERS", "PERMUTATIONS",
     "TransformerOptions", "MADEOptions", "MADEMoGOptions",
     "MAFOptions", "IAFOptions", "RealNVPOptions", "HAFOptions", "PlanarOptions", "NICEOptions", "ImageOptions",
-    "GlowOptions", "RealNVPImageOptions", "data_options", "OptionError",
+    "GlowOptions", "RealNVPImageOptions", "data_options", "OptionError", "VAE_LIKELIHOODS",
 ]
 
 
@@ -47,6 +47,8 @@ class OptionError(ValueError):
     def __reduce__(self):
         return (type(self), (str(self), self.field))
 
+# `models.vae.IAFVAE`'s likelihoods: here, so that the vae objective checks its options without TensorFlow.
+VAE_LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
 TRANSFORMERS = ("affine", "spline")
 PERMUTATIONS = (None, "lu")
 

@@ -27,6 +27,7 @@ import tf_keras
 
 from tfflows.models.categorical import CategoricalMADE
 from tfflows.models.flows import FlowModel, build_flow
+from tfflows.models.made import MaskedDense
 from tfflows.models.training import gradient_step
 
 __all__ = ["MixedDensity"]
@@ -43,6 +44,10 @@ class MixedDensity(tf_keras.Model):
     - `fit(dataset)`: batches of (numeric, codes) or (numeric, codes, context); each batch is one
       `models.training.gradient_step` on the mean negative log-likelihood (+ the flow's L2
       weight on every kernel), the step `FlowModel` and the pipeline's trainer take.
+    - what the pipeline's trainer asks of a `FlowModel`, on (numeric, codes[, context]) batches:
+      `get_config` / `from_config` (the arguments below), `frozen`, `config` (the numeric flow's),
+      `event_dim`, `batch_norm_layers`, `set_batch_norm_statistics`, `needs_data_initialisation`
+      and `initialise_from_data`.
 
     Args:
       numeric_dim: D, the number of numeric columns.
@@ -64,6 +69,10 @@ class MixedDensity(tf_keras.Model):
                  categorical_order="natural", **flow_options):
         dtype = flow_options.get("dtype", "float32")
         super().__init__(name=flow_options.pop("name", "mixed_density"), dtype=dtype)
+        self._arguments = dict(numeric_dim=int(numeric_dim), num_categories=[int(k) for k in num_categories],
+                               kind=kind, context_dim=context_dim,
+                               categorical_hidden_units=[int(h) for h in categorical_hidden_units],
+                               categorical_order=categorical_order, **flow_options)
         self.context_dim = None if context_dim is None else int(context_dim)
         self.categorical = CategoricalMADE(num_categories, categorical_hidden_units, order=categorical_order,
                                            context_dim=self.context_dim, name="categorical", dtype=dtype)
@@ -72,6 +81,55 @@ class MixedDensity(tf_keras.Model):
                                           **flow_options)
         self._nll_tracker = tf_keras.metrics.Mean(name="nll")
         self._loss_tracker = tf_keras.metrics.Mean(name="loss")
+
+    def get_config(self) -> dict:
+        """The constructor's arguments (JSON-ready): `from_config` rebuilds the architecture."""
+        return dict(self._arguments)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "MixedDensity":
+        return cls(**config)
+
+    @property
+    def config(self):
+        """The numeric flow's `FlowConfig` (its kind, widths and batch-norm settings)."""
+        return self.flow.config
+
+    @property
+    def event_dim(self) -> int:
+        """D, the number of numeric columns."""
+        return self.flow.event_dim
+
+    @property
+    def batch_norm_layers(self) -> list:
+        return self.flow.batch_norm_layers
+
+    @property
+    def needs_data_initialisation(self) -> bool:
+        """Whether the numeric flow awaits its data-dependent initialisation (a fresh Glow)."""
+        return self.flow.needs_data_initialisation
+
+    def initialise_from_data(self, numeric, categorical_codes, context=None) -> bool:
+        """`FlowModel.initialise_from_data` of the numeric flow, given the batch's categories."""
+        return self.flow.initialise_from_data(numeric, self.flow_context(categorical_codes, context))
+
+    def set_batch_norm_statistics(self, data) -> None:
+        """`FlowModel.set_batch_norm_statistics` of the numeric flow over a finite dataset of
+        (numeric, codes[, context]) batches, each with its categories' flow context."""
+        self.flow.set_batch_norm_statistics(data.map(
+            lambda *batch: (self._unpack(batch)[0], self.flow_context(*self._unpack(batch)[1:]))))
+
+    def frozen(self) -> "MixedDensity":
+        """An inference copy (`FlowModel.frozen`): same weights, every mask multiplied into its
+        kernel once, not trainable."""
+        copy = MixedDensity.from_config(dict(self.get_config(), name=f"{self.name}_frozen"))
+        for target, source in zip(copy.variables, self.variables, strict=True):
+            target.assign(source)
+        for module in copy.submodules:
+            if isinstance(module, MaskedDense):
+                module.bake_mask()
+        copy.trainable = False
+        return copy
 
     def _context(self, context, batch):
         """None, or a [batch, C] tensor; a single context [C] or [1, C] is broadcast."""
@@ -164,6 +222,5 @@ class MixedDensity(tf_keras.Model):
                              f"batches to set batch norm's statistics afterwards, but got {type(x).__name__}.")
         history = super().fit(x, *args, **kwargs)
         if statistics:
-            flow.set_batch_norm_statistics(x.map(
-                lambda *batch: (self._unpack(batch)[0], self.flow_context(*self._unpack(batch)[1:]))))
+            self.set_batch_norm_statistics(x)
         return history

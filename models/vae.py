@@ -29,11 +29,12 @@ import tensorflow as tf
 import tf_keras
 
 from tfflows.models.bijectors.iaf import GatedInverseAutoregressiveFlow
+from tfflows.models.kinds import VAE_LIKELIHOODS
 from tfflows.models.made import MADE
 
 __all__ = ["IAFVAE", "LIKELIHOODS"]
 
-LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
+LIKELIHOODS = VAE_LIKELIHOODS  # declared with the kinds (`models.kinds`: no TensorFlow)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 

@@ -8,14 +8,17 @@ computed by workers of any Beam runner::
       │  Create ─► Reshuffle           spread the chunks over the workers
       ▼
     worker: read_rows                  reads its rows from --data (the one table reader), the model's
-      ▼                                columns in its order (a bad row: its one-line error)
+      │                                columns in its order and a mixed density's categorical columns as
+      │                                strings (a bad row: its one-line error); counts the categories
+      ▼                                the model's vocabularies lack (`UnseenCategories`)
     worker: RunInference(LogProbHandler)   the pushed SavedModel's `score` signature (`log_prob` for a
-      │                                    model without held-out quantiles), the model loaded once
-      │                                    per worker process (Beam's shared handle)
-      ▼
-    worker: one scores file per chunk  <shard folder>/<chunk>.npy, written then renamed
-      ▼
-    driver: every chunk checked present, concatenated in chunk order into --scores
+      │                                    model without held-out quantiles), the categories looked up
+      │                                    in the graph as in-process, the model loaded once per worker
+      ▼                                    process (Beam's shared handle)
+    worker: one scores file per chunk  <shard folder>/<chunk>.npy (and <chunk>.unseen.json for a mixed
+      ▼                                density), written then renamed
+    driver: every chunk checked present, concatenated in chunk order into --scores; unseen
+            categories merged in chunk order (the in-process summary's line)
 
 Workers read --data and write the shard folder (a hidden folder beside --scores), so on a
 cluster both must be on storage every worker sees. A chunk that a worker found bad reports its
@@ -31,7 +34,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -41,16 +44,17 @@ from tfflows.components import artifacts
 from tfflows.components.errors import DataError
 from tfflows.components.ingest.runner import pipeline_options, runner_name
 from tfflows.components.tables.reader import Chunk
-from tfflows.pipeline.scoring import Columns, load_saved_model, read_rows, score_rows
+from tfflows.pipeline.scoring import Columns, UnseenCategories, load_saved_model, read_rows, score_rows
 
 __all__ = ["LogProbHandler", "score_with_beam"]
 
 _ERRORS = "errors"
+_UNSEEN = "unseen"
 
 
 class LogProbHandler(ModelHandler):
-    """RunInference's model handler for a pushed SavedModel: chunks of rows [n, D] in, `score_rows`
-    out (log p(x), and the percentile for a calibrated model).
+    """RunInference's model handler for a pushed SavedModel: chunks (rows [n, D], categories [n, S])
+    in, `score_rows` out (log p(x), and the percentile for a calibrated model).
 
     Beam's own TensorFlow handler (`TFModelHandlerTensor`) calls the model object on one tensor
     per element and stacks elements into a batch; here an element is already a chunk of rows,
@@ -64,26 +68,33 @@ class LogProbHandler(ModelHandler):
     def load_model(self) -> Any:
         return load_saved_model(self.model_dir)[1]
 
-    def run_inference(self, batch: Sequence[np.ndarray], model: Any,
+    def run_inference(self, batch: Sequence[Tuple[np.ndarray, np.ndarray]], model: Any,
                       inference_args: Optional[dict] = None) -> List[np.ndarray]:
-        return [score_rows(model, rows, self.batch_size) for rows in batch]
+        return [score_rows(model, rows, self.batch_size, categories) for rows, categories in batch]
 
-    def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
-        return sum(rows.nbytes for rows in batch)  # the default pickles the whole batch to measure it
+    def get_num_bytes(self, batch: Sequence[Tuple[np.ndarray, np.ndarray]]) -> int:
+        # The default pickles the whole batch to measure it; a string's bytes are not counted.
+        return sum(rows.nbytes + categories.nbytes for rows, categories in batch)
 
     def get_metrics_namespace(self) -> str:
         return "tfflows_scoring"
 
 
 class _ReadChunk(beam.DoFn):
-    """(chunk index, rows); a bad chunk goes to the ``errors`` output as (index, DataError parts)."""
+    """(chunk index, (rows, categories)); a bad chunk goes to the ``errors`` output as (index, DataError
+    parts); for a mixed density (``vocabularies``), the chunk's `UnseenCategories` state to ``unseen``."""
 
-    def __init__(self, data: str, columns: Columns):
-        self.data, self.columns = data, columns
+    def __init__(self, data: str, columns: Columns, vocabularies: Dict[str, List[str]]):
+        self.data, self.columns, self.vocabularies = data, columns, vocabularies
 
     def process(self, chunk: Chunk):
         try:
-            yield chunk.index, read_rows(self.data, self.columns, chunk)
+            rows, categories = read_rows(self.data, self.columns, chunk)
+            yield chunk.index, (rows, categories)
+            if self.vocabularies:
+                unseen = UnseenCategories(self.vocabularies)
+                unseen.add(categories)
+                yield beam.pvalue.TaggedOutput(_UNSEEN, (chunk.index, unseen.state()))
         except DataError as error:
             yield beam.pvalue.TaggedOutput(_ERRORS, (chunk.index, [error.source, error.where, error.problem,
                                                                     error.fix]))
@@ -106,13 +117,14 @@ def _write_scores(element, folder: str) -> None:
     _write_atomically(_shard(folder, index, ".npy"), lambda f: np.save(f, scores))
 
 
-def _write_error(element, folder: str) -> None:
+def _write_json(element, folder: str, suffix: str) -> None:
     index, parts = element
-    _write_atomically(_shard(folder, index, ".error.json"), lambda f: f.write(json.dumps(parts).encode()))
+    _write_atomically(_shard(folder, index, suffix), lambda f: f.write(json.dumps(parts).encode()))
 
 
 def score_with_beam(model_dir: str, data: str, columns: Columns, chunks: List[Chunk], batch_size: int,
-                    beam_args: Sequence[str], shard_parent: Optional[str] = None) -> Iterator[np.ndarray]:
+                    beam_args: Sequence[str], shard_parent: Optional[str] = None,
+                    unseen: Optional[UnseenCategories] = None) -> Iterator[np.ndarray]:
     """The scores of every chunk of `data`, in input order, computed by a Beam pipeline.
 
     Args:
@@ -123,6 +135,8 @@ def score_with_beam(model_dir: str, data: str, columns: Columns, chunks: List[Ch
       batch_size: rows per call of the SavedModel's signature.
       beam_args: Beam pipeline options (FnApiRunner when no ``--runner`` is named).
       shard_parent: where the temporary shard folder goes (default: the system's temporary folder).
+      unseen: a mixed density's `UnseenCategories` (its vocabularies): the workers' counts of each
+        chunk are merged into it, in chunk order, before the first table is yielded.
 
     Yields:
       `score_rows` tables of chunk 0, 1, ... (no rows for a .csv chunk of blank lines), after the
@@ -136,24 +150,32 @@ def score_with_beam(model_dir: str, data: str, columns: Columns, chunks: List[Ch
     model_dir = model_dir if artifacts.is_object_store(model_dir) else os.path.abspath(model_dir)
     folder = tempfile.mkdtemp(prefix=".tfflows-scores-", dir=shard_parent)
     try:
+        vocabularies = {name: sorted(known) for name, known in unseen.vocabularies.items()} if unseen else {}
         handler = KeyedModelHandler(LogProbHandler(model_dir, batch_size))
         with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
             read = (pipeline
                     | "Chunks" >> beam.Create(chunks)
                     | "Spread" >> beam.Reshuffle()
-                    | "Read" >> beam.ParDo(_ReadChunk(data, columns)).with_outputs(_ERRORS, main="rows"))
+                    | "Read" >> beam.ParDo(_ReadChunk(data, columns, vocabularies)).with_outputs(
+                        _ERRORS, _UNSEEN, main="rows"))
             _ = read.rows | "Score" >> RunInference(handler) | "WriteScores" >> beam.Map(_write_scores, folder)
-            _ = read[_ERRORS] | "WriteErrors" >> beam.Map(_write_error, folder)
+            _ = read[_ERRORS] | "WriteErrors" >> beam.Map(_write_json, folder, ".error.json")
+            _ = read[_UNSEEN] | "WriteUnseen" >> beam.Map(_write_json, folder, ".unseen.json")
         names = set(os.listdir(folder))
         for chunk in chunks:
             if f"{chunk.index:09d}.error.json" in names:
                 with open(_shard(folder, chunk.index, ".error.json")) as f:
                     raise DataError(*json.load(f))
+        expected = (".npy", ".unseen.json") if vocabularies else (".npy",)
         for chunk in chunks:
-            if f"{chunk.index:09d}.npy" not in names:
+            if any(f"{chunk.index:09d}{suffix}" not in names for suffix in expected):
                 raise DataError(data, chunk.describe(),
                                 f"no scores although Beam's {runner_name(beam_args)} reported success "
                                 f"(the runner lost output)", "score on another runner (README 'Scale-out')")
+        if unseen is not None and vocabularies:
+            for chunk in chunks:
+                with open(_shard(folder, chunk.index, ".unseen.json")) as f:
+                    unseen.merge(json.load(f))
         for chunk in chunks:
             yield np.load(_shard(folder, chunk.index, ".npy"))
     finally:

@@ -20,10 +20,11 @@ that the failure line names; `--verbose` shows everything instead (`pipeline/ter
 This module is the project's one import boundary: it imports at its top only what is free of
 TensorFlow, TFX, Beam and MLflow (the configuration's error types, `pipeline.extras`,
 `pipeline.terminal`); each command imports the configuration (`pipeline.config`, after
-`missing_extra`) and then the modules that load those libraries (runner, serving, registry) inside
-its function, and these enter TFX, Beam, MLflow and TensorFlow through the functions that first
-need them. Every other import reads top-down with no cycle (`tests/test_imports.py`;
-`tests/test_config.py` checks that the configuration path loads none of the four).
+`missing_extra`), checks it (and for run and compile `pipeline.preflight`'s checks, which write
+nothing), and only then imports inside its function the modules that load those libraries at
+their top (`pipeline.runner`: TFX; `pipeline.serving`; `pipeline.registry`: MLflow). Every other
+import reads top-down with no cycle (`tests/test_imports.py`; `tests/test_config.py` checks that
+the configuration path loads none of the four).
 """
 
 from __future__ import annotations
@@ -101,9 +102,9 @@ def _push_destination(push_base: str | None) -> str:
 
 
 def cmd_run(args) -> int:
-    from tfflows.pipeline.runner import preflight, step_names
-
     config = _load_config(args, _run_overrides(args))
+    from tfflows.pipeline.preflight import preflight, step_names
+
     preflight(config)  # nothing is written (not even the log) for a mistake found before the run
     terminal = args.terminal
     terminal.capture(config.logs_dir, config.progress, config.progress_every_epochs)
@@ -229,27 +230,29 @@ COMPILE_FLAGS = {"pipeline_root": ("cluster", "pipeline_root"), "image": ("clust
 
 
 def cmd_compile(args) -> int:
-    from tfflows.pipeline.runner import check_cluster, compile_for_cluster
-
     overrides: dict = {}
     for flag, (section, name) in COMPILE_FLAGS.items():
         if getattr(args, flag) is not None:
             overrides.setdefault(section, {})[name] = getattr(args, flag)
     config = _load_config(args, overrides)
+    from tfflows.pipeline.preflight import check_cluster
+
     check_cluster(config)  # before the log folder: a refused spec leaves nothing behind
     args.terminal.capture(config.logs_dir)
+    from tfflows.pipeline.runner import compile_for_cluster
+
     path = compile_for_cluster(config, args.target, args.out)
     args.terminal.say(f"wrote the {args.target} pipeline spec to {path}")
     return 0
 
 
 def cmd_registry(args) -> int:
-    from tfflows.pipeline import registry
-
     overrides = {"output": args.output} if args.output else {}
     if uri := args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):  # `registry.store_uri`'s order
         overrides["tracking"] = {"uri": uri}
     config = _load_config(args, overrides)
+    from tfflows.pipeline import registry  # MLflow: after the configuration is checked
+
     print(registry.promote(config, args.version) if args.command == "promote" else registry.rollback(config))
     return 0
 

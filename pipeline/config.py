@@ -24,6 +24,7 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from typing import Any, Optional, Tuple
 
 import yaml
@@ -72,8 +73,6 @@ class ClusterConfig:
                               "(or s3://)")
         if self.image is not None and (self.image.endswith(":latest") or not re.search(r":[^/]+$|@sha256:",
                                                                                      self.image)):
-            from importlib.metadata import version
-
             raise ConfigError(f"cluster.image {self.image}: needs a fixed tag or digest, not latest (a moving tag "
                               f"runs other code than the one compiled); fix: e.g. --image tfflows:{version('tfflows')}")
         for name in ("cpu", "memory_gb"):
@@ -148,21 +147,26 @@ class RunConfig:
         self._check_context()
 
     def _check_context(self) -> None:
-        """A conditional density needs an objective and a flow kind that take a context (the two
-        registries say which), known before anything runs."""
-        if not self.ingest.context_names:
+        """A conditional density, and the numeric part of a mixed one (given its categories), needs an
+        objective and a flow kind that take a context (the two registries say which), known before
+        anything runs."""
+        if self.ingest.context_names:
+            what, drop = f"ingest context [{', '.join(self.ingest.context_names)}]", "drop the context"
+        elif self.ingest.modelled_categorical:
+            # The numeric columns are modelled given the categories: a conditional flow (`models.MixedDensity`).
+            what, drop = f"categorical columns [{', '.join(self.ingest.modelled_categorical)}]", "drop them"
+        else:
             return
-        context = ", ".join(self.ingest.context_names)
         if not get_objective(self.train.objective).conditional:
             able = [name for name in OBJECTIVES if get_objective(name).conditional]
-            raise ConfigError(f"ingest context [{context}]: objective {self.train.objective!r} fits no "
+            raise ConfigError(f"{what}: objective {self.train.objective!r} fits no "
                               f"conditional density (only {', '.join(able)} does); fix: --set "
-                              f"train.objective={able[0]}, or drop the context")
+                              f"train.objective={able[0]}, or {drop}")
         if not get_kind(self.train.kind).conditional:
             able = [name for name in FLOW_KINDS if get_kind(name).conditional]
-            raise ConfigError(f"ingest context [{context}]: flow kind {self.train.kind!r} has no conditional "
+            raise ConfigError(f"{what}: flow kind {self.train.kind!r} has no conditional "
                               f"version (its layers have no input for a context); fix: --model one of "
-                              f"{', '.join(able)}, or drop the context")
+                              f"{', '.join(able)}, or {drop}")
 
     @property
     def on_bucket(self) -> bool:

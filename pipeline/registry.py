@@ -4,7 +4,8 @@
 A blessed push moves the alias (``tracking.alias``, ``champion``) to its version; these commands
 move it on request and rewrite ``<push base>/models.config`` (TF Serving's ``stable`` label = the
 champion's serving version, ``canary`` = the newest pushed version when it is newer), so the
-registry and the TF Serving labels never disagree. Nothing here imports TFX or TensorFlow: the
+registry and the TF Serving labels never disagree. This module loads MLflow at import (the CLI
+imports it after the configuration is checked, `pipeline/cli.py`) but not TFX or TensorFlow: the
 commands answer in a second or two.
 """
 
@@ -15,6 +16,12 @@ import os
 import re
 import tempfile
 
+import mlflow.artifacts
+from mlflow.tracking import MlflowClient
+
+from tfflows.components import artifacts
+from tfflows.components.push.champion import describe, previous_version, set_champion
+from tfflows.components.tracking import Tracker
 from tfflows.components.train.config import TrackingConfig
 from tfflows.pipeline.config import ConfigError, RunConfig
 from tfflows.pipeline.config import tracking_uri as output_tracking_uri
@@ -47,8 +54,6 @@ def _require_store(tracking_uri: str, subject: str, fix: str = "pass the run's -
 
 
 def _tracker(config: RunConfig, subject: str):
-    from tfflows.components.tracking import Tracker
-
     _require_store(output_tracking_uri(config), subject)
     tracking = resolved_tracking(config, output_tracking_uri(config))
     if not tracking.active:
@@ -57,9 +62,6 @@ def _tracker(config: RunConfig, subject: str):
 
 
 def _move(config: RunConfig, version_of, subject: str) -> str:
-    from tfflows.components import artifacts
-    from tfflows.components.push.registry import describe, set_champion
-
     tracker = _tracker(config, subject)
     if tracker.client is None:
         raise ConfigError(f"MLflow at {tracker.config.uri} is not reachable; nothing was changed")
@@ -82,8 +84,6 @@ def promote(config: RunConfig, version: int) -> str:
 
 def rollback(config: RunConfig) -> str:
     """Moves the alias back to the highest registered version below the current one."""
-    from tfflows.components.push.registry import previous_version
-
     return _move(config, lambda tracker: previous_version(
         tracker.client, tracker.config.registered_model_name, tracker.config.alias), "rollback")
 
@@ -100,9 +100,6 @@ def registered_model_dir(uri: str, tracking_uri: str | None = None) -> str:
 
     ``tracking_uri`` None: the default run's store (``tfflows_output/mlflow.db`` in the current
     folder)."""
-    import mlflow.artifacts
-    from mlflow.tracking import MlflowClient
-
     match = _MODELS_URI.match(uri)
     if not match:
         raise FileNotFoundError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")

@@ -34,9 +34,11 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from tfflows.components import artifacts
+from tfflows.components.artifacts import categorical_names, context_names, feature_names
 from tfflows.components.errors import DataError
-from tfflows.pipeline.scoring import (CHUNK_ROWS, Columns, iter_row_chunks, load_saved_model, match_columns,
-                                      open_data, plan_chunks, score_outputs, score_rows)
+from tfflows.pipeline.scoring import (CHUNK_ROWS, Columns, UnseenCategories, iter_chunks, iter_row_chunks,
+                                      load_saved_model, match_columns, open_data, plan_chunks, score_outputs,
+                                      score_rows)
 
 __all__ = ["resolve_model_dir", "load_saved_model", "evaluate_saved_model", "sample_saved_model", "score_rows",
            "score_outputs", "parse_threshold", "Columns", "match_columns", "plan_chunks", "iter_row_chunks"]
@@ -48,7 +50,7 @@ def resolve_model_dir(path: str) -> str:
     """A version folder as given, the newest complete version inside a serving/ folder, or a local
     copy of a registered model (``models:/NAME@ALIAS``, `pipeline.registry.registered_model_dir`)."""
     if path.startswith("models:/"):
-        from tfflows.pipeline.registry import registered_model_dir
+        from tfflows.pipeline.registry import registered_model_dir  # MLflow: only for a registered model
 
         return registered_model_dir(path)
     return artifacts.resolve_version(path)
@@ -222,15 +224,20 @@ def _held_out_line(calibration: Optional[dict]) -> str:
             f"median {q[0.5]:.4f}, 99% {q[0.99]:.4f}")
 
 
-def _scored_chunks(model_dir, loaded, data, columns, batch_size, chunk_rows, beam_args, scores_path):
-    """Score tables [n, len(score_outputs)] of `data`'s chunks in input order, in-process or by Beam."""
+def _scored_chunks(model_dir, loaded, data, columns, batch_size, chunk_rows, beam_args, scores_path, unseen):
+    """Score tables [n, len(score_outputs)] of `data`'s chunks in input order, in-process or by Beam;
+    a mixed density's categories are counted into ``unseen`` (`UnseenCategories`) on the way."""
     if beam_args is None:
-        return (score_rows(loaded, rows, batch_size) for _, rows in iter_row_chunks(data, columns, chunk_rows))
-    from tfflows.pipeline.beam_scoring import score_with_beam
+        def scored():
+            for _, rows, categories in iter_chunks(data, columns, chunk_rows):
+                unseen.add(categories)
+                yield score_rows(loaded, rows, batch_size, categories)
+        return scored()
+    from tfflows.pipeline.beam_scoring import score_with_beam  # Beam: only with --beam-args
 
     shards = os.path.dirname(os.path.abspath(scores_path)) if scores_path else None
     return score_with_beam(model_dir, data, columns, plan_chunks(data, columns, chunk_rows), batch_size,
-                           beam_args, shards)
+                           beam_args, shards, unseen)
 
 
 def evaluate_saved_model(model: str, data: str, scores_path: Optional[str] = None, batch_size: int = 4096,
@@ -253,15 +260,15 @@ def evaluate_saved_model(model: str, data: str, scores_path: Optional[str] = Non
         _check_scores_path(scores_path, data)
     open_data(data)  # a readable table (its header only), before the model loads
     model_dir, local_dir, loaded = _load(model)  # imports TensorFlow: after the checks, which take well under a second
-    from tfflows.components.push.export import context_names, feature_names
-
     dim = int(loaded.signatures["log_prob"].structured_input_signature[1]["x"].shape[-1])
     info = _info(local_dir)
     calibration = info.get("held_out_quantiles") if "score" in loaded.signatures else None
-    columns = match_columns(data, feature_names(info, dim) + context_names(info))
+    columns = match_columns(data, feature_names(info, dim) + context_names(info), categorical_names(info))
     cut, cut_text = _resolve_threshold(parsed, threshold, calibration, model_dir) if parsed else (None, None)
     outputs = score_outputs(loaded) + (("is_anomaly",) if parsed else ())
-    chunk_scores = _scored_chunks(model_dir, loaded, data, columns, batch_size, chunk_rows, beam_args, scores_path)
+    unseen = UnseenCategories(info.get("categories") or {})
+    chunk_scores = _scored_chunks(model_dir, loaded, data, columns, batch_size, chunk_rows, beam_args, scores_path,
+                                  unseen)
     stats, sample, flagged = _RunningStats(), _QuantileSample(), 0
     writer = _ScoresWriter(scores_path, outputs) if scores_path else None
     try:
@@ -285,6 +292,8 @@ def evaluate_saved_model(model: str, data: str, scores_path: Optional[str] = Non
     lines = [f"model: {model_dir}", columns.note, f"rows: {total} from {data}"]
     if stats.non_finite:
         lines.append(f"rows scored -inf or NaN (outside the model's support, excluded below): {stats.non_finite}")
+    if unseen.line():
+        lines.append(unseen.line())
     if stats.n:
         lines += [f"log-likelihood: {stats.mean:.4f} ± {stats.two_se():.4f} nats (mean ± 2 s.e.)", sample.line()]
     lines.append(_held_out_line(calibration))
@@ -341,20 +350,20 @@ def sample_saved_model(model: str, n: int, seed: int, out: str, context: Optiona
     A conditional model samples given `context` (`_contexts`: one context, or a file of K): `n`
     samples per context, K x n rows, the first `n` at the first context; a .csv has the context
     columns after the features (so `evaluate` scores each sample given its context), a .npy the
-    samples alone."""
-    import tensorflow as tf
-
-    from tfflows.components.push.export import context_names, feature_names
-
+    samples alone. A mixed density's samples come with their categories (strings), the .csv's last
+    columns (a .npy holds the numeric columns only)."""
     if n < 1:
         raise DataError("-n", "number of samples", f"must be >= 1, got {n}", "pass a positive -n")
+    import tensorflow as tf  # after the argument check, as in `_load`: a bad argument fails in well under a second
+
     model_dir, local_dir, loaded = _load(model)
     info = _info(local_dir)
     contexts = _contexts(context, context_names(info), model_dir)
     given = {} if contexts is None else {"context": tf.constant(np.repeat(contexts, n, axis=0))}
     total = n * (1 if contexts is None else len(contexts))
-    samples = loaded.signatures["sample"](num_samples=tf.constant(total, tf.int32),
-                                          seed=tf.constant([seed, 0], tf.int32), **given)["samples"].numpy()
+    drawn = loaded.signatures["sample"](num_samples=tf.constant(total, tf.int32),
+                                        seed=tf.constant([seed, 0], tf.int32), **given)
+    samples = drawn["samples"].numpy()
     if out.endswith(".png"):
         meta = info.get("dataset") or {}
         if not meta.get("image_shape"):
@@ -362,12 +371,13 @@ def sample_saved_model(model: str, n: int, seed: int, out: str, context: Optiona
         _image_grid(samples, meta["image_shape"], meta.get("num_levels") or 256, out)
     elif out.endswith(".csv"):
         # %.9g: the shortest decimal that reads back as the same float32 (scores round-trip exactly)
-        names = feature_names(info, samples.shape[1]) + context_names(info)
+        names = feature_names(info, samples.shape[1]) + context_names(info) + categorical_names(info)
         # Contexts as the user gave them: float32's shortest decimal (0.3, not 0.300000012), which
-        # reads back as the same float32.
-        fmt = ["%.9g"] * samples.shape[1] + ["%s"] * len(context_names(info))
-        table = samples if contexts is None else np.hstack([
-            samples.astype(object), [[str(value) for value in row] for row in given["context"].numpy()]])
+        # reads back as the same float32; categories as their strings.
+        fmt = ["%.9g"] * samples.shape[1] + ["%s"] * (len(names) - samples.shape[1])
+        others = ([] if contexts is None else [[[str(value) for value in row] for row in given["context"].numpy()]]) \
+            + ([drawn["categories"].numpy().astype(str)] if "categories" in drawn else [])
+        table = np.hstack([samples.astype(object), *others]) if others else samples
         np.savetxt(out, table, delimiter=",", fmt=fmt, header=",".join(names), comments="")
     else:
         np.save(out, samples)
@@ -376,7 +386,7 @@ def sample_saved_model(model: str, n: int, seed: int, out: str, context: Optiona
 
 
 def _image_grid(samples, shape, levels, out):
-    import matplotlib
+    import matplotlib  # only for a .png; the Agg backend must be chosen before pyplot is imported
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

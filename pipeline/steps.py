@@ -16,6 +16,8 @@ import dataclasses
 import time
 from typing import Dict, List, Optional
 
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
 __all__ = ["Step", "run_steps"]
 
 
@@ -44,8 +46,6 @@ def _utc(ms: int) -> str:
 
 
 def _outputs(store, execution_id: int) -> Dict[str, str]:
-    from ml_metadata.proto import metadata_store_pb2 as mlmd
-
     events = [e for e in store.get_events_by_execution_ids([execution_id]) if e.type == mlmd.Event.OUTPUT]
     uris = {a.id: a.uri for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
     return {e.path.steps[0].key: uris[e.artifact_id] for e in events if e.path.steps}
@@ -57,8 +57,6 @@ def _context(store, execution_id: int, type_name: str):
 
 def _origin(store, execution) -> tuple:
     """(run id, date) of the COMPLETE execution whose outputs a CACHED one reuses."""
-    from ml_metadata.proto import metadata_store_pb2 as mlmd
-
     cache = _context(store, execution.id, "execution_cache")
     done = [e for e in (store.get_executions_by_context(cache.id) if cache else [])
             if e.last_known_state == mlmd.Execution.COMPLETE and e.id < execution.id]
@@ -72,8 +70,6 @@ def _origin(store, execution) -> tuple:
 def run_steps(store, node_names: Dict[str, str], since_ms: int) -> List[Step]:
     """The steps of the newest run started at or after ``since_ms`` (ms since the epoch), in the
     order of ``node_names`` (node id -> step name); empty when there is none."""
-    from ml_metadata.proto import metadata_store_pb2 as mlmd
-
     runs = [c for c in store.get_contexts_by_type("pipeline_run") if c.create_time_since_epoch >= since_ms]
     if not runs:
         return []

@@ -9,7 +9,7 @@ it through the TLS proxy of `tests.gcs_testing`, the Python clients (the artifac
 ``gs://``, MLflow's GCS artifact repository) through ``STORAGE_EMULATOR_HOST``.
 
 ``s3://`` is refused up front: TensorFlow 2.21 has no ``s3://`` file system (see
-`pipeline.runner.OUTPUT_SCHEMES`), so pushes alone go there (``push.push_base``,
+`pipeline.preflight.OUTPUT_SCHEMES`), so pushes alone go there (``push.push_base``,
 `tests/test_object_store.py`).
 """
 
@@ -53,13 +53,13 @@ def test_a_bucket_output_keeps_its_sqlite_stores_in_a_stated_local_folder(tmp_pa
 def test_a_bucket_output_gives_compile_its_pipeline_root_and_push_base():
     """`tfflows compile` with ``output: gs://...`` needs only the cluster's tracking server: the
     pipeline root and the push base default to the bucket (a local output still needs both)."""
-    from tfflows.pipeline import runner
+    from tfflows.pipeline import preflight
 
     config = load_run_config(None, {"output": "gs://b/out", "tracking": {"uri": "http://mlflow:5000"}})
-    runner.check_cluster(config)
-    assert runner._cluster_pipeline_root(config) == "gs://b/out/pipeline_root"
-    with pytest.raises(runner.ConfigError, match="cluster.pipeline_root: unset"):
-        runner.check_cluster(load_run_config(None, {"output": "out", "tracking": {"uri": "http://mlflow:5000"}}))
+    preflight.check_cluster(config)
+    assert preflight.cluster_pipeline_root(config) == "gs://b/out/pipeline_root"
+    with pytest.raises(preflight.ConfigError, match="cluster.pipeline_root: unset"):
+        preflight.check_cluster(load_run_config(None, {"output": "out", "tracking": {"uri": "http://mlflow:5000"}}))
 
 
 @pytest.mark.parametrize("output, named", [

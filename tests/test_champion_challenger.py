@@ -151,18 +151,18 @@ def test_a_drift_beyond_the_limit_stops_the_run_before_training(tmp_path, monkey
     """`run_drift` with the champion's scores stubbed (the real scoring runs in the scheduled test)."""
     import json
 
-    from tfflows.components import artifacts, ingest
+    from tfflows.components import artifacts
     from tfflows.components.drift import executor
     from tfflows.components.errors import DataError
 
-    monkeypatch.setattr(artifacts, "current_push_info", lambda base: {
+    monkeypatch.setattr(executor, "current_push_info", lambda base: {
         "version": 1, "model_uri": "m", "metrics": {"data_log_likelihood": -2.0, "data_log_likelihood_2se": 0.1}})
     monkeypatch.setattr(executor, "_champion_scores", lambda *args: (np.full(50, -9.0), "data_log_likelihood"))
-    monkeypatch.setattr(ingest, "read_metadata", lambda uri: _metadata(INPUTS))
+    monkeypatch.setattr(executor, "read_metadata", lambda uri: _metadata(INPUTS))
     warned = executor.run_drift("ex", "tg", EvaluateConfig(drift_limit=1.0), "base", str(tmp_path / "a"))
     assert warned["exceeded"] and artifacts.read_drift(str(tmp_path / "a")) == json.loads(json.dumps(warned))
     with pytest.raises(DataError, match=r"evaluate.drift_limit: data drift: .* -7.00 ± 0.10 nats below .*\(span 3\)"):
         executor.run_drift("ex", "tg", EvaluateConfig(drift_limit=1.0, drift_action="fail"), "base", str(tmp_path / "b"))
-    monkeypatch.setattr(artifacts, "current_push_info", lambda base: None)
+    monkeypatch.setattr(executor, "current_push_info", lambda base: None)
     assert executor.run_drift("ex", "tg", EvaluateConfig(), "base", str(tmp_path / "c")) is None
     assert artifacts.read_drift(str(tmp_path / "c")) is None

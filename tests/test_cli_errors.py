@@ -263,10 +263,13 @@ BAD_CSV = [
 
 
 @pytest.mark.slow
-def test_bad_csv_rows_and_a_latin1_header_are_one_line_naming_the_line(tmp_path):
+def test_bad_csv_rows_and_a_latin1_header_are_one_line_naming_the_line(tmp_path_factory):
     """Before: Beam logged a 19-line traceback before the line, rows were quoted without their line
     number, a latin-1 header was a UnicodeDecodeError traceback (exit 1), and every failed run left
     metadata.sqlite and pipeline_root/ behind."""
+    # A short folder: the line is cut in its middle past a length bound and must keep the path,
+    # which pytest-xdist's `popen-gwN/` and this test's long name would otherwise lengthen.
+    tmp_path = tmp_path_factory.mktemp("csv")
     cases = [(name, text.encode(), expected) for name, text, expected in BAD_CSV]
     cases.append(("latin1", "größe,y\n1,2\n".encode("latin-1"), "line 1 (header): is not UTF-8 text"))
     for name, data, _ in cases:

@@ -74,7 +74,8 @@ def test_digits_metadata_and_splits(digits_run):
     with open(os.path.join(out, "dataset_metadata.json")) as f:
         on_disk = json.load(f)
     assert set(on_disk) == {"name", "event_dim", "feature_names", "discrete", "num_levels",
-                            "image_shape", "split_sizes", "fingerprint", "source", "inputs", "context_names"}
+                            "image_shape", "split_sizes", "fingerprint", "source", "inputs", "context_names",
+                            "categorical_names"}
     assert meta.inputs is None  # a bundled dataset has no input files
     assert meta.context_names is None  # no context columns: an unconditional dataset
     assert (meta.name, meta.event_dim, meta.discrete, meta.num_levels, meta.image_shape) == (

@@ -88,9 +88,17 @@ def test_base_dependencies_are_the_library_pins():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    """sdist and wheel built from the checkout (once per module); the wheel's path."""
+    """sdist and wheel built from the checkout (once per module); the wheel's path.
+
+    Built from a copy of the checkout's sources: setuptools writes ``build/`` and
+    ``tfflows.egg-info/`` next to them, and in the checkout that metadata is what
+    ``importlib.metadata.version("tfflows")`` reads (its folder is on ``sys.path``) in the tests
+    that other pytest-xdist workers run meanwhile."""
     dist = tmp_path_factory.mktemp("dist")
-    build = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(REPO)],
+    source = tmp_path_factory.mktemp("source") / "tfflows"
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "*_cache", "__pycache__", "*.egg-info", "build", "dist", "site", "tfflows_output"))
+    build = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(source)],
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     (sdist,) = dist.glob("tfflows-*.tar.gz")

@@ -109,10 +109,10 @@ def test_reader_holds_one_chunk_of_a_large_npy_and_csv(tmp_path):
     np.save(tmp_path / "big.npy", rows)
     with open(tmp_path / "big.csv", "w") as f:
         f.write(",".join(f"c{i}" for i in range(43)) + "\n")
-        np.savetxt(f, rows[:20_000], fmt="%.6g", delimiter=",")  # ~5 MB of text
+        np.savetxt(f, rows[:40_000], fmt="%.6g", delimiter=",")  # ~10 MB of text, 6.9 MB as float32
     del rows
     chunk_bytes = 1000 * 43 * 4
-    for name, n in (("big.npy", 200_000), ("big.csv", 20_000)):
+    for name, n in (("big.npy", 200_000), ("big.csv", 40_000)):
         tracemalloc.start()
         try:
             seen = 0
@@ -125,8 +125,9 @@ def test_reader_holds_one_chunk_of_a_large_npy_and_csv(tmp_path):
         finally:
             tracemalloc.stop()
         assert seen == n
-        # a few chunk-sized buffers (parsing, float conversion), never the whole table
-        assert peak < 12 * chunk_bytes, (name, peak)
+        # a few chunk-sized buffers (parsing, float conversion), never the whole table (20 chunks
+        # is half the CSV's floats; tracemalloc also counts other threads of a long-lived test worker)
+        assert peak < 20 * chunk_bytes, (name, peak)
 
 
 def _traced_peak(model, data, scores, **kwargs):

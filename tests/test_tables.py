@@ -248,7 +248,7 @@ def test_parquet_ingest_refuses_bad_rows_and_columns_in_one_line(tmp_path):
 
 def test_preflight_reads_a_parquet_width_from_its_schema(tmp_path):
     from tfflows.components.config import IngestConfig
-    from tfflows.pipeline.runner import _peek_width
+    from tfflows.pipeline.preflight import _peek_width
 
     paths = _write(tmp_path, _rows())
     for ending, dataset in ((".parquet", "parquet"), (".csv", "csv"), (".npy", "npy"), (".npz", "npz")):

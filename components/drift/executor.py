@@ -19,9 +19,15 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
 
+from tfflows.components.artifacts import current_push_info, write_drift
 from tfflows.components.errors import DataError
 from tfflows.components.evaluate.config import EvaluateConfig
+from tfflows.components.ingest import read_metadata
+from tfflows.components.objectives import get_objective
+from tfflows.components.summary import ModelSummary
+from tfflows.components.transform.conversions import mean_and_two_se
 
 __all__ = ["measure_drift", "run_drift"]
 
@@ -30,8 +36,6 @@ def measure_drift(scores: np.ndarray, own: float, own_2se: float, config: Evalua
                   spans: Sequence[int]) -> dict:
     """The drift of the champion's per-example ``scores`` on the new split from its own recorded
     mean ``own`` ± ``own_2se``; ``line`` is what the run prints."""
-    from tfflows.components.transform.conversions import mean_and_two_se
-
     mean, two_se = mean_and_two_se(scores)
     delta, delta_2se = mean - own, math.hypot(two_se, own_2se)
     exceeded = config.drift_limit is not None and delta + delta_2se < -config.drift_limit
@@ -48,11 +52,6 @@ def measure_drift(scores: np.ndarray, own: float, own_2se: float, config: Evalua
 
 def _champion_scores(examples_uri: str, transform_graph_uri: Optional[str], config: EvaluateConfig, pushed: dict):
     """(per-example scores of the champion on the new split, headline metric name), or (None, why not)."""
-    import tensorflow as tf
-
-    from tfflows.components.objectives import get_objective
-    from tfflows.components.summary import ModelSummary
-
     model_uri = pushed.get("model_uri")
     own_graph = pushed.get("transform_graph_uri") or transform_graph_uri
     if not model_uri or not tf.io.gfile.exists(model_uri) or (own_graph and not tf.io.gfile.exists(own_graph)):
@@ -78,9 +77,6 @@ def run_drift(examples_uri: str, transform_graph_uri: Optional[str], config: Eva
     Raises:
       DataError: the drift exceeds ``config.drift_limit`` and ``config.drift_action`` is "fail".
     """
-    from tfflows.components.artifacts import current_push_info, write_drift
-    from tfflows.components.ingest import read_metadata
-
     pushed = current_push_info(push_base) if push_base else None
     drift, note = None, "no champion yet"
     if pushed is not None:

@@ -38,9 +38,15 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+import tensorflow as tf
+
 from tfflows.components.artifacts import (BLESSED_FILE, EVALUATION_FILE, NOT_BLESSED_FILE,
                                          read_blessing, write_blessing, write_evaluation)
 from tfflows.components.evaluate.config import EvaluateConfig
+from tfflows.components.objectives import get_objective
+from tfflows.components.summary import ModelSummary
+from tfflows.components.tracking import Tracker
+from tfflows.components.transform.conversions import paired_difference
 
 __all__ = ["BLESSED_FILE", "EVALUATION_FILE", "NOT_BLESSED_FILE", "read_blessing", "run_evaluate"]
 
@@ -50,8 +56,6 @@ logger = logging.getLogger("tfflows.evaluate")
 def _log_to_mlflow(result: dict, split: str, tracking, run_id: Optional[str]) -> Optional[str]:
     """Metrics (step 0: push links them to the logged model), blessing and reason on the training's
     run (``run_id``; None: a run of its own). Never raises: one warning line for what was not logged."""
-    from tfflows.components.tracking import Tracker
-
     tracker = Tracker(tracking, run_id=run_id, what="evaluation")
     own_run = run_id is None
     if tracker.start_run(run_name="evaluate", resume=False) is None:
@@ -92,11 +96,6 @@ def _baseline_scorer(scorer, baseline_model_uri: str, examples_uri, transform_gr
     trained on other data standardised them with other statistics; scoring its flow through the new
     transform would score a model that never existed). Without its graph (not given, or deleted):
     the new model's scorer."""
-    import tensorflow as tf
-
-    from tfflows.components.objectives import get_objective
-    from tfflows.components.summary import ModelSummary
-
     own = baseline_transform_graph_uri
     if not own or own == transform_graph_uri or not tf.io.gfile.exists(own):
         return scorer
@@ -109,8 +108,6 @@ def _compare(scorer, baseline_scorer, model_uri: str, baseline_uri: str, new: fl
     """(within tolerance, reason part, paired comparison or None). Paired when both scorers keep
     per-point scores: mean per-example difference ± 2 s.e. on the same points, blessed unless worse
     beyond ``tolerance`` (None: the paired 2 s.e., the noise); otherwise the means (None: 0)."""
-    from tfflows.components.transform.conversions import paired_difference
-
     a, b = _per_example(scorer, model_uri), _per_example(baseline_scorer, baseline_uri)
     if a is None or b is None:
         tolerance = config.tolerance or 0.0
@@ -131,8 +128,6 @@ def _decide(scorer, metrics: dict, problem: Optional[str], config: EvaluateConfi
     """(blessed, reason, reference, baseline metrics, paired comparison): finite, better than the
     reference, and not worse than the pushed model beyond ``tolerance`` (module docstring). The
     reason states both comparisons with their numbers."""
-    from tfflows.components.summary import ModelSummary
-
     if problem is not None:
         return False, f"not blessed: {problem}", None, None, None
     headline, new = scorer.headline, metrics[scorer.headline]
@@ -207,9 +202,6 @@ def run_evaluate(examples_uri: Optional[str], transform_graph_uri: Optional[str]
       comparison with the baseline, or None), ``drift`` (as given), ``held_out_quantiles`` (`scoring.held_out_quantiles` of the model's scores
       on the split; None for a model that is not finite or has no held-out rows).
     """
-    from tfflows.components.objectives import get_objective
-    from tfflows.components.summary import ModelSummary
-
     summary = ModelSummary.read(model_uri)
     objective = summary.objective
     scorer = get_objective(objective).scorer(summary, examples_uri, transform_graph_uri, config)

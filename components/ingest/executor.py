@@ -3,7 +3,8 @@
 `run_ingest` reads a source (`components.ingest.loaders` in memory, or
 `components.ingest.streaming` with Beam), writes ``Split-{train,eval,test}/`` gzipped
 TFRecords of tf.Example with one float feature ``x`` of length D (and, for a conditional
-dataset, ``context`` of length C: the columns named by ``IngestConfig.context_names``), and
+dataset, ``context`` of length C: the columns named by ``IngestConfig.context_names``; for a
+table with modelled categorical columns, ``categorical``: their S strings, UTF-8 bytes), and
 ``dataset_metadata.json``, into a temporary folder that is moved into ``output_uri`` only when
 everything succeeded and the written splits hold exactly the rows the pipeline counted
 (`components.ingest.verify`): bad input or lost output raises `DataError` and leaves
@@ -21,14 +22,17 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
+import tensorflow as tf
 
 from tfflows.components.artifacts import publish_dir, staging_dir
 from tfflows.components.config import IngestConfig
 from tfflows.components.errors import DataError, reraise_data_error
 from tfflows.components.ingest import loaders, streaming
 from tfflows.components.inputs import InputSnapshot, effective_paths, snapshot_inputs
-from tfflows.components.ingest.metadata import CONTEXT_KEY, FEATURE_KEY, DatasetMetadata, write_metadata
+from tfflows.components.ingest.metadata import (CATEGORICAL_KEY, CONTEXT_KEY, FEATURE_KEY, DatasetMetadata,
+                                                write_metadata)
 from tfflows.components.ingest.runner import check_runner, pipeline_options
+from tfflows.components.ingest.streaming import Row, row_bytes
 from tfflows.components.ingest.sources.splits import check_split_sizes
 from tfflows.components.ingest.verify import (METRICS_NAMESPACE, counter_totals, lost_output,
                                               verify_splits)
@@ -40,21 +44,25 @@ _CHUNK = 512
 _STATS = "_split_stats.json"
 
 
-def _row_digest(row: np.ndarray) -> int:
-    return int.from_bytes(hashlib.sha256(row.astype("<f4").tobytes()).digest()[:16], "little")
+def _row_digest(row: Row) -> int:
+    return int.from_bytes(hashlib.sha256(row_bytes(row)).digest()[:16], "little")
 
 
 Roles = Tuple[List[int], List[int]]  # positions of the features and of the context in a read row
 
 
-def column_roles(names: Sequence[str], context: Sequence[str], source: str) -> Roles:
-    """(feature positions, context positions) among the columns ``names`` a reader returned,
-    the context found by name; a context column that is not there, or no feature left, is a
-    `DataError` naming it."""
+def column_roles(names: Sequence[str], context: Sequence[str], source: str, categorical: Sequence[str] = ()) -> Roles:
+    """(feature positions, context positions) among the numeric columns ``names`` a reader returned,
+    the context found by name; a context column that is not there, or no numeric feature left (the
+    ``categorical`` columns are read apart), is a `DataError` naming it."""
     if missing := [c for c in context if c not in names]:
         raise DataError(source, f"ingest.context_columns {missing}", f"not among the columns {list(names)}",
                         "name columns of the file in ingest.context_columns")
     features = [i for i, name in enumerate(names) if name not in context]
+    if not features and categorical:
+        raise DataError(source, "ingest.categorical_columns", "with the context, names every column: no numeric "
+                        "column is left to model (a purely categorical table is not supported yet)",
+                        "keep at least one numeric column")
     if not features:
         raise DataError(source, "ingest.context_columns", "names every column: no feature is left to model",
                         "leave at least one column out of ingest.context_columns")
@@ -69,15 +77,16 @@ def _reader_config(config: IngestConfig) -> IngestConfig:
     return dataclasses.replace(config, columns=config.columns + config.context_columns, context_columns=None)
 
 
-def _to_example(row: np.ndarray, split: str, roles: Roles) -> bytes:
-    import tensorflow as tf
-
+def _to_example(row: Row, split: str, roles: Roles) -> bytes:
     beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"ingest_rows_{split}").inc()
 
+    numbers, categories = row
     features, context = roles
-    feature = {FEATURE_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=row[features].tolist()))}
+    feature = {FEATURE_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=numbers[features].tolist()))}
     if context:
-        feature[CONTEXT_KEY] = tf.train.Feature(float_list=tf.train.FloatList(value=row[context].tolist()))
+        feature[CONTEXT_KEY] = tf.train.Feature(float_list=tf.train.FloatList(value=numbers[context].tolist()))
+    if categories:
+        feature[CATEGORICAL_KEY] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[c.encode() for c in categories]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -107,7 +116,7 @@ def fingerprint(stats: Dict[str, Tuple[int, int]], event_dim: int) -> str:
 
 
 def _write_splits(rows, out_dir: str, roles: Roles) -> None:
-    """rows: PCollection[(split, float32 row)] -> TFRecords per split + a stats file."""
+    """rows: PCollection[(split, `Row`)] -> TFRecords per split + a stats file."""
     # Beam's type comment says WithTypeHints, but Partition takes any callable (its docs; make_fn wraps it).
     parts = rows | "BySplit" >> beam.Partition(lambda kv, n: SPLITS.index(kv[0]), len(SPLITS))  # type: ignore[arg-type]
     for split, part in zip(SPLITS, parts):
@@ -126,8 +135,6 @@ def _write_splits(rows, out_dir: str, roles: Roles) -> None:
 
 
 def _read_stats(out_dir: str, runner: str) -> Dict[str, Tuple[int, int]]:
-    import tensorflow as tf  # gfile: the staging folder may be on an object store
-
     path = os.path.join(out_dir, _STATS)
     if not tf.io.gfile.exists(path):
         raise lost_output("ingest", runner, "split statistics",
@@ -193,11 +200,13 @@ def run_ingest(config: IngestConfig, output_uri: str,
         names, discrete, levels, shape, where = (source.feature_names, source.discrete,
                                                  source.num_levels, source.image_shape,
                                                  source.source)
+        categorical = list(source.categorical_names)
     else:
         data = loaders.load_in_memory(config)
         names, discrete, levels, shape, where = (data.feature_names, data.discrete,
                                                  data.num_levels, data.image_shape, data.source)
-    roles = column_roles(names, config.context_names or (), str(where))
+        categorical = []  # in-memory sources (arrays, images, benchmarks) hold numbers only
+    roles = column_roles(names, config.context_names or (), str(where), categorical)
     feature_names = [names[i] for i in roles[0]]
     runner = check_runner(beam_pipeline_args)
     tmp_dir = staging_dir(output_uri)
@@ -208,7 +217,7 @@ def run_ingest(config: IngestConfig, output_uri: str,
                 rows = pipeline | "Read" >> source.read
             else:
                 rows = (pipeline | "Chunks" >> beam.Create(list(_chunks(data.splits)))
-                        | "Rows" >> beam.FlatMap(lambda kv: ((kv[0], r) for r in kv[1])))
+                        | "Rows" >> beam.FlatMap(lambda kv: ((kv[0], (r, ())) for r in kv[1])))
             _write_splits(rows, tmp_dir, roles)
             result = pipeline.run()
             result.wait_until_finish()
@@ -227,7 +236,8 @@ def run_ingest(config: IngestConfig, output_uri: str,
             discrete=bool(discrete), num_levels=levels, image_shape=shape, split_sizes=sizes,
             fingerprint=fingerprint(stats, len(feature_names)), source=str(where),
             inputs=dataclasses.asdict(inputs) if inputs is not None else None,
-            context_names=list(config.context_names) if config.context_names else None)
+            context_names=list(config.context_names) if config.context_names else None,
+            categorical_names=categorical or None)
         write_metadata(metadata, tmp_dir)
         publish_dir(tmp_dir, output_uri)
         return metadata

@@ -8,13 +8,16 @@ import os
 from typing import Dict, List, Optional
 
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["CONTEXT_KEY", "DatasetMetadata", "METADATA_FILE", "read_metadata", "write_metadata",
-           "split_files", "load_split", "load_context"]
+__all__ = ["CATEGORICAL_KEY", "CONTEXT_KEY", "DatasetMetadata", "METADATA_FILE", "read_metadata", "write_metadata",
+           "split_files", "load_split", "load_context",
+           "load_categorical"]
 
 METADATA_FILE = "dataset_metadata.json"
 FEATURE_KEY = "x"
 CONTEXT_KEY = "context"  # the conditioning columns of a conditional dataset, apart from x
+CATEGORICAL_KEY = "categorical"  # the modelled categorical columns of a mixed dataset, as bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,9 @@ class DatasetMetadata:
         or None for sources without files.
       context_names: the roles' other half: the C columns conditioned on (feature
         ``context`` of each example, `IngestConfig.context_columns`), or None: no context.
+      categorical_names: the modelled categorical columns (feature ``categorical`` of each
+        example, one UTF-8 string per column, `IngestConfig.categorical_columns`), or None: every
+        modelled column is numeric (``feature_names``).
     """
 
     name: str
@@ -49,6 +55,7 @@ class DatasetMetadata:
     source: str
     inputs: Optional[dict] = None
     context_names: Optional[List[str]] = None
+    categorical_names: Optional[List[str]] = None
 
     @property
     def context_dim(self) -> Optional[int]:
@@ -66,27 +73,22 @@ def write_metadata(metadata: DatasetMetadata, directory: str) -> str:
 
 def read_metadata(examples_uri: str) -> DatasetMetadata:
     """Reads the metadata of an ingested Examples artifact (its URI)."""
-    import tensorflow as tf
-
     with tf.io.gfile.GFile(os.path.join(examples_uri, METADATA_FILE), "r") as f:
         return DatasetMetadata(**json.load(f))
 
 
 def split_files(examples_uri: str, split: str) -> List[str]:
     """The gzipped TFRecord files of one split, sorted."""
-    import tensorflow as tf
-
     return sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz")))
 
 
-def _load_feature(examples_uri: str, split: str, key: str, width: int) -> np.ndarray:
-    import tensorflow as tf
-
+def _load_feature(examples_uri: str, split: str, key: str, width: int, dtype=None) -> np.ndarray:
     if split not in ("train", "eval", "test"):
         raise ValueError(f"`split` must be 'train', 'eval' or 'test', but is {split!r}")
+    dtype = dtype or tf.float32
     files = split_files(examples_uri, split)
-    spec = {key: tf.io.FixedLenFeature([width], tf.float32)}
-    rows = [np.zeros((0, width), np.float32)]
+    spec = {key: tf.io.FixedLenFeature([width], dtype)}
+    rows = [np.zeros((0, width), dtype.as_numpy_dtype)]
     if files:
         dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096)
         for batch in dataset:
@@ -107,3 +109,10 @@ def load_context(examples_uri: str, split: str) -> Optional[np.ndarray]:
     same files read the same way), or None for a dataset without context."""
     context_dim = read_metadata(examples_uri).context_dim
     return None if context_dim is None else _load_feature(examples_uri, split, CONTEXT_KEY, context_dim)
+
+
+def load_categorical(examples_uri: str, split: str) -> Optional[np.ndarray]:
+    """The modelled categories of one split's rows, bytes (object) ``[N, S]`` in `load_split`'s row
+    order, or None for a dataset without categorical columns."""
+    names = read_metadata(examples_uri).categorical_names
+    return None if not names else _load_feature(examples_uri, split, CATEGORICAL_KEY, len(names), tf.string)

@@ -17,25 +17,37 @@ from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
+import tensorflow as tf
 
 from tfflows.components.config import STREAMED_DATASETS, IngestConfig
 from tfflows.components.errors import DataError
 from tfflows.components.ingest.sources.files import check_levels, user_meta
 from tfflows.components.tables.reader import Chunk, Selection, Table, check_finite, open_table, plan, read_chunk, select
 
-__all__ = ["STREAMED_DATASETS", "StreamedSource", "streamed_source", "table_source", "tfrecord_source", "hash_split"]
+__all__ = ["STREAMED_DATASETS", "Row", "StreamedSource", "row_bytes", "streamed_source", "table_source", "tfrecord_source", "hash_split"]
+
+
+Row = Tuple[np.ndarray, Tuple[str, ...]]  # a read row: its numbers (float32) and its categories' strings
+
+
+def row_bytes(row: Row) -> bytes:
+    """The bytes that identify a row: its float32 numbers, then its categories (UTF-8, each
+    ended by a NUL byte), so a numeric row's bytes are its numbers' alone."""
+    numbers, categories = row
+    return numbers.astype("<f4").tobytes() + b"".join(c.encode() + b"\0" for c in categories)
 
 
 @dataclasses.dataclass
 class StreamedSource:
     """What the executor needs to ingest a streamed source."""
 
-    feature_names: List[str]
+    feature_names: List[str]  # the numeric columns (features and numeric context), in a row's order
     discrete: bool
     num_levels: Optional[int]
     image_shape: Optional[List[int]]
     source: str
-    read: beam.PTransform  # PBegin -> PCollection[(split, float32 row)]
+    read: beam.PTransform  # PBegin -> PCollection[(split, (float32 numbers, category strings))]
+    categorical_names: Tuple[str, ...] = ()  # the string columns, in the order of a row's strings
 
 
 def hash_split(key: bytes, seed: int, eval_fraction: float, test_fraction: float,
@@ -71,22 +83,24 @@ def _check_row(row: np.ndarray, where: str, names: List[str], levels: Optional[i
 
 
 class _ReadTableChunk(beam.DoFn):
-    """(table, chunk, in the test file) -> (split, float32 row) of the chunk's checked rows."""
+    """(table, chunk, in the test file) -> (split, (float32 numbers, category strings)) of the chunk's
+    checked rows; a row's split is a seeded hash of both."""
 
     def __init__(self, selection: Selection, config: IngestConfig, levels: Optional[int], has_test_file: bool):
         self._selection, self._levels, self._has_test_file = selection, levels, has_test_file
         self._seed, self._eval, self._test = (config.seed, config.eval_fraction,
                                               config.test_fraction)
 
-    def process(self, element: Tuple[Table, Chunk, bool]) -> Iterable[Tuple[str, np.ndarray]]:
+    def process(self, element: Tuple[Table, Chunk, bool]) -> Iterable[Tuple[str, Row]]:
         table, chunk, in_test_file = element
         block = read_chunk(table, chunk, self._selection)
         if self._levels is not None:
             check_levels(block.numbers, self._levels, table.path, list(self._selection.names), block.label,
                          list(self._selection.take))
-        for row in block.numbers.astype(np.float32):
+        for numbers, text in zip(block.numbers.astype(np.float32), block.text):
+            row = (numbers, tuple(text))
             split = "test" if in_test_file else hash_split(
-                row.tobytes(), self._seed, self._eval, self._test, self._has_test_file)
+                row_bytes(row), self._seed, self._eval, self._test, self._has_test_file)
             yield split, row
 
 
@@ -106,8 +120,9 @@ def table_source(config: IngestConfig, paths: Tuple[str, ...] = ()) -> StreamedS
         if table.columns != tables[0].columns:
             raise DataError(table.path, table.names_at, f"header {list(table.columns)} differs from "
                             f"{list(tables[0].columns)} of {files[0]}", f"give every {what} file the same columns")
-    selection = select(tables[0], config.columns, fix="name columns of the file in ingest.columns")
-    discrete, levels, shape = user_meta(config, len(selection.names), None, files[0])
+    selection = select(tables[0], config.columns, text=config.categorical_columns or (),
+                       fix="name columns of the file in ingest.columns")
+    discrete, levels, shape = user_meta(config, len(selection.numeric), None, files[0])
     work = [(table, chunk, i >= len(files)) for i, table in enumerate(tables) for chunk in plan(table)]
     parse = _ReadTableChunk(selection, config, levels, bool(test_files))
 
@@ -117,15 +132,14 @@ def table_source(config: IngestConfig, paths: Tuple[str, ...] = ()) -> StreamedS
                 | "Spread" >> beam.Reshuffle()
                 | "ReadChunks" >> beam.ParDo(parse))
 
-    return StreamedSource(list(selection.names), discrete, levels, shape, config.path, read())
+    return StreamedSource([n for _, n in selection.numeric], discrete, levels, shape, config.path, read(),
+                          tuple(n for _, n in selection.strings))
 
 
 # --------------------------------------------------------------------------- TFRecord
 
 
 def _first_record(path: str) -> bytes:
-    import tensorflow as tf
-
     compression = "GZIP" if path.endswith(".gz") else ""
     try:
         for record in tf.data.TFRecordDataset(path, compression_type=compression).take(1):
@@ -137,8 +151,6 @@ def _first_record(path: str) -> bytes:
 
 
 def _example_row(record: bytes, key: str, filename: str) -> np.ndarray:
-    import tensorflow as tf
-
     try:
         example = tf.train.Example.FromString(record)
     except Exception:
@@ -165,7 +177,7 @@ class _ParseExample(beam.DoFn):
                                               config.test_fraction)
         self._test_files = set(os.path.abspath(f) for f in test_files)
 
-    def process(self, element: Tuple[str, bytes]) -> Iterable[Tuple[str, np.ndarray]]:
+    def process(self, element: Tuple[str, bytes]) -> Iterable[Tuple[str, Row]]:
         filename, record = element
         row = _example_row(record, self._key, filename)
         if row.shape[0] != self._d:
@@ -177,7 +189,7 @@ class _ParseExample(beam.DoFn):
         in_test_file = os.path.abspath(filename) in self._test_files
         split = "test" if in_test_file else hash_split(
             row.tobytes(), self._seed, self._eval, self._test, bool(self._test_files))
-        yield split, row
+        yield split, (row, ())
 
 
 def tfrecord_source(config: IngestConfig, paths: Tuple[str, ...] = ()) -> StreamedSource:

@@ -15,6 +15,7 @@ import os
 from typing import Dict, Iterable, Optional
 
 from apache_beam.metrics.metric import MetricsFilter
+import tensorflow as tf
 
 from tfflows.components.errors import DataError
 from tfflows.components.ingest.metadata import split_files
@@ -28,8 +29,6 @@ logger = logging.getLogger("tfflows.beam")
 
 def count_records(files: Iterable[str]) -> int:
     """Records in gzipped TFRecord files; raises `tf.errors.DataLossError` on a damaged file."""
-    import tensorflow as tf
-
     files = list(files)
     if not files:
         return 0
@@ -75,8 +74,6 @@ def verify_splits(examples_uri: str, expected: Dict[str, int], step: str, runner
       runner: the Beam runner's name, shown in the message.
       fix_hint: replaces the default fix (the step that checks its input names its own).
     """
-    import tensorflow as tf
-
     for split, want in expected.items():
         folder = os.path.join(examples_uri, f"Split-{split}")
         files = split_files(examples_uri, split)

@@ -10,21 +10,28 @@ An objective decides what is trained on what, and everything downstream that dep
 - its serving export for push (the SavedModel's ``log_prob`` and ``sample``);
 - the lines the CLI prints about a run (`Objective.describe`, `Objective.report`).
 
-The registry maps each name to its module, imported on first use: this module and the objective
-modules import neither TensorFlow nor MLflow at import time (the configuration is checked, and
-the CLI says what it will run, before TensorFlow loads). Adding an objective is one module that
-defines a subclass of `Objective` as ``OBJECTIVE`` and one line in `OBJECTIVES`:
+The registry maps each name to its declaration module, imported on first use: this module and the
+declarations import neither TensorFlow nor MLflow at import time (the configuration is checked, and
+the CLI says what it will run, before TensorFlow loads). An objective is two modules: the
+declaration (a subclass of `Objective` as ``OBJECTIVE``: names, configuration checks, the CLI's
+lines), read by the configuration check, and its runtime (``runtime_module``: the training part,
+the scorer and the export, importing TensorFlow at its top), which `Objective.runtime` imports
+when training, evaluate or push first asks for it. Adding an objective is those two modules and
+one line in `OBJECTIVES`:
 
     # components/objectives/mine.py
     class Mine(Objective):
         name, metric, data_components = "mine", "elbo", ("ingest",)
-        def training(self, config, examples_uri, transform_graph_uri): ...
-        def scorer(self, summary, examples_uri, transform_graph_uri, config): ...
-        def export(self, model, summary, transform_graph_uri, metadata, export_dir, *,
-                   importance_samples, rows, calibration): ...
+        runtime_module = "tfflows.components.objectives.mine_runtime"
         def report(self, evaluation): ...
 
     OBJECTIVE = Mine()
+
+    # components/objectives/mine_runtime.py
+    def training(config, examples_uri, transform_graph_uri): ...
+    def scorer(summary, examples_uri, transform_graph_uri, config): ...
+    def export(model, summary, transform_graph_uri, metadata, export_dir, *, importance_samples, rows,
+               calibration): ...
 
 Shared pieces: `components.objectives.data` (seeds and tf.data input of the training parts),
 `components.objectives.scoring` (scoring helpers of the scorers).
@@ -65,7 +72,8 @@ class Training(Protocol):
 
     ``metric`` names the value of `step_values` and `validate` (higher is better); ``event_dim``,
     ``fingerprint`` (identifies the data or target: checkpoints of another one are refused),
-    ``context_names`` (the columns a conditional model is conditioned on; None: none) and
+    ``context_names`` (the columns a conditional model is conditioned on; None: none),
+    ``categorical_names`` (the categorical columns a mixed density models; None: none) and
     ``params`` (logged to MLflow) describe what is fitted.
     """
 
@@ -73,6 +81,7 @@ class Training(Protocol):
     event_dim: int
     fingerprint: str
     context_names: Optional[List[str]]
+    categorical_names: Optional[List[str]]
     params: Dict[str, Any]
 
     def build_model(self) -> Any:
@@ -166,6 +175,15 @@ class Objective:
     min_num_layers: int = 1
     default_steps_per_epoch: Optional[int] = None
     flow_defaults: Dict[str, Any] = {}
+    runtime_module: str = ""
+
+    def runtime(self) -> Any:
+        """The module ``runtime_module``: the objective's TensorFlow side (`training`, `scorer`,
+        `export`), imported on first use like the registry's modules (`get_objective`), so that the
+        declarations load without TensorFlow."""
+        if not self.runtime_module:
+            raise NotImplementedError(f"objective {self.name!r} names no runtime module")
+        return importlib.import_module(self.runtime_module)
 
     def check_config(self, config: "TrainConfig") -> None:
         """Raises ValueError (field and fix) for a `TrainConfig` this objective cannot train; runs
@@ -179,28 +197,27 @@ class Objective:
         """What a run trains, for the CLI's first line (e.g. "moons -> maf flow")."""
         return f"{dataset} -> {config.kind} flow"
 
-    def data_fingerprint(self, config: "TrainConfig", examples_uri: Optional[str]) -> str:
-        """The fingerprint of what is fitted, known before training (checkpoint folder names)."""
-        from tfflows.components.ingest import read_metadata
-
-        if examples_uri is None:
-            raise ValueError("this objective fits ingested data: it needs the Examples artifact's URI")
-        return read_metadata(examples_uri).fingerprint
+    def data_fingerprint(self, config: "TrainConfig") -> Optional[str]:
+        """The fingerprint of what is fitted when the configuration alone fixes it (a target's), else
+        None: the ingested data's (``DatasetMetadata.fingerprint``, which the train component reads;
+        checkpoint folders are named after it)."""
+        return None
 
     def training(self, config: "TrainConfig", examples_uri: Optional[str],
                  transform_graph_uri: Optional[str]) -> Training:
-        raise NotImplementedError
+        return self.runtime().training(config, examples_uri, transform_graph_uri)
 
     def scorer(self, summary: "ModelSummary", examples_uri: Optional[str], transform_graph_uri: Optional[str],
                config: "EvaluateConfig") -> Scorer:
-        raise NotImplementedError
+        return self.runtime().scorer(summary, examples_uri, transform_graph_uri, config)
 
     def export(self, model, summary: "ModelSummary", transform_graph_uri: Optional[str], metadata,
                export_dir: str, *, importance_samples: int, rows, calibration: Optional[Dict[str, Any]]) -> str:
         """Writes the serving SavedModel (`components.push.export.save_serving_model`, which adds the
         ``score`` signatures when ``calibration``, the evaluation's held-out quantiles, is given) and
         returns ``export_dir``."""
-        raise NotImplementedError
+        return self.runtime().export(model, summary, transform_graph_uri, metadata, export_dir,
+                                     importance_samples=importance_samples, rows=rows, calibration=calibration)
 
     def report(self, evaluation: Dict[str, Any]) -> List[str]:
         """The lines the CLI prints about the evaluation's metrics (none when they are missing)."""

@@ -8,6 +8,7 @@ from typing import Callable, List, Optional
 
 import tensorflow as tf
 
+from tfflows.components.ingest import read_metadata, split_files
 from tfflows.components.transform import dequantize
 
 __all__ = ["ExampleSplits", "RowMean", "epoch_seed", "make_dataset"]
@@ -24,9 +25,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def make_dataset(files: List[str], event_dim: int, transform, *, batch_size: int, seed: int,
                  num_levels: Optional[int] = None, shuffle_buffer: Optional[int] = None,
                  drop_remainder: bool = False, max_steps: Optional[int] = None,
-                 context_dim: Optional[int] = None) -> tf.data.Dataset:
+                 context_dim: Optional[int] = None, num_categorical: int = 0) -> tf.data.Dataset:
     """Batches of model-space ``z`` from gzipped tf.Example files (feature ``x``); with
-    ``context_dim``, batches ``(z, network context)`` of a conditional dataset (feature ``context``).
+    ``context_dim``, batches ``(z, network context)`` of a conditional dataset (feature ``context``);
+    with ``num_categorical`` S, batches ``(z, codes[, network context])`` of a dataset with modelled
+    categorical columns (feature ``categorical``, strings; codes int32 [B, S] from the graph's
+    vocabularies): each batch is the arguments of the model's ``log_prob`` in order.
 
     Files are read in order; with ``shuffle_buffer`` rows are shuffled with ``seed``; discrete
     data (``num_levels``) gets uniform noise from a stateless seed ``(seed, row index)``, so the
@@ -37,6 +41,8 @@ def make_dataset(files: List[str], event_dim: int, transform, *, batch_size: int
     spec = {"x": tf.io.FixedLenFeature([event_dim], tf.float32)}
     if context_dim is not None:
         spec["context"] = tf.io.FixedLenFeature([context_dim], tf.float32)
+    if num_categorical:
+        spec["categorical"] = tf.io.FixedLenFeature([num_categorical], tf.string)
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
     ds = ds.map(lambda r: tf.io.parse_single_example(r, spec)).enumerate()
     if shuffle_buffer:
@@ -53,10 +59,10 @@ def make_dataset(files: List[str], event_dim: int, transform, *, batch_size: int
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     def model_space(row):
-        if context_dim is None:
-            return transform(row["x"])[0]
-        z, _, context = transform(row["x"], row["context"])
-        return z, context
+        z, _, *others = transform(row["x"], row.get("context"), row.get("categorical"))
+        context, codes = (others[:1], others[1:]) if context_dim is not None else ([], others)
+        batch = (z, *(tf.cast(c, tf.int32) for c in codes), *context)
+        return batch if len(batch) > 1 else z
 
     ds = ds.map(model_space)
     if max_steps is not None:
@@ -68,14 +74,13 @@ class ExampleSplits:
     """The splits of an Examples artifact: metadata, train and eval files, sizes, MLflow params."""
 
     def __init__(self, config, examples_uri: Optional[str]):
-        from tfflows.components.ingest import read_metadata, split_files
-
         if not examples_uri:
             raise ValueError(f"objective {config.objective!r} needs the ingested examples")
         self.config = config
         self.metadata = read_metadata(examples_uri)
         self.event_dim = int(self.metadata.event_dim)
         self.context_dim = self.metadata.context_dim
+        self.num_categorical = len(self.metadata.categorical_names or ())
         self.fingerprint = self.metadata.fingerprint
         self.train_files = split_files(examples_uri, "train")
         self.eval_files = split_files(examples_uri, "eval")
@@ -88,7 +93,9 @@ class ExampleSplits:
         self.params = {"fingerprint": self.fingerprint, "name": self.metadata.name,
                        "event_dim": self.event_dim, "discrete": self.metadata.discrete,
                        "num_levels": self.metadata.num_levels, "train_size": self.n_train,
-                       **({"context": ", ".join(self.metadata.context_names or ())} if self.context_dim else {})}
+                       **({"context": ", ".join(self.metadata.context_names or ())} if self.context_dim else {}),
+                       **({"categorical": ", ".join(self.metadata.categorical_names or ())}
+                          if self.num_categorical else {})}
 
     def train_options(self) -> dict:
         """`make_dataset` options of the train split's epochs."""

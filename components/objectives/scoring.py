@@ -5,7 +5,10 @@ Scores are per-example log-likelihoods in nats:
 
 - model space: ``log p_z(z)`` with ``z`` the transformed features (what the trainer optimises);
   for a conditional model ``log p_z(z | c)``, ``c`` each row's own context as the transform
-  graph maps it (every score below is then conditional, row by row);
+  graph maps it (every score below is then conditional, row by row); for a mixed density
+  (modelled categorical columns, codes ``s``) ``log P(s) + log p_z(z | s)``: a log-probability of
+  the categories plus a log-density of the numeric columns, the exact log-density of the row with
+  respect to counting measure on the categories times Lebesgue measure (`models.MixedDensity`);
 - data space: ``log p_x(x) = log p_z(z) + log_det`` (comparable across preprocessings);
 - discrete data: ``x`` are the integer levels dequantised once with a FIXED stateless seed
   (``EvaluateConfig.dequantization_seed``), so repeated evaluations and the baseline see the
@@ -16,11 +19,18 @@ Each reported value is a mean ± two standard errors (`conversions.mean_and_two_
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["QUANTILE_LEVELS", "Points", "conditional_gaussian_log_prob", "data_metrics", "evaluation_points",
+from tfflows.components.flow_artifact import load_flow
+from tfflows.components.ingest import load_split, read_metadata
+from tfflows.components.ingest.metadata import load_categorical, load_context
+from tfflows.components.transform import conversions, dequantize, load_transform
+
+__all__ = ["QUANTILE_LEVELS", "Points", "category_frequencies_log_prob", "conditional_gaussian_log_prob", "data_metrics", "evaluation_points",
            "factorised_log_prob", "finite_problem", "gaussian_log_prob", "held_out_quantiles", "non_finite_weights",
            "score_model"]
 
@@ -32,29 +42,27 @@ QUANTILE_LEVELS = (0.0, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, *(i / 100 for i in r
 
 class Points(NamedTuple):
     """Scored points of a split: model-space rows ``z`` [N, D], ``log_det`` [N], the network's
-    context [N, C] (None: scored unconditionally) and the dataset's metadata."""
+    context [N, C] (None: scored unconditionally), the dataset's metadata and the categories'
+    codes [N, S] (int32; None: no categorical columns)."""
 
     z: np.ndarray
     log_det: np.ndarray
     context: Optional[np.ndarray]
     metadata: Any
+    codes: Optional[np.ndarray] = None
 
 
 def evaluation_points(examples_uri: str, transform_graph_uri: str, config, split: Optional[str] = None,
                       conditional: bool = False) -> Points:
     """The `Points` of ``split`` (default: the scored one, ``config.split``), dequantised with the
     fixed seed if discrete; ``conditional``: with each row's context through the graph (the data
-    must have context columns, and the graph must be of such data)."""
-    import tensorflow as tf
-
-    from tfflows.components.ingest import load_split, read_metadata
-    from tfflows.components.ingest.metadata import load_context
-    from tfflows.components.transform import dequantize, load_transform
-
+    must have context columns, and the graph must be of such data). Categorical columns always go
+    through the graph: their codes are part of every row's score."""
     metadata = read_metadata(examples_uri)
     split = split or config.split
     x = load_split(examples_uri, split)
     raw_context = load_context(examples_uri, split) if conditional else None
+    categorical = load_categorical(examples_uri, split)
     if metadata.discrete:
         # The scored split keeps counter 0 (the points of earlier evaluations); other splits
         # (the reference's train split) take their own noise.
@@ -66,26 +74,26 @@ def evaluation_points(examples_uri: str, transform_graph_uri: str, config, split
     parts = []
     for start in range(0, len(x), config.batch_size):
         rows = slice(start, start + config.batch_size)
-        inputs = (x[rows],) if raw_context is None else (x[rows], raw_context[rows])
-        parts.append([t.numpy() for t in transform(*map(tf.constant, inputs))])
-    z, log_det, *context = (np.concatenate(column) for column in zip(*parts))
-    return Points(z, log_det, context[0] if context else None, metadata)
+        given = [None if v is None else tf.constant(v[rows]) for v in (raw_context, categorical)]
+        parts.append([t.numpy() for t in transform(tf.constant(x[rows]), *given)])
+    z, log_det, *others = (np.concatenate(column) for column in zip(*parts))
+    codes = others.pop().astype(np.int32) if categorical is not None else None
+    return Points(z, log_det, others[0] if others else None, metadata, codes)
 
 
 def non_finite_weights(model) -> list:
     return [v.name for v in model.weights if not np.all(np.isfinite(v.numpy()))]
 
 
-def score_model(model_uri: str, z: np.ndarray, batch_size: int = 1000, context: Optional[np.ndarray] = None):
+def score_model(model_uri: str, z: np.ndarray, batch_size: int = 1000, context: Optional[np.ndarray] = None,
+                codes: Optional[np.ndarray] = None):
     """(per-example model-space log p_z(z) as float64, or log p_z(z | context) of a conditional
-    model with each row's ``context``; names of non-finite weights)."""
-    import tensorflow as tf
-
-    from tfflows.components.flow_artifact import load_flow
-
+    model with each row's ``context``, or a mixed density's log P(codes[ | context]) +
+    log p_z(z | codes[, context]) with each row's ``codes``; names of non-finite weights)."""
     model = load_flow(model_uri).frozen()
-    out = [model.log_prob(tf.constant(z[s:s + batch_size]),
-                          None if context is None else tf.constant(context[s:s + batch_size]), training=False).numpy()
+    log_prob = functools.partial(model.log_prob, training=False)
+    given = [v for v in (codes, context) if v is not None]  # log_prob's arguments after z, in order
+    out = [log_prob(*(tf.constant(v[s:s + batch_size]) for v in (z, *given))).numpy()
            for s in range(0, len(z), batch_size)]
     return np.concatenate(out).astype(np.float64), non_finite_weights(model)
 
@@ -113,6 +121,17 @@ def conditional_gaussian_log_prob(train: np.ndarray, train_context: np.ndarray, 
     return joint - gaussian_log_prob(train_context, context)
 
 
+def category_frequencies_log_prob(train_codes: np.ndarray, codes: np.ndarray, num_categories) -> np.ndarray:
+    """log P(codes) per row under independent columns with Laplace-smoothed train frequencies,
+    P(s_i = k) = (n_ik + 1) / (N + K_i), every one of the K_i codes (the out-of-vocabulary bucket
+    too) with a positive probability: the categorical half of a mixed density's reference."""
+    total = np.zeros(len(codes))
+    for i, k in enumerate(num_categories):
+        counts = np.bincount(np.asarray(train_codes[:, i], np.int64), minlength=k)[:k]
+        total += np.log((counts + 1.0) / (len(train_codes) + k))[np.asarray(codes[:, i], np.int64)]
+    return total
+
+
 def factorised_log_prob(train: np.ndarray, points: np.ndarray, binary: bool) -> np.ndarray:
     """Independent dimensions fitted to ``train``: Bernoulli with Laplace-smoothed frequencies
     (binary data), else a diagonal Gaussian (1e-6 variance floor)."""
@@ -126,8 +145,6 @@ def factorised_log_prob(train: np.ndarray, points: np.ndarray, binary: bool) -> 
 
 def data_metrics(model_ll: np.ndarray, log_det: np.ndarray, metadata) -> dict:
     """Model- and data-space log-likelihoods (and bits/dim for discrete data), mean and 2 s.e."""
-    from tfflows.components.transform import conversions
-
     data_ll = conversions.data_log_prob(model_ll, log_det)
     m_mean, m_se = conversions.mean_and_two_se(model_ll)
     d_mean, d_se = conversions.mean_and_two_se(data_ll)

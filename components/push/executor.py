@@ -15,17 +15,18 @@ import shutil
 from typing import Optional
 
 from tfflows.components import artifacts
+from tfflows.components.flow_artifact import read_summary
+from tfflows.components.ingest import load_split, read_metadata
 from tfflows.components.push.config import PushConfig
+from tfflows.components.push.export import WARMUP_ROWS, export_saved_model
+from tfflows.components.push.registry import register_push, write_serving_config
+from tfflows.components.run_info import version_identity
 
 __all__ = ["run_push"]
 
 
 def _identity(model_uri: str, examples_uri: Optional[str], evaluation: Optional[dict]) -> dict:
     """The registry version's tags and description (`run_info.version_identity`)."""
-    from tfflows.components.flow_artifact import read_summary
-    from tfflows.components.ingest import read_metadata
-    from tfflows.components.run_info import version_identity
-
     summary = read_summary(model_uri)
     return version_identity(summary.kind, read_metadata(examples_uri) if examples_uri else None, evaluation,
                             summary.train_config.target if summary.train_config else None)
@@ -61,10 +62,6 @@ def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: O
       "registered": {...} | None, "reason": str}``. A model that is not blessed is not
       pushed and nothing under ``push_base`` changes.
     """
-    from tfflows.components.ingest import load_split, read_metadata
-    from tfflows.components.push.export import WARMUP_ROWS, export_saved_model
-    from tfflows.components.push.registry import register_push, write_serving_config
-
     evaluation_file: Optional[dict]
     if evaluation is not None:
         blessed, evaluation_file = bool(evaluation.get("blessed")), evaluation

@@ -32,6 +32,15 @@ standardising it as in training. ``log_prob`` and ``score``: inputs ``x`` [None,
 [None, C] (one row: broadcast to every sample; ``num_samples`` rows: one per sample) and
 ``seed``; ``score_examples``: the context columns are features of the tf.Example by name too.
 
+A mixed density (a dataset with modelled categorical columns, ``dataset.categorical_names``) scores
+the exact mixed log-density log P(s) + log p(x | s) (`models.MixedDensity`, plus the numeric
+preprocessing's log_det): ``log_prob`` and ``score`` take ``categorical`` [None, S] too, the
+categories as strings, looked up in the transform graph's vocabularies inside the SavedModel (a
+category unseen in training is the out-of-vocabulary bucket's); ``sample`` returns ``categories``
+[num_samples, S] (strings; `OOV_CATEGORY` for the bucket) beside ``samples``; ``score_examples``
+reads the categorical columns as bytes features by name. The module also saves
+``categorical_log_prob(categorical[, context])``, log P(s) alone (not a signature).
+
 Which module is exported is the objective's choice (`components.objectives`): the two flow
 objectives export this one (`export_flow`); a VAE exports its own with the same signatures on its
 own data space (`components.objectives.vae`). `save_serving_model` writes either.
@@ -50,11 +59,19 @@ from typing import Optional
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_transform as tft
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from tfflows.components.artifacts import METADATA_FILE
+# The metadata's column names belong to the serving layout (`components.artifacts`); re-exported here.
+from tfflows.components.artifacts import METADATA_FILE, categorical_names, context_names, feature_names
+from tfflows.components.flow_artifact import load_flow, read_summary
+from tfflows.components.objectives import get_objective
+from tfflows.components.transform import (Preprocessing, read_categories, read_context_preprocessing,
+                                          read_preprocessing)
+from tfflows.components.transform.preprocessing import OOV_CATEGORY
 from tfflows.models.flows import totally_ordered
 
-__all__ = ["SCORE_SIGNATURES", "SIGNATURES", "WARMUP_FILE", "context_names", "feature_names", "percentile", "FlowServingModule", "export_flow", "export_saved_model", "save_serving_model",
+__all__ = ["SCORE_SIGNATURES", "SIGNATURES", "WARMUP_FILE", "categorical_names", "context_names", "feature_names", "percentile", "FlowServingModule", "export_flow", "export_saved_model", "save_serving_model",
            "read_warmup_requests", "write_warmup_requests"]
 
 SIGNATURES = ("serving_default", "log_prob", "sample")
@@ -63,19 +80,21 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # TF Serving replays th
 WARMUP_ROWS = 3
 
 
-def write_warmup_requests(export_dir: str, rows: np.ndarray, num_samples: int = 2, context=None) -> str:
+def write_warmup_requests(export_dir: str, rows: np.ndarray, num_samples: int = 2, context=None,
+                          categorical=None) -> str:
     """``assets.extra/tf_serving_warmup_requests``: a TFRecord of `PredictionLog` protos, one
     ``log_prob`` request on ``rows`` (raw rows, float32 [N, D], with their raw ``context`` [N, C]
-    for a conditional model) and one ``sample`` request (at the first row's context), which
+    for a conditional model and their ``categorical`` strings [N, S] for a mixed density) and one
+    ``sample`` request (at the first row's context), which
     TF Serving runs when it loads the version, so the first real request does not pay for graph
     warm-up (TF Serving's SavedModel warm-up format)."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
     requests = (("log_prob", {"x": np.asarray(rows, np.float32)}),
                 ("sample", {"num_samples": np.int32(num_samples), "seed": np.array([0, 0], np.int32)}))
     if context is not None:  # a conditional model's rows come with their contexts
         requests[0][1]["context"] = np.asarray(context, np.float32)
         requests[1][1]["context"] = np.asarray(context[:1], np.float32)
+    if categorical is not None:
+        requests[0][1]["categorical"] = np.asarray(categorical, object)
     path = os.path.join(export_dir, WARMUP_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
@@ -90,8 +109,6 @@ def write_warmup_requests(export_dir: str, rows: np.ndarray, num_samples: int = 
 
 def read_warmup_requests(export_dir: str) -> list:
     """``[(signature_name, {input name: ndarray}), ...]`` parsed back from the warm-up file."""
-    from tensorflow_serving.apis import prediction_log_pb2
-
     out = []
     for record in tf.data.TFRecordDataset(os.path.join(export_dir, WARMUP_FILE)).as_numpy_iterator():
         request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
@@ -103,12 +120,11 @@ def read_warmup_requests(export_dir: str) -> list:
 class FlowServingModule(tf.Module):
     """Transform graph (if any) + flow, with `log_prob` and `sample` as serving functions; with
     ``context_preprocessing`` (the context's standardisation) a conditional flow's, which take the
-    raw context as well."""
+    raw context as well; with ``categories`` (`components.transform.read_categories`) a mixed
+    density's, which take the categorical columns' strings as well."""
 
-    def __init__(self, flow, transform_graph_uri, preprocessing, context_preprocessing=None):
+    def __init__(self, flow, transform_graph_uri, preprocessing, context_preprocessing=None, categories=None):
         super().__init__(name="flow_serving")
-        import tensorflow_transform as tft
-
         self.flow = flow
         self.tft_layer = (tft.TFTransformOutput(transform_graph_uri).transform_features_layer()
                           if transform_graph_uri else None)
@@ -118,29 +134,53 @@ class FlowServingModule(tf.Module):
         d = self.event_dim
         x = tf.TensorSpec([None, d], tf.float32, name="x")
         num_samples, seed = tf.TensorSpec([], tf.int32, name="num_samples"), tf.TensorSpec([2], tf.int32, name="seed")
-        if context_preprocessing is None:
-            self.log_prob = tf.function(self._log_prob, input_signature=[x])
-            self.sample = tf.function(self._sample, input_signature=[num_samples, seed])
-        else:
-            context = tf.TensorSpec([None, int(context_preprocessing.event_dim)], tf.float32, name="context")
-            self.log_prob = tf.function(self._log_prob, input_signature=[x, context])
-            self.sample = tf.function(self._sample_given, input_signature=[num_samples, context, seed])
+        given = []  # the inputs after x, in order
+        if context_preprocessing is not None:
+            given.append(tf.TensorSpec([None, int(context_preprocessing.event_dim)], tf.float32, name="context"))
+        if categories:
+            given.append(tf.TensorSpec([None, len(categories)], tf.string, name="categorical"))
+            # Code -> string of each column: its vocabulary, then the out-of-vocabulary bucket's name.
+            self.category_names = [tf.constant(list(v) + [OOV_CATEGORY]) for v in categories.values()]
+            self.categorical_log_prob = tf.function(self._categorical_log_prob, input_signature=given)
+        self.log_prob = tf.function(self._log_prob, input_signature=[x, *given])
+        self.sample = tf.function(self._sample if context_preprocessing is None else self._sample_given,
+                                  input_signature=[num_samples, *given[:1 if context_preprocessing else 0], seed])
         # Saved too (not a signature): ``module.inverse_preprocessing(z)`` after loading.
         self.inverse_preprocessing = tf.function(
             preprocessing.inverse,
             input_signature=[tf.TensorSpec([None, d], tf.float32, name="z")])
 
-    def _log_prob(self, x, context=None):
+    def _model_inputs(self, x, given):
+        """The transform graph's outputs of raw ``x`` and ``given`` (context and/or categories, in
+        the signature's order): the graph standardises the context and looks the categories up."""
+        inputs = {"x": x}
+        for spec, value in zip(self.log_prob.input_signature[1:], given):
+            inputs[spec.name] = value
+        return self.tft_layer(inputs)
+
+    def _log_prob(self, x, *given):
         if self.tft_layer is None:
             lp = self.flow.log_prob(x, training=False)
         else:
-            out = self.tft_layer({"x": x} if context is None else {"x": x, "context": context})
-            lp = self.flow.log_prob(out["z"], out.get("context"), training=False) + out["log_det"]
+            out = self._model_inputs(x, given)
+            codes = [tf.cast(out["codes"], tf.int32)] if "codes" in out else []
+            lp = self.flow.log_prob(out["z"], *codes, out.get("context"), training=False) + out["log_det"]
         return {"log_prob": tf.identity(totally_ordered(lp), name="log_prob")}
 
+    def _categorical_log_prob(self, *given):
+        """log P(categories[ | context]) of a mixed density, nats [None]."""
+        rows = tf.shape(given[-1])[0]
+        out = self._model_inputs(tf.zeros([rows, self.event_dim]), given)
+        return {"log_prob": self.flow.categorical_log_prob(tf.cast(out["codes"], tf.int32), out.get("context"))}
+
     def _sample(self, num_samples, seed, context=None):
-        z = self.flow.sample(num_samples, seed=seed, context=context)
-        return {"samples": tf.identity(self.inverse_preprocessing(z), name="samples")}
+        drawn = self.flow.sample(num_samples, seed=seed, context=context)
+        if not isinstance(drawn, tuple):
+            return {"samples": tf.identity(self.inverse_preprocessing(drawn), name="samples")}
+        z, codes = drawn  # a mixed density: the categories' codes as their strings
+        categories = tf.stack([tf.gather(names, codes[:, i]) for i, names in enumerate(self.category_names)], axis=1)
+        return {"samples": tf.identity(self.inverse_preprocessing(z), name="samples"),
+                "categories": tf.identity(categories, name="categories")}
 
     def _sample_given(self, num_samples, context, seed):
         # The context standardised with the constants the transform recorded beside its graph
@@ -167,9 +207,6 @@ def export_saved_model(model_uri: str, transform_graph_uri, metadata,
     Returns:
       ``export_dir``.
     """
-    from tfflows.components.flow_artifact import load_flow, read_summary
-    from tfflows.components.objectives import get_objective
-
     summary = read_summary(model_uri)
     return get_objective(summary.objective).export(load_flow(model_uri), summary, transform_graph_uri, metadata,
                                                    export_dir, importance_samples=importance_samples, rows=rows,
@@ -181,8 +218,6 @@ def export_flow(flow, summary, transform_graph_uri, metadata, export_dir: str, r
     """`export_saved_model` of a flow (`FlowServingModule`): ``summary`` is its `ModelSummary`,
     ``target`` the reverse-KL target it was fitted to (None: fitted to data), ``calibration`` its
     held-out quantiles."""
-    from tfflows.components.transform import Preprocessing, read_context_preprocessing, read_preprocessing
-
     preprocessing = (read_preprocessing(transform_graph_uri) if transform_graph_uri else
                      Preprocessing.identity(flow.event_dim))
     context = read_context_preprocessing(transform_graph_uri) if transform_graph_uri else None
@@ -190,30 +225,23 @@ def export_flow(flow, summary, transform_graph_uri, metadata, export_dir: str, r
     if metadata is not None and int(metadata.event_dim) != d or flow.event_dim != d:
         raise ValueError(f"event_dim mismatch: flow {flow.event_dim}, transform {d}, "
                          f"metadata {getattr(metadata, 'event_dim', None)}")
-    if flow.config.context_dim != (context.event_dim if context else None):
-        raise ValueError(f"context_dim mismatch: flow {flow.config.context_dim}, transform "
+    categories = read_categories(transform_graph_uri) if transform_graph_uri else None
+    flow_context = flow.context_dim if categories else flow.config.context_dim  # a mixed density's own context
+    if flow_context != (context.event_dim if context else None):
+        raise ValueError(f"context_dim mismatch: flow {flow_context}, transform "
                          f"{context.event_dim if context else None}")
-    module = FlowServingModule(flow.frozen(), transform_graph_uri, preprocessing, context)  # masks baked in
+    module = FlowServingModule(flow.frozen(), transform_graph_uri, preprocessing, context, categories)  # masks baked
     warmup = rows[:WARMUP_ROWS] if rows is not None else None
     return save_serving_model(module, export_dir, warmup, {
         "preprocessing": preprocessing.to_dict(), "flow_kind": flow.config.kind, "objective": summary.objective,
         "target": target, "held_out_quantiles": calibration,
-        "context_preprocessing": context.to_dict() if context else None,
+        "context_preprocessing": context.to_dict() if context else None, "categories": categories,
         "dataset": dataclasses.asdict(metadata) if metadata is not None else None},
-        # Warm-up only needs valid inputs: the train split's mean context stands beside each row.
-        warmup_context=np.tile(np.asarray(context.mean), (len(warmup), 1)) if context and warmup is not None else None)
-
-
-def feature_names(info: dict, dim: int) -> list:
-    """The names of the D input columns of a model with metadata ``info``: the dataset's, or
-    ``x0 .. x{D-1}`` for a flow fitted to a target (the names `.npy` ingestion gives)."""
-    return list((info.get("dataset") or {}).get("feature_names") or [f"x{i}" for i in range(dim)])
-
-
-def context_names(info: dict) -> list:
-    """The names of the C context columns of a conditional model with metadata ``info`` (its
-    ``context`` input, in order); empty for an unconditional one."""
-    return list((info.get("dataset") or {}).get("context_names") or [])
+        # Warm-up only needs valid inputs: the train split's mean context and each column's most
+        # frequent category stand beside each row.
+        warmup_context=np.tile(np.asarray(context.mean), (len(warmup), 1)) if context and warmup is not None else None,
+        warmup_categorical=np.array([[v[0] for v in categories.values()]] * len(warmup), object)
+        if categories and warmup is not None else None)
 
 
 def percentile(log_prob, calibration: dict):
@@ -235,12 +263,13 @@ def percentile(log_prob, calibration: dict):
     return 100.0 * tf.where(above == 0, 0.0, share)
 
 
-def _add_score_functions(module, calibration: dict, names: list, context: list) -> None:
+def _add_score_functions(module, calibration: dict, names: list, context: list, categorical: list) -> None:
     """``module.score`` and ``module.score_examples`` (`SCORE_SIGNATURES`) on its ``log_prob``; the
-    ``context`` column names of a conditional model are inputs too."""
-    inputs = [tf.TensorSpec([None, len(names)], tf.float32, name="x")]
-    if context:
-        inputs.append(tf.TensorSpec([None, len(context)], tf.float32, name="context"))
+    ``context`` column names of a conditional model and the ``categorical`` ones of a mixed density
+    (strings) are inputs too."""
+    groups = [(group, dtype, key) for group, dtype, key in ((names, tf.float32, "x"), (context, tf.float32, "context"),
+                                                           (categorical, tf.string, "categorical")) if group]
+    inputs = [tf.TensorSpec([None, len(group)], dtype, name=key) for group, dtype, key in groups]
 
     @tf.function(input_signature=inputs)
     def score(*columns):
@@ -250,17 +279,19 @@ def _add_score_functions(module, calibration: dict, names: list, context: list) 
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def score_examples(examples):
-        features = tf.io.parse_example(examples, {n: tf.io.FixedLenFeature([], tf.float32) for n in names + context})
-        return score(*(tf.stack([features[n] for n in group], axis=1) for group in (names, context) if group))
+        features = tf.io.parse_example(examples, {n: tf.io.FixedLenFeature([], dtype)
+                                                  for group, dtype, _ in groups for n in group})
+        return score(*(tf.stack([features[n] for n in group], axis=1) for group, _, _ in groups))
 
     module.score, module.score_examples = score, score_examples
 
 
-def save_serving_model(module, export_dir: str, warmup_rows, info: dict, warmup_context=None) -> str:
+def save_serving_model(module, export_dir: str, warmup_rows, info: dict, warmup_context=None,
+                       warmup_categorical=None) -> str:
     """Saves ``module`` (with tf.functions ``log_prob`` and ``sample``) as the SavedModel of
     `SIGNATURES` (and `SCORE_SIGNATURES` when ``info["held_out_quantiles"]`` holds the evaluation's
     calibration), its TF Serving warm-up requests on ``warmup_rows`` (with ``warmup_context`` for a
-    conditional model; None: the model's own samples
+    conditional model, ``warmup_categorical`` for a mixed density; None: the model's own samples
     stand in, e.g. for a flow fitted to a target, which has no data rows) and ``info`` as the
     metadata file; returns ``export_dir``. Every objective's module goes through here, so every
     calibrated model gets the same ``score`` signatures."""
@@ -269,11 +300,13 @@ def save_serving_model(module, export_dir: str, warmup_rows, info: dict, warmup_
                   "sample": module.sample.get_concrete_function()}
     if info.get("held_out_quantiles"):
         dim = int(module.log_prob.input_signature[0].shape[-1])
-        _add_score_functions(module, info["held_out_quantiles"], feature_names(info, dim), context_names(info))
+        _add_score_functions(module, info["held_out_quantiles"], feature_names(info, dim), context_names(info),
+                             categorical_names(info))
         signatures.update({name: getattr(module, name).get_concrete_function() for name in SCORE_SIGNATURES})
     tf.saved_model.save(module, export_dir, signatures=signatures)
     write_warmup_requests(export_dir, warmup_rows if warmup_rows is not None else module.sample(
-        tf.constant(WARMUP_ROWS), tf.constant([0, 0]))["samples"].numpy(), context=warmup_context)
+        tf.constant(WARMUP_ROWS), tf.constant([0, 0]))["samples"].numpy(), context=warmup_context,
+        categorical=warmup_categorical)
     with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE), "w") as f:
         json.dump(info, f, indent=2)
     return export_dir

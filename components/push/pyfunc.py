@@ -10,7 +10,8 @@ metadata file (``assets.extra/tfflows.json``) names the model's columns.
 Signature (column-based, so every request format of ``mlflow models serve`` works): inputs are the
 dataset's feature names, and for a conditional model its context columns after them (double
 columns, matched by name in any order; extra columns are ignored; each row is scored given its
-own context); outputs ``log_prob`` and ``percentile`` (the share of the model's held-out rows scoring
+own context), and for a mixed density its categorical columns (string columns, by name; a
+category unseen in training is scored as the model's out-of-vocabulary bucket); outputs ``log_prob`` and ``percentile`` (the share of the model's held-out rows scoring
 lower, in percent; a model without held-out quantiles returns ``log_prob`` alone). Params
 ``signature_name`` (``"score"``, the default, ``"log_prob"`` or ``"sample"``), ``num_samples`` and
 ``seed`` (two ints) for ``sample``. REST payloads of ``/invocations``, all giving one
@@ -21,7 +22,8 @@ lower, in percent; a model without held-out quantiles returns ``log_prob`` alone
 - ``{"instances": [{"x0": ..., "x1": ...}, ...]}`` (rows) or ``{"inputs": {"x0": [...], "x1": [...]}}``;
 - with ``"params": {"signature_name": "sample", "num_samples": n, "seed": [a, b]}``: ``n`` samples,
   one record per sample with the feature names (the rows sent are ignored; a conditional model
-  draws ``n`` samples at each row's context, one record per sample with its context columns).
+  draws ``n`` samples at each row's context, one record per sample with its context columns; a
+  mixed density's samples carry their categories too).
 """
 
 import json
@@ -31,57 +33,66 @@ import mlflow.models
 from mlflow.pyfunc import PythonModel
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 SIGNATURES = ("score", "log_prob", "sample")
 METADATA_FILE = os.path.join("assets.extra", "tfflows.json")  # `components.artifacts.METADATA_FILE`
 
 
 def feature_names(info: dict, dim: int) -> list:
-    """`components.push.export.feature_names`, repeated: this file may not import the project."""
+    """`components.artifacts.feature_names`, repeated: this file may not import the project."""
     return list((info.get("dataset") or {}).get("feature_names") or [f"x{i}" for i in range(dim)])
 
 
 def context_names(info: dict) -> list:
-    """`components.push.export.context_names`, repeated for the same reason."""
+    """`components.artifacts.context_names`, repeated for the same reason."""
     return list((info.get("dataset") or {}).get("context_names") or [])
+
+
+def categorical_names(info: dict) -> list:
+    """`components.artifacts.categorical_names`, repeated for the same reason."""
+    return list((info.get("dataset") or {}).get("categorical_names") or [])
 
 
 class FlowPyfuncModel(PythonModel):
     """Serves a pushed flow's ``score`` (or ``log_prob``) and ``sample`` signatures by column name."""
 
     def load_context(self, context):
-        import tensorflow as tf
-
         path = context.artifacts["saved_model"]
         self._model = tf.saved_model.load(path)
         with open(os.path.join(path, METADATA_FILE)) as f:
             info = json.load(f)
         dim = int(self._model.signatures["log_prob"].structured_input_signature[1]["x"].shape[-1])
         self._names, self._context = feature_names(info, dim), context_names(info)
+        self._categorical = categorical_names(info)
         self._outputs = ("log_prob", "percentile") if "score" in self._model.signatures else ("log_prob",)
 
     def _rows(self, model_input) -> dict:
         """The signature's inputs: ``x`` float32 [N, D] in the model's column order (and ``context``
-        [N, C] for a conditional model): a table by its column names (MLflow's dataframe, records
-        and columnar inputs), an array by position (features, then context)."""
+        [N, C] for a conditional model, ``categorical`` strings [N, S] for a mixed density): a table
+        by its column names (MLflow's dataframe, records and columnar inputs), an array of numbers
+        by position (features, then context)."""
         names = self._names + self._context
+        categories = None
         if isinstance(model_input, dict):
             model_input = pd.DataFrame(model_input)
         if isinstance(model_input, pd.DataFrame):
-            missing = [n for n in names if n not in model_input.columns]
+            missing = [n for n in names + self._categorical if n not in model_input.columns]
             if missing:
-                raise ValueError(f"no column {missing[:8]} (the model takes {names[:8]}...)")
+                raise ValueError(f"no column {missing[:8]} (the model takes {(names + self._categorical)[:8]}...)")
+            categories = model_input[self._categorical].astype(str).to_numpy().astype(bytes)
             model_input = model_input[names].to_numpy()
+        elif self._categorical:
+            raise ValueError(f"the model reads its categorical columns {self._categorical} by name: send a table")
         rows = np.asarray(model_input, np.float32)
         rows = rows.reshape(1, -1) if rows.ndim == 1 else rows
         d = len(self._names)
-        return {"x": rows[:, :d], **({"context": rows[:, d:]} if self._context else {})}
+        return {"x": rows[:, :d], **({"context": rows[:, d:]} if self._context else {}),
+                **({"categorical": categories} if self._categorical else {})}
 
     def predict(self, context, model_input, params=None):
         """A frame of ``log_prob`` (and ``percentile``) per row, or of samples with ``params["signature_name"]
         == "sample"``."""
-        import tensorflow as tf
-
         params = params or {}
         name = params.get("signature_name") or "score"
         if name not in SIGNATURES:
@@ -95,6 +106,8 @@ class FlowPyfuncModel(PythonModel):
                 n = int(given["context"].shape[0])
             out = self._model.signatures["sample"](num_samples=tf.constant(n, tf.int32), seed=tf.constant(seed), **given)
             samples = pd.DataFrame(out["samples"].numpy(), columns=self._names)
+            for i, column in enumerate(self._categorical):
+                samples[column] = [value.decode() for value in out["categories"].numpy()[:, i]]
             if self._context:
                 samples[self._context] = given["context"].numpy()
             return samples

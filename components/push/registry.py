@@ -9,8 +9,8 @@ the run as ``push.*`` tags. Only `MlflowClient` calls (through
 `components.tracking.Tracker`): no process-wide tracking URI is set.
 
 Registry workflow: a blessed push moves the alias (``TrackingConfig.alias``) to its version;
-`set_champion` moves it on request (`tfflows promote --version N`, `tfflows rollback`). Either
-rewrites ``<push_base>/models.config``, the TF Serving model config whose ``stable`` label names
+`set_champion` (`components.push.champion`, which loads neither TensorFlow nor MLflow) moves it
+on request (`tfflows promote --version N`, `tfflows rollback`). Either rewrites ``<push_base>/models.config``, the TF Serving model config whose ``stable`` label names
 the champion's serving version and ``canary`` the newest pushed one (when newer).
 """
 
@@ -22,11 +22,24 @@ import os
 import tempfile
 from typing import List, Optional, Tuple
 
+import mlflow.pyfunc
 import numpy as np
+import pandas as pd
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
+from tfflows.components import artifacts
 # The TF Serving config belongs to the serving layout (`components.artifacts`); re-exported here.
 from tfflows.components.artifacts import SERVING_CONFIG_FILE, write_serving_config
 from tfflows.components.errors import RegistrationError
+from tfflows.components.flow_artifact import read_summary
+from tfflows.components.push import pyfunc
+from tfflows.components.push.champion import describe, previous_version, set_champion
+from tfflows.components.push.export import categorical_names, context_names, feature_names, read_warmup_requests
+from tfflows.components.tracking import Tracker
 
 __all__ = ["MODEL_NAME", "RegistrationError", "SERVING_CONFIG_FILE", "describe", "log_and_register", "previous_version", "register_push", "set_champion",
            "write_serving_config"]
@@ -34,14 +47,12 @@ __all__ = ["MODEL_NAME", "RegistrationError", "SERVING_CONFIG_FILE", "describe",
 MODEL_NAME = "flow"  # the LoggedModel's name in its run
 
 
-def _signature(names: List[str], outputs: List[str]):
+def _signature(names: List[str], outputs: List[str], categorical: List[str]):
     """Column-based (named inputs, named outputs): what `pyfunc.py` serves, and what MLflow's
-    ``dataframe_split`` / ``dataframe_records`` request formats need."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
-
+    ``dataframe_split`` / ``dataframe_records`` request formats need; a mixed density's
+    ``categorical`` columns are strings."""
     return ModelSignature(
-        inputs=Schema([ColSpec("double", name) for name in names]),
+        inputs=Schema([ColSpec("double" if name in names else "string", name) for name in names + categorical]),
         outputs=Schema([ColSpec("float", name) for name in outputs]),
         params=ParamSchema([ParamSpec("signature_name", "string", "score"),
                             ParamSpec("num_samples", "long", 1),
@@ -56,8 +67,6 @@ def _requirements() -> List[str]:
 def _link_evaluation_metrics(client, run_id: str, model_id: str) -> None:
     """The run's step-0 metrics (the evaluation's) linked to the model; same timestamps, so the
     run's history gains no duplicate points."""
-    from mlflow.entities import Metric
-
     linked = []
     for key in client.get_run(run_id).data.metrics:
         linked += [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id)
@@ -68,15 +77,6 @@ def _link_evaluation_metrics(client, run_id: str, model_id: str) -> None:
 
 def _log_model(tracker, run_id: str, saved_model_dir: str, rows: np.ndarray) -> Tuple[str, str]:
     """The pyfunc of ``saved_model_dir`` as a READY LoggedModel of ``run_id``: (model id, artifact location)."""
-    import mlflow.pyfunc
-    import pandas as pd
-    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-    from mlflow.models import Model
-
-    from tfflows.components import artifacts
-    from tfflows.components.push import pyfunc
-    from tfflows.components.push.export import context_names, feature_names
-
     client = tracker.client
     run = client.get_run(run_id)
     model = client.create_logged_model(run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
@@ -89,13 +89,17 @@ def _log_model(tracker, run_id: str, saved_model_dir: str, rows: np.ndarray) -> 
         info = artifacts.read_json(os.path.join(saved_model_dir, artifacts.METADATA_FILE)) or {}
         names, calibration = feature_names(info, rows.shape[1]), info.get("held_out_quantiles")
         context = context_names(info)  # a conditional model's inputs: its features, then its context
+        categorical = categorical_names(info)  # and a mixed density's categories, by name
         outputs = ["log_prob", "percentile"] if calibration else ["log_prob"]
+        example = pd.DataFrame(rows[:3], columns=names + context)
+        for name in categorical:  # each column's most frequent category
+            example[name] = info["categories"][name][0]
         mlflow.pyfunc.save_model(
             local, python_model=pyfunc.__file__, artifacts={"saved_model": saved_model_dir},
-            signature=_signature(names + context, outputs),
-            input_example=pd.DataFrame(rows[:3], columns=names + context),
+            signature=_signature(names + context, outputs, categorical), input_example=example,
             pip_requirements=_requirements(), mlflow_model=meta,
-            metadata={"feature_names": names, "context_names": context, "held_out_quantiles": calibration})
+            metadata={"feature_names": names, "context_names": context, "categorical_names": categorical,
+                      "held_out_quantiles": calibration})
         client.log_model_artifacts(model.model_id, local)
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
@@ -146,9 +150,6 @@ def log_and_register(tracker, saved_model_dir: str, rows: np.ndarray, serving_ve
     model_id, source = logged
 
     def _register():
-        from mlflow.exceptions import MlflowException
-        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
-
         client, name = tracker.client, config.registered_model_name
         try:
             client.create_registered_model(name)
@@ -189,10 +190,6 @@ def register_push(tracking, model_uri: str, saved_model_dir: str, serving_versio
     ``push`` run of its own when the training was not tracked. MLflow is optional to a push (one
     warning line says what was not logged), unless ``required``: then a registration that did not
     happen raises `RegistrationError`, chained to its cause, and the push is rolled back."""
-    from tfflows.components.flow_artifact import read_summary
-    from tfflows.components.push.export import read_warmup_requests
-    from tfflows.components.tracking import Tracker
-
     run_id = read_summary(model_uri).mlflow_run_id
     tracker = Tracker(tracking, run_id=run_id, what="push")
     failures: list = []
@@ -223,45 +220,3 @@ def _check_registered(registered: Optional[dict], required: bool, tracker, desti
                                 f"({', '.join(dict.fromkeys(tracker.not_logged))} not logged: the warning above says "
                                 "why); fix: make that store writable (free space, permissions) and run again") from (
                                     failures[-1] if failures else None)
-
-
-def _serving_version(client, name: str, version: str) -> int:
-    tag = client.get_model_version(name, version).tags.get("serving_version")
-    if tag is None:
-        raise ValueError(f"registered model {name!r} version {version} has no serving_version tag: it was "
-                         "not pushed by tfflows")
-    return int(tag)
-
-
-def previous_version(client, name: str, alias: str) -> str:
-    """The highest registered version below the one ``alias`` names (what a rollback returns to)."""
-    current = int(client.get_model_version_by_alias(name, alias).version)
-    older = [int(v.version) for v in client.search_model_versions(f"name='{name}'") if int(v.version) < current]
-    if not older:
-        raise ValueError(f"registered model {name!r}: version {current} holds alias {alias!r} and there is no "
-                         "older version to roll back to")
-    return str(max(older))
-
-
-def set_champion(tracker, version: str, push_base: Optional[str], latest_serving_version: Optional[int]) -> dict:
-    """Moves the alias to ``version`` and rewrites the TF Serving config under ``push_base``.
-
-    Raises (unlike the pipeline's logging) when the registry cannot be reached or the version does
-    not exist: promote and rollback are explicit requests."""
-    config, client = tracker.config, tracker.client
-    if client is None:
-        raise RuntimeError(f"MLflow at {config.uri} is not reachable: {', '.join(tracker.not_logged)}")
-    name = config.registered_model_name
-    serving = _serving_version(client, name, version)
-    client.set_registered_model_alias(name, config.alias, version)
-    path = write_serving_config(push_base, name, serving, latest_serving_version) if push_base else None
-    return {"name": name, "version": version, "serving_version": serving, "serving_config": path,
-            "alias": config.alias}
-
-
-def describe(result: dict) -> str:
-    """One line for the CLI."""
-    line = (f"{result['name']}@{result['alias']} -> version {result['version']} "
-            f"(serving version {result['serving_version']})")
-    return line + (f"; TF Serving config {result['serving_config']} (label stable)" if result["serving_config"] else "")
-

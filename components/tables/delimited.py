@@ -145,7 +145,8 @@ def read(table: Table, chunk: Chunk, selection: Selection) -> Block:
                 numbers[k, i] = float(cells[j])
             except ValueError:
                 raise DataError(table.path, f"{label(k)}, column {j} ({name})", f"value {cells[j]!r} is not a number",
-                                "fix the cell or remove the row (only the columns read must hold numbers)") from None
+                                "fix the cell, remove the row, or declare the column's values categories: "
+                                f"--set ingest.categorical_columns=[{name}]") from None
         for i, (j, _) in enumerate(strings):
             text[k, i] = cells[j].strip()
     return Block(numbers, text, label)

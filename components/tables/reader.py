@@ -164,7 +164,8 @@ def select(table: Table, names: Optional[Sequence[str]] = None, text: Sequence[s
     for j, name in selection.numeric:
         if table.numeric[j] is False:
             raise DataError(table.path, f"column {j} ({name})", f"type {table.types[j]} is not numeric",
-                            "store the column as numbers (int or float), or leave it out")
+                            "store the column as numbers (int or float), leave it out, or declare a column of "
+                            f"categories: --set ingest.categorical_columns=[{name}]")
     return selection
 
 

@@ -12,10 +12,12 @@ only the chief writes to the folder; all resume from its checkpoints.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import re
+import tempfile
 import time
 from typing import List, Optional
 
@@ -130,9 +132,6 @@ class FolderLock:
 
     def __init__(self, folder: str):
         if "://" in folder:
-            import hashlib
-            import tempfile
-
             digest = hashlib.sha256(folder.rstrip("/").encode()).hexdigest()[:24]
             self.path = os.path.join(tempfile.gettempdir(), "tfflows-locks", f"{digest}.lock")
         else:

@@ -10,6 +10,7 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from tfflows.components.ingest import read_metadata
 from tfflows.components.objectives import get_objective
 from tfflows.components.train.config import TrackingConfig, TrainConfig
 from tfflows.components.train.executor import run_train
@@ -33,6 +34,13 @@ class TrainFlowSpec(ComponentSpec):
     OUTPUTS = {"model": ChannelParameter(type=standard_artifacts.Model)}
 
 
+def _data_fingerprint(examples_uri: Optional[str]) -> str:
+    """The ingested data's fingerprint (``DatasetMetadata.fingerprint``)."""
+    if examples_uri is None:
+        raise ValueError("this objective fits ingested data: it needs the Examples artifact's URI")
+    return read_metadata(examples_uri).fingerprint
+
+
 class Executor(base_executor.BaseExecutor):
     """Runs `run_train` and records the objective, status, best validation value of its metric
     and the MLflow run id on the Model artifact."""
@@ -46,7 +54,7 @@ class Executor(base_executor.BaseExecutor):
         examples_uri, graph_uri = uri("examples"), uri("transform_graph")
         model = artifact_utils.get_single_instance(output_dict["model"])
         config = TrainConfig.from_json(exec_properties["train_config"])
-        fingerprint = get_objective(config.objective).data_fingerprint(config, examples_uri)
+        fingerprint = get_objective(config.objective).data_fingerprint(config) or _data_fingerprint(examples_uri)
         base = exec_properties.get("checkpoint_dir")
         checkpoint_dir = os.path.join(base, fingerprint[:16]) if base else None
         summary = run_train(examples_uri, graph_uri, model.uri, config,

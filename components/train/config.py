@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Dict, Optional, Tuple
 
 from tfflows.components import objectives
 from tfflows.components.config import ConfigError, JsonConfig
+from tfflows.models.kinds import FLOW_KINDS, SHARED_OPTIONS, OptionError, check_own_options, flow_option_names
 
 __all__ = ["TrainConfig", "TrackingConfig", "LR_SCHEDULES", "OBJECTIVES"]
 
@@ -154,8 +156,6 @@ class TrainConfig(JsonConfig):
         if self.mixed_precision:
             raise ConfigError("`mixed_precision` must be False, but is True: flows' log-determinants "
                              "lose too much in float16; train in float32.", field="mixed_precision")
-        from tfflows.models.kinds import FLOW_KINDS
-
         if self.kind not in FLOW_KINDS:
             raise ConfigError(f"`kind` must be one of {FLOW_KINDS}, but is {self.kind!r}", field="kind")
         # Checked here, before any component runs (the flow builder would only fail after ingest).
@@ -172,8 +172,6 @@ class TrainConfig(JsonConfig):
         TensorFlow), so that a mistake is one line before ingest instead of a failure in the trainer.
         An option that is a field of this section (``hidden_units``, ...) is refused, not merged:
         the field is its one home (typed, checked, logged to MLflow), and it used to win silently."""
-        from tfflows.models.kinds import SHARED_OPTIONS, OptionError, check_own_options, flow_option_names
-
         unknown = set(self.flow_options) - set(flow_option_names(self.kind))
         if unknown:
             own = sorted(set(flow_option_names(self.kind)) - set(SHARED_OPTIONS) - FLOW_FIELDS)
@@ -215,6 +213,7 @@ class TrainConfig(JsonConfig):
 
     def target_density(self):
         """(log p~, D) of the reverse_kl target, soft box included (`models.targets.load_target`)."""
+        # models.targets imports TensorFlow (a target is a TF function): loaded only by reverse KL's check and run.
         from tfflows.models.targets import load_target
 
         return load_target(self.target, self.target_dim, self.target_box)
@@ -238,8 +237,6 @@ class TrainConfig(JsonConfig):
 
     def learning_rate_at(self, epoch: int) -> float:
         """The scheduled learning rate of 1-based ``epoch`` (before any divergence halving)."""
-        import math
-
         t = epoch - 1
         if self.lr_schedule == "cosine":
             frac = self.lr_min_fraction + (1 - self.lr_min_fraction) * 0.5 * (

@@ -49,7 +49,8 @@ def finish(trainer) -> ModelSummary:
         examples_per_sec=trainer.trained_examples / trainer.train_time if trainer.train_time else None,
         num_parameters=trainer.num_parameters, replicas=trainer.replicas,
         data_fingerprint=trainer.training.fingerprint, event_dim=trainer.training.event_dim,
-        context_names=trainer.training.context_names, train_config=config,
+        context_names=trainer.training.context_names, categorical_names=trainer.training.categorical_names,
+        train_config=config,
         checkpoint_dir=trainer.checkpoint_dir, mlflow_run_id=tracker.run_id,
         details=trainer.training.details(trainer.model))
     save_flow(trainer.model, trainer.model_uri, summary.to_dict())

@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from tfflows.models.targets import density_grid
 
 __all__ = ["loss_curve", "samples_figure", "target_fit_figure", "logit_to_unit"]
 
@@ -16,8 +19,6 @@ DPI = 80  # the saved PNG's resolution
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(width, height), dpi=DPI)
 
 
@@ -141,8 +142,6 @@ def target_fit_figure(log_target, log_q, samples: np.ndarray, title: str = "targ
                       limits=(-4.0, 4.0), n: int = 150):
     """Three panels on a 2-D grid: the target exp(log_target), the fitted density exp(log_q) and
     samples of q (each density normalised over the grid)."""
-    from tfflows.models.targets import density_grid
-
     z1, z2, target = density_grid(log_target, limits, n)
     _, _, fitted = density_grid(log_q, limits, n)
     fig = _figure(10.5, 3.6)

@@ -8,9 +8,12 @@ import dataclasses
 import logging
 import math
 
+from tfflows.components import run_info
+from tfflows.components.ingest import read_metadata
 from tfflows.components.objectives import Training
 from tfflows.components.summary import ModelSummary
 from tfflows.components.tracking import Tracker
+from tfflows.components.train import plots
 from tfflows.models import FlowModel
 
 __all__ = ["log_run_end", "open_run"]
@@ -21,14 +24,10 @@ logger = logging.getLogger("tfflows.train")
 def open_run(trainer) -> Tracker:
     """Opens (or resumes, from the checkpoint's run id) the MLflow run, named and described
     after what runs (`run_info`), with the hyper-parameters and the dataset inputs."""
-    from tfflows.components import run_info
-
     config, training = trainer.config, trainer.training
     tracker = Tracker(trainer.tracking_config, run_id=trainer.state.run_id.numpy().decode() or None)
     metadata = None
     if trainer.examples_uri:
-        from tfflows.components.ingest import read_metadata
-
         metadata = read_metadata(trainer.examples_uri)
     kind = trainer.objective.model_kind(config)
     fresh = not tracker.run_id
@@ -55,8 +54,6 @@ def log_run_end(tracker: Tracker, model: FlowModel, summary: ModelSummary, train
     """Final metrics, the loss curve, the objective's figures and the model folder to MLflow."""
     if not tracker.config.active:
         return
-    from tfflows.components.train import plots
-
     metric = summary.metric
     assert summary.epochs_run is not None  # `finish` sets it
     final = {f"best_val_{metric}": summary.best_val, f"final_val_{metric}": summary.final_val,

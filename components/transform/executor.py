@@ -10,7 +10,9 @@ have seen exactly the rows of ``analyze_splits`` (`components.ingest.verify`).
 ``preprocessing.json`` holds the `Preprocessing` (method and constants) plus the run's
 ``analyze_splits``, ``feature_names``, ``dataset_fingerprint`` and ``min_std``; for a
 conditional dataset also ``context_names`` and ``"context"``, the context's standardisation (its
-mean and std over ``analyze_splits``, computed like x's; `read_context_preprocessing`). The
+mean and std over ``analyze_splits``, computed like x's; `read_context_preprocessing`); for
+categorical columns ``"categories"``, each column's vocabulary of ``analyze_splits`` in code order
+(the graph's vocabulary assets, `read_categories`). The
 standardisation's mean and std are computed once, in float64, by a Beam combine inside the
 tf.Transform analysis (`_StandardizeMoments`): the graph holds them as constants and the JSON
 records the same values, so `Preprocessing.forward` computes what the graph computes.
@@ -26,17 +28,24 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import schema_utils
+from tfx_bsl.public import tfxio
 
 from tfflows.components.config import TransformConfig
 from tfflows.components.artifacts import publish_dir, staging_dir
 from tfflows.components.errors import DataError, reraise_data_error
-from tfflows.components.ingest.metadata import CONTEXT_KEY, FEATURE_KEY, DatasetMetadata, read_metadata
+from tfflows.components.ingest.metadata import (CATEGORICAL_KEY, CONTEXT_KEY, FEATURE_KEY, DatasetMetadata,
+                                                read_metadata)
 from tfflows.components.ingest.loaders import SPLITS
 from tfflows.components.ingest.runner import check_runner, pipeline_options
 from tfflows.components.ingest.verify import (METRICS_NAMESPACE, counter_totals, lost_output,
                                               verify_splits)
-from tfflows.components.transform.preprocessing import (CONTEXT_PREPROCESSING, PREPROCESSING_FILE, Moments,
-                                                        Preprocessing, make_preprocessing_fn)
+from tfflows.components.transform.preprocessing import (CATEGORIES, CONTEXT_PREPROCESSING, PREPROCESSING_FILE,
+                                                        Moments, Preprocessing, make_preprocessing_fn,
+                                                        vocabulary_file)
 
 __all__ = ["PREPROCESSING_FILE", "resolve", "run_transform", "benchmark_transform_config",
            "default_logit_lambda"]
@@ -88,6 +97,7 @@ def resolve(config: TransformConfig, metadata: DatasetMetadata) -> dict:
             "analyze_splits": list(config.analyze_splits), "event_dim": metadata.event_dim,
             "feature_names": list(metadata.feature_names),
             **({"context_names": metadata.context_names} if metadata.context_names else {}),
+            **({"categorical_names": metadata.categorical_names} if metadata.categorical_names else {}),
             "dataset_fingerprint": metadata.fingerprint, "min_std": config.min_std}
 
 
@@ -114,8 +124,6 @@ class _MomentsFn(beam.CombineFn):
 
 
 def _write_moments(moments: Moments, path: str) -> None:
-    import tensorflow as tf
-
     with tf.io.gfile.GFile(path, "w") as f:  # JSON floats are exact float64 reprs
         json.dump({"count": moments.count, "mean": moments.mean.tolist(), "std": moments.std.tolist()}, f)
 
@@ -157,8 +165,6 @@ def _count_rows(batch) -> None:
 def _verify_output(tmp_dir: str, counters, resolved: dict, metadata: DatasetMetadata,
                    runner: str) -> None:
     """The transform graph's files are there and the analysis saw every row it should."""
-    import tensorflow as tf
-
     for needed in ("transform_fn/saved_model.pb", "transformed_metadata/schema.pbtxt"):
         if not tf.io.gfile.exists(os.path.join(tmp_dir, needed)):
             raise lost_output("transform", runner, needed,
@@ -191,11 +197,6 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
     Raises:
       DataError: a constant column (standardisation) or non-discrete data (logit).
     """
-    import tensorflow as tf
-    import tensorflow_transform.beam as tft_beam
-    from tensorflow_transform.tf_metadata import schema_utils
-    from tfx_bsl.public import tfxio
-
     metadata = read_metadata(examples_uri)
     resolved = resolve(config, metadata)
     # The logit's and identity's constants are known now; the standardisation's come from the analysis.
@@ -204,6 +205,9 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
     spec = {FEATURE_KEY: tf.io.FixedLenFeature([metadata.event_dim], tf.float32)}
     if context_dim is not None:
         spec[CONTEXT_KEY] = tf.io.FixedLenFeature([context_dim], tf.float32)
+    categorical = metadata.categorical_names or []
+    if categorical:
+        spec[CATEGORICAL_KEY] = tf.io.FixedLenFeature([len(categorical)], tf.string)
     schema = schema_utils.schema_from_feature_spec(spec)
     runner = check_runner(beam_pipeline_args)
     # Train and evaluate read the other splits without Beam: check all of them here, once.
@@ -221,7 +225,8 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
                 known, metadata.event_dim,
                 moments=None if known else _StandardizeMoments(metadata.event_dim, moments_path),
                 context_dim=context_dim,
-                context_moments=None if context_dim is None else _StandardizeMoments(context_dim, context_path))
+                context_moments=None if context_dim is None else _StandardizeMoments(context_dim, context_path),
+                num_categorical=len(categorical))
             try:
                 pipeline = beam.Pipeline(options=pipeline_options(beam_pipeline_args))
                 with tft_beam.Context(temp_dir=tft_tmp, force_tf_compat_v1=False):
@@ -243,10 +248,14 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
                 raise
             _verify_output(tmp_dir, counter_totals(result), resolved, metadata, runner)
             preprocessing = known or _fitted_standardization(moments_path, resolved, metadata.source)
-            context = {} if context_dim is None else {CONTEXT_PREPROCESSING: _fitted_standardization(
+            recorded = {} if context_dim is None else {CONTEXT_PREPROCESSING: _fitted_standardization(
                 context_path, resolved, metadata.source, "context_names").to_dict()}
+            if categorical:
+                graph = tft.TFTransformOutput(tmp_dir)
+                recorded[CATEGORIES] = {name: [v.decode() for v in graph.vocabulary_by_name(vocabulary_file(i))]
+                                       for i, name in enumerate(categorical)}
         with open(os.path.join(tmp_dir, PREPROCESSING_FILE), "w") as f:
-            json.dump({**resolved, **preprocessing.to_dict(), **context}, f, indent=2, sort_keys=True)
+            json.dump({**resolved, **preprocessing.to_dict(), **recorded}, f, indent=2, sort_keys=True)
         publish_dir(tmp_dir, output_uri)
         return resolved
     finally:

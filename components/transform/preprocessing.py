@@ -22,20 +22,24 @@ import dataclasses
 import json
 import math
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_transform as tft
 
 if TYPE_CHECKING:
     import apache_beam as beam
 
-__all__ = ["CONTEXT_PREPROCESSING", "METHODS", "PREPROCESSING_FILE", "Moments", "Preprocessing",
-           "make_preprocessing_fn", "read_context_preprocessing", "read_preprocessing"]
+__all__ = ["CATEGORIES", "CONTEXT_PREPROCESSING", "METHODS", "OOV_CATEGORY", "PREPROCESSING_FILE", "Moments",
+           "Preprocessing", "make_preprocessing_fn", "read_categories", "read_context_preprocessing",
+           "read_preprocessing", "vocabulary_file"]
 
 METHODS = ("logit", "standardize", "identity")
 PREPROCESSING_FILE = "preprocessing.json"  # beside the transform graph
 CONTEXT_PREPROCESSING = "context"  # its key holding the context's standardisation (conditional datasets)
+CATEGORIES = "categories"  # its key holding the categorical columns' vocabularies (mixed datasets)
+OOV_CATEGORY = "<unseen>"  # what a sample of the out-of-vocabulary bucket is called
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,12 +291,31 @@ def read_context_preprocessing(transform_graph_uri: str) -> Optional[Preprocessi
     return None if values is None else Preprocessing.from_dict(values)
 
 
+def read_categories(transform_graph_uri: str) -> Optional[Dict[str, List[str]]]:
+    """The vocabulary of each modelled categorical column, ``{name: [category, ...]}`` in code
+    order (``"categories"`` in ``preprocessing.json``), or None for a dataset without them.
+
+    Column i's code is the category's index in its vocabulary, and ``len(vocabulary)`` (the one
+    out-of-vocabulary bucket) for a category unseen in the analysed splits: K_i = len + 1 codes."""
+    with tf.io.gfile.GFile(os.path.join(transform_graph_uri, PREPROCESSING_FILE)) as f:
+        return json.load(f).get(CATEGORIES)
+
+
+def vocabulary_file(column: int) -> str:
+    """The transform graph's vocabulary asset of categorical column ``column`` (by position: a
+    column's name need not be a valid file name)."""
+    return f"categorical_{column}"
+
+
 def make_preprocessing_fn(preprocessing: Optional[Preprocessing], event_dim: int,
                           moments: Optional[beam.PTransform] = None, context_dim: Optional[int] = None,
-                          context_moments: Optional[beam.PTransform] = None
+                          context_moments: Optional[beam.PTransform] = None, num_categorical: int = 0
                           ) -> Callable[[Dict[str, tf.Tensor]], Dict]:
     """The tf.Transform ``preprocessing_fn``: ``{"x"} -> {"z", "log_det"}``, float32; with a
-    context, ``{"x", "context"} -> {"z", "log_det", "context"}``, the context standardised.
+    context, ``{"x", "context"} -> {"z", "log_det", "context"}``, the context standardised; with
+    categorical columns, ``"categorical"`` (strings [B, S]) in and ``"codes"`` (int64 [B, S]) out:
+    each column's vocabulary of the analysed splits (`tft.compute_and_apply_vocabulary`, by
+    frequency) and one out-of-vocabulary bucket, code ``len(vocabulary)``, for categories it lacks.
 
     Args:
       preprocessing: the map when its constants are known before the analysis (logit,
@@ -306,6 +329,7 @@ def make_preprocessing_fn(preprocessing: Optional[Preprocessing], event_dim: int
       context_dim: C, the width of feature ``context``; None: no context.
       context_moments: with ``context_dim``: the same kind of analyzer for the context's mean [C]
         and std [C] (the network's context is the standardised raw context, whatever x's map).
+      num_categorical: S, the width of feature ``categorical`` (0: none).
     """
     if (preprocessing is None) == (moments is None):
         raise ValueError("pass `preprocessing` (logit, identity) or `moments` (standardize), not both or neither")
@@ -313,8 +337,6 @@ def make_preprocessing_fn(preprocessing: Optional[Preprocessing], event_dim: int
         raise ValueError("pass `context_dim` and `context_moments` together, or neither")
 
     def standardized_context(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        import tensorflow_transform as tft
-
         if context_moments is None:
             return {}
         c64 = tf.cast(inputs["context"], tf.float64)
@@ -323,19 +345,24 @@ def make_preprocessing_fn(preprocessing: Optional[Preprocessing], event_dim: int
             output_shapes=[[context_dim], [context_dim]], name="context_moments")
         return {"context": tf.cast(_standardize(c64, mean, std)[0], tf.float32)}
 
-    def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        import tensorflow_transform as tft
+    def category_codes(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        if not num_categorical:
+            return {}
+        return {"codes": tf.stack([tft.compute_and_apply_vocabulary(
+            inputs["categorical"][:, i], num_oov_buckets=1, vocab_filename=vocabulary_file(i))
+            for i in range(num_categorical)], axis=1)}
 
+    def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         x = tf.cast(inputs["x"], tf.float32)
+        others = {**standardized_context(inputs), **category_codes(inputs)}
         if preprocessing is not None:
             z, log_det = preprocessing.forward(x)
-            return {"z": z, "log_det": log_det, **standardized_context(inputs)}
+            return {"z": z, "log_det": log_det, **others}
         x64 = tf.cast(x, tf.float64)
         mean, std = tft.experimental.ptransform_analyzer(
             [x64], moments, output_dtypes=[tf.float64, tf.float64],
             output_shapes=[[event_dim], [event_dim]], name="moments")
         z, log_det = _standardize(x64, mean, std)
-        return {"z": tf.cast(z, tf.float32), "log_det": tf.cast(log_det, tf.float32),
-                **standardized_context(inputs)}
+        return {"z": tf.cast(z, tf.float32), "log_det": tf.cast(log_det, tf.float32), **others}
 
     return preprocessing_fn

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
+import tensorflow_transform as tft
 
 __all__ = ["dequantize", "load_transform", "apply_transform"]
 
@@ -71,21 +72,25 @@ def dequantize(x: tf.Tensor, num_levels: int, seed_or_generator: SeedOrGenerator
 def load_transform(transform_uri: str) -> Callable[..., Tuple[tf.Tensor, ...]]:
     """Loads a TransformGraph artifact; returns ``f(x [B, D]) -> (z [B, D], log_det [B])``, and for
     a graph of a conditional dataset ``f(x, context [B, C]) -> (z, log_det, network context [B, C])``
-    (the raw context standardised; such a graph needs the context with every x).
+    (the raw context standardised; such a graph needs the context with every x). A graph of a
+    dataset with categorical columns needs their strings too, ``f(x, [context,] categorical=[B, S])``,
+    and returns their codes (int64 [B, S], the out-of-vocabulary bucket for an unseen category) last.
 
     Load once, outside ``Dataset.map``; the returned function works eagerly, in
     ``tf.function`` and in ``Dataset.map``.
     """
-    import tensorflow_transform as tft
-
     layer = tft.TFTransformOutput(transform_uri).transform_features_layer()
 
-    def transform(x: tf.Tensor, context: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, ...]:
-        if context is None:
-            out = layer({"x": tf.cast(x, tf.float32)})
-            return out["z"], out["log_det"]
-        out = layer({"x": tf.cast(x, tf.float32), "context": tf.cast(context, tf.float32)})
-        return out["z"], out["log_det"], out["context"]
+    def transform(x: tf.Tensor, context: Optional[tf.Tensor] = None,
+                  categorical: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, ...]:
+        inputs = {"x": tf.cast(x, tf.float32)}
+        if context is not None:
+            inputs["context"] = tf.cast(context, tf.float32)
+        if categorical is not None:
+            inputs["categorical"] = tf.convert_to_tensor(categorical, tf.string)
+        out = layer(inputs)
+        return tuple(out[key] for key, given in (("z", True), ("log_det", True), ("context", context is not None),
+                                                 ("codes", categorical is not None)) if given)
 
     # Keeps the layer (and its resources) alive with the function (a function attribute: setattr).
     setattr(transform, "layer", layer)

@@ -13,6 +13,7 @@ vector [batch, C]) and `training` (batch norm's minibatch statistics), both opti
 
 from __future__ import annotations
 
+import tensorflow as tf
 import tensorflow_probability as tfp
 
 __all__ = ["FlowBijector", "bound_log_scale"]
@@ -26,8 +27,6 @@ def bound_log_scale(raw, bound):
     log-density. The bound keeps every layer's scale within [exp(-bound), exp(bound)]; the
     log-determinants use the bounded alpha, so the density stays exact.
     """
-    import tensorflow as tf
-
     return raw if bound is None else bound * tf.tanh(raw / bound)
 
 

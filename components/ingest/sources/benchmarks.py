@@ -12,7 +12,9 @@ import pickle
 from collections import Counter
 from typing import Callable, Dict, List, Optional, Tuple
 
+import h5py
 import numpy as np
+import pandas as pd
 
 from tfflows.components.config import IngestConfig
 from tfflows.components.errors import DataError
@@ -80,8 +82,6 @@ def _load_gas(config: IngestConfig) -> LoadedData:
     if not config.allow_pickle:
         raise DataError(path, "", "GAS is a pandas pickle, which can run code when read",
                         "set IngestConfig.allow_pickle=True if you trust this file")
-    import pandas as pd
-
     try:
         data = pd.read_pickle(path)
     except Exception as err:  # pickle raises many types on a bad file
@@ -154,8 +154,6 @@ def _load_miniboone(config: IngestConfig) -> LoadedData:
 
 def _load_bsds300(config: IngestConfig) -> LoadedData:
     """BSDS300: the hdf5 file's train/validation/test datasets, used as stored (D = 63)."""
-    import h5py
-
     path = _resolve(config.path, "BSDS300/BSDS300.hdf5", "BSDS300.hdf5", what="BSDS300.hdf5")
     splits = {}
     try:

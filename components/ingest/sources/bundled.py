@@ -8,6 +8,7 @@ import pathlib
 from typing import Callable, Dict
 
 import numpy as np
+from sklearn.datasets import load_digits, make_moons
 
 from tfflows.components.config import LABEL_COLUMNS, IngestConfig
 from tfflows.components.errors import DataError
@@ -24,8 +25,6 @@ def default_mnist_dir() -> pathlib.Path:
 
 
 def _load_moons(config: IngestConfig) -> LoadedData:
-    from sklearn.datasets import make_moons
-
     x, _ = make_moons(n_samples=config.num_samples, noise=config.noise,
                       random_state=config.seed)
     return LoadedData(split_rows(x, config, "moons"), ["x0", "x1"], False, None, None,
@@ -33,8 +32,6 @@ def _load_moons(config: IngestConfig) -> LoadedData:
 
 
 def _load_digits(config: IngestConfig) -> LoadedData:
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     x, names = digits.data, [f"pixel_{r}_{c}" for r in range(8) for c in range(8)]
     if config.context == "label":  # the one-hot label rides along in each row, so it splits with its image

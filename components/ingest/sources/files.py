@@ -15,6 +15,7 @@ import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image
 
 from tfflows.components.config import IngestConfig
 from tfflows.components.errors import DataError
@@ -198,8 +199,6 @@ def load_idx(config: IngestConfig, path: Optional[str] = None) -> LoadedData:
 
 
 def _load_images(config: IngestConfig) -> LoadedData:
-    from PIL import Image
-
     folder = config.path
     if not folder or not os.path.isdir(folder):
         raise DataError(folder, "", "not a folder", "set IngestConfig.path to a folder of images")
