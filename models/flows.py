@@ -17,7 +17,7 @@ import tf_keras
 from tfflows.models import builders  # noqa: F401  (attaches the built-in kinds' builders)
 from tfflows.models.bijectors import ActNorm, BatchNormalization
 from tfflows.models.kinds import FLOW_KINDS, SHARED_OPTIONS, FlowConfig, flow_option_names, get_kind, kind_options
-from tfflows.models.made import MaskedDense
+from tfflows.models.made import freeze_into
 from tfflows.models.training import CompiledStep, gradient_step, kernel_l2
 
 __all__ = ["FLOW_KINDS", "FlowConfig", "FlowModel", "build_flow", "flow_option_names", "kernel_l2",
@@ -128,14 +128,7 @@ class FlowModel(tf_keras.Model):
         D=784: 2.7x faster). The copy is not trainable; the evaluator and the exported SavedModel
         use it. Make a new copy after further training.
         """
-        copy = FlowModel(self.config, name=f"{self.name}_frozen")
-        for target, source in zip(copy.variables, self.variables, strict=True):
-            target.assign(source)
-        for module in copy.submodules:
-            if isinstance(module, MaskedDense):
-                module.bake_mask()
-        copy.trainable = False
-        return copy
+        return freeze_into(FlowModel(self.config, name=f"{self.name}_frozen"), self)
 
     def _forward_layers(self, u, context=None):
         """x = b_K(...b_1(u)): every layer's forward, base side first."""

@@ -24,7 +24,7 @@ import tf_keras
 
 from tfflows.models.masks import input_order, made_masks
 
-__all__ = ["MaskedDense", "MADE"]
+__all__ = ["MaskedDense", "MADE", "freeze_into"]
 
 
 class MaskedDense(tf_keras.layers.Layer):
@@ -74,6 +74,19 @@ class MaskedDense(tf_keras.layers.Layer):
 
     def call(self, inputs):
         return self.activation(tf.matmul(inputs, self.masked_kernel()) + self.bias)
+
+
+def freeze_into(copy, source):
+    """`copy` (a built model of `source`'s configuration) made the inference copy of `source`: its
+    weights, every `MaskedDense` mask multiplied into its kernel once (`bake_mask`), not trainable.
+    Returns `copy`."""
+    for target, value in zip(copy.variables, source.variables, strict=True):
+        target.assign(value)
+    for module in copy.submodules:
+        if isinstance(module, MaskedDense):
+            module.bake_mask()
+    copy.trainable = False
+    return copy
 
 
 class MADE(tf_keras.layers.Layer):

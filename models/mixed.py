@@ -27,7 +27,7 @@ import tf_keras
 
 from tfflows.models.categorical import CategoricalMADE
 from tfflows.models.flows import FlowModel, build_flow
-from tfflows.models.made import MaskedDense
+from tfflows.models.made import freeze_into
 from tfflows.models.training import gradient_step
 
 __all__ = ["MixedDensity"]
@@ -122,14 +122,7 @@ class MixedDensity(tf_keras.Model):
     def frozen(self) -> "MixedDensity":
         """An inference copy (`FlowModel.frozen`): same weights, every mask multiplied into its
         kernel once, not trainable."""
-        copy = MixedDensity.from_config(dict(self.get_config(), name=f"{self.name}_frozen"))
-        for target, source in zip(copy.variables, self.variables, strict=True):
-            target.assign(source)
-        for module in copy.submodules:
-            if isinstance(module, MaskedDense):
-                module.bake_mask()
-        copy.trainable = False
-        return copy
+        return freeze_into(MixedDensity.from_config(dict(self.get_config(), name=f"{self.name}_frozen")), self)
 
     def _context(self, context, batch):
         """None, or a [batch, C] tensor; a single context [C] or [1, C] is broadcast."""

@@ -24,7 +24,7 @@ from sklearn.datasets import make_moons
 from tfflows.components.errors import DataError
 from tfflows.pipeline.serving import evaluate_saved_model, sample_saved_model
 from tests.artifact_testing import prepared_moons, train_flow_artifact
-from tests.cli_testing import cli
+from tests.cli_testing import cli, run_without_tfflows
 
 VENV_BIN = Path(sys.executable).parent
 NAMES = ["x0", "x1"]  # the moons' feature names
@@ -230,16 +230,9 @@ def _fresh_process_signatures(version, rows, workdir):
         "    float_list=tf.train.FloatList(value=[v])) for n, v in zip(names, row)})).SerializeToString() for row in x]\n"
         "a = m.signatures['score'](x=tf.constant(x))\n"
         "b = m.signatures['score_examples'](examples=tf.constant(examples))\n"
-        "print(json.dumps({k: {n: v.numpy().tolist() for n, v in o.items()} for k, o in (('x', a), ('examples', b))}))\n"
-        "print(sorted(sys.modules.keys() & {'tfflows', 'components', 'models'}))\n")
+        "print(json.dumps({k: {n: v.numpy().tolist() for n, v in o.items()} for k, o in (('x', a), ('examples', b))}))\n")
     np.save(workdir / "x.npy", rows)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", script, version, str(workdir / "x.npy"), json.dumps(NAMES)],
-                          capture_output=True, text=True, timeout=300, cwd=workdir, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    *_, out, imported = proc.stdout.strip().splitlines()
-    assert imported == "[]"
-    return json.loads(out)
+    return json.loads(run_without_tfflows(script, version, workdir / "x.npy", json.dumps(NAMES), cwd=workdir)[-1])
 
 
 def _serve(model_uri, tracking_uri, workdir):

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from tfflows.components.config import ConfigError, IngestConfig
 from tfflows.components.errors import DataError
-from tests.cli_testing import cli
+from tests.cli_testing import cli, run_without_tfflows
 
 MERCHANTS = ("grocery", "fuel", "travel")
 HEADER = ["amount", "merchant", "hour"]
@@ -271,16 +269,10 @@ def test_fresh_process_signatures_take_and_give_category_strings(run, tmp_path):
         "  'score': s['score'](x=tf.constant(x), categorical=c)['log_prob'].numpy().tolist(),\n"
         "  'examples': s['score_examples'](examples=tf.constant(ex))['log_prob'].numpy().tolist(),\n"
         "  'samples': drawn['samples'].numpy().tolist(),\n"
-        "  'categories': [v.decode() for v in drawn['categories'].numpy()[:, 0]]}))\n"
-        "print(sorted(sys.modules.keys() & {'tfflows', 'components', 'models'}))\n")
+        "  'categories': [v.decode() for v in drawn['categories'].numpy()[:, 0]]}))\n")
     np.save(tmp_path / "x.npy", x)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", script, run["version"], str(tmp_path / "x.npy"), json.dumps(merchants)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    *_, out, imported = proc.stdout.strip().splitlines()
-    assert imported == "[]"
-    got = json.loads(out)
+    got = json.loads(run_without_tfflows(script, run["version"], tmp_path / "x.npy", json.dumps(merchants),
+                                         cwd=tmp_path)[-1])
     want = _library_log_prob(run["push"], x, merchants)
     for key in ("log_prob", "score", "examples"):
         np.testing.assert_allclose(got[key], want, atol=1e-4, err_msg=key)

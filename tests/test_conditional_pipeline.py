@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from tfflows.components.config import ConfigError, IngestConfig
 from tfflows.components.errors import DataError
-from tests.cli_testing import cli
+from tests.cli_testing import cli, run_without_tfflows
 
 CONTEXT = ["machine", "load"]
 FEATURES = ["temp", "vibration"]
@@ -243,17 +241,11 @@ def test_fresh_process_signatures_agree(run, tmp_path):
         "print(json.dumps({'log_prob': s['log_prob'](x=tf.constant(x), context=tf.constant(c))['log_prob'].numpy().tolist(),\n"
         "  'score': s['score'](x=tf.constant(x), context=tf.constant(c))['log_prob'].numpy().tolist(),\n"
         "  'examples': s['score_examples'](examples=tf.constant(ex))['log_prob'].numpy().tolist(),\n"
-        "  'one': one['samples'].numpy().tolist(), 'each': each['samples'].numpy().tolist()}))\n"
-        "print(sorted(sys.modules.keys() & {'tfflows', 'components', 'models'}))\n")
+        "  'one': one['samples'].numpy().tolist(), 'each': each['samples'].numpy().tolist()}))\n")
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "c.npy", context)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", script, run["version"], str(tmp_path / "x.npy"),
-                           str(tmp_path / "c.npy")], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    *_, out, imported = proc.stdout.strip().splitlines()
-    assert imported == "[]"
-    got = json.loads(out)
+    got = json.loads(run_without_tfflows(script, run["version"], tmp_path / "x.npy", tmp_path / "c.npy",
+                                         cwd=tmp_path)[-1])
     want = _library_log_prob(run["push"], x, context)
     for key in ("log_prob", "score", "examples"):
         np.testing.assert_allclose(got[key], want, atol=1e-4, err_msg=key)

@@ -20,6 +20,7 @@ from tfflows.components.artifacts import list_versions, publish_version
 from tfflows.components.transform import load_transform
 from tfflows.components.transform import Preprocessing
 from tests.artifact_testing import prepared_moons, train_flow_artifact
+from tests.cli_testing import run_without_tfflows
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -78,14 +79,9 @@ def test_fresh_process_reproduces_log_prob_and_samples(data, tmp_path):
         "lp = m.signatures['serving_default'](x=tf.constant(x))['log_prob'].numpy()\n"
         "s = m.signatures['sample'](num_samples=tf.constant(7, tf.int32),"
         " seed=tf.constant([3, 4], tf.int32))['samples'].numpy()\n"
-        "np.save(sys.argv[3], lp); np.save(sys.argv[4], s)\n"
-        "print(sorted(sys.modules.keys() & {'components', 'models'}))\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", script, data["export"], str(tmp_path / "x.npy"),
-                           str(tmp_path / "lp.npy"), str(tmp_path / "s.npy")],
-                          capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1] == "[]"  # nothing from this project imported
+        "np.save(sys.argv[3], lp); np.save(sys.argv[4], s)\n")
+    run_without_tfflows(script, data["export"], tmp_path / "x.npy", tmp_path / "lp.npy", tmp_path / "s.npy",
+                        cwd=tmp_path)
     np.testing.assert_allclose(np.load(tmp_path / "lp.npy"), _expected_log_prob(data, x),
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), samples, rtol=1e-6, atol=1e-6)
