@@ -33,6 +33,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -43,12 +44,13 @@ from typing import Any, Optional
 from tfflows.components.config import ConfigError
 
 __all__ = ["BLESSED_FILE", "DRIFT_FILE", "EVALUATION_FILE", "METADATA_FILE", "NOT_BLESSED_FILE", "PUSH_INFO",
-           "SERVING_CONFIG_FILE", "SERVING_DIR", "bucket_exists", "categorical_names", "context_names", "current_push_info",
-           "current_pushed_model", "feature_names", "is_object_store", "join", "list_versions", "local_copy",
-           "local_export_dir", "local_model_dir", "publish_dir", "publish_version", "read_blessing",
-           "read_drift", "read_evaluation", "read_json", "remove_dead_exports", "resolve_version",
-           "staging_dir", "upload_file", "withdrawn_on_failure", "write_blessing", "write_drift",
-           "write_evaluation", "write_json", "write_serving_config"]
+           "SERVING_CONFIG_FILE", "SERVING_DIR", "bucket_exists", "categorical_names", "champion_push_info",
+           "context_categorical_names", "context_names", "feature_names", "input_columns", "input_vocabularies",
+           "is_object_store", "join", "list_versions", "local_copy", "local_export_dir", "local_model_dir",
+           "numeric_context_names", "pinned_champion", "publish_dir", "publish_version", "read_blessing", "read_drift",
+           "read_evaluation", "read_json", "remove_dead_exports", "resolve_version", "staging_dir", "upload_file",
+           "version_of_model", "withdrawn_on_failure", "write_blessing", "write_drift", "write_evaluation",
+           "write_json", "write_serving_config"]
 
 SERVING_DIR = "serving"
 CLAIMS_DIR = ".tfflows-versions"  # not an integer: TF Serving ignores it
@@ -61,6 +63,7 @@ DRIFT_FILE = "drift.json"
 BLESSED_FILE = "BLESSED"
 NOT_BLESSED_FILE = "NOT_BLESSED"
 _SCHEMES = ("s3://", "gs://")
+_STABLE_LABEL = re.compile(r'version_labels \{ key: "stable" value: (\d+) \}')
 
 
 def is_object_store(uri: str) -> bool:
@@ -492,20 +495,43 @@ def local_copy(uri: str, cache_dir: str) -> str:
     return target
 
 
-def current_push_info(push_base: str) -> Optional[dict]:
+def _stable_version(push_base: str) -> Optional[int]:
+    """The version ``models.config``'s ``stable`` label names (`write_serving_config`), or None."""
+    data = _read(join(push_base, SERVING_CONFIG_FILE))
+    found = _STABLE_LABEL.search(data.decode()) if data is not None else None
+    return int(found.group(1)) if found else None
+
+
+def champion_push_info(push_base: str) -> Optional[dict]:
     """The push record (``PUSH_INFO``: model, transform graph and examples URIs, the evaluation's
-    metrics, the data's span) of the highest pushed version, or None."""
+    metrics, ``version``) of the champion under ``push_base``: the version ``models.config``'s
+    ``stable`` label names (a push, `tfflows promote` or `tfflows rollback` wrote it), else (no
+    label, or its version is gone) the highest pushed version; None when nothing is pushed."""
     serving_dir = join(push_base, SERVING_DIR)
-    for version in reversed(list_versions(serving_dir)):
+    versions = list_versions(serving_dir)
+    stable = _stable_version(push_base)
+    for version in ([stable] if stable in versions else []) + versions[::-1]:
         info = read_json(join(serving_dir, str(version), PUSH_INFO))
         if info is not None:
             return {**info, "version": version}
     return None
 
 
-def current_pushed_model(push_base: str) -> Optional[str]:
-    """The trained-model URI of the highest pushed version (the evaluator's baseline), or None."""
-    return (current_push_info(push_base) or {}).get("model_uri")
+def version_of_model(push_base: str, model_uri: str) -> Optional[int]:
+    """The pushed version whose push record names the trained model ``model_uri``, or None."""
+    serving_dir = join(push_base, SERVING_DIR)
+    return next((v for v in list_versions(serving_dir)
+                 if (read_json(join(serving_dir, str(v), PUSH_INFO)) or {}).get("model_uri") == model_uri), None)
+
+
+def pinned_champion(pinned: Optional[str], push_base: Optional[str]) -> Optional[dict]:
+    """The champion a drift, evaluate or push step works with: ``pinned``, its execution property
+    (the champion's push record as JSON, ``null`` for none), fixed when the pipeline was built so
+    that a new champion changes the step's cache key; when empty (a cluster spec, compiled once and
+    run many times) the champion under ``push_base`` now."""
+    if pinned:
+        return json.loads(pinned)
+    return champion_push_info(push_base) if push_base else None
 
 
 # --- blessing -------------------------------------------------------------------------------
@@ -707,9 +733,34 @@ def feature_names(info: dict, dim: int) -> list:
 
 
 def context_names(info: dict) -> list:
-    """The names of the C context columns of a conditional model with metadata ``info`` (its
-    ``context`` input, in order); empty for an unconditional one."""
+    """The names of all context columns of a conditional model with metadata ``info`` (numeric and
+    categorical, in the run's ``context_columns`` order); empty for an unconditional one."""
     return list((info.get("dataset") or {}).get("context_names") or [])
+
+
+def context_categorical_names(info: dict) -> list:
+    """The names of the Sc categorical context columns of a conditional model with metadata ``info``
+    (its ``context_categorical`` input, strings, in order); empty when its context is numeric."""
+    return list((info.get("dataset") or {}).get("context_categorical_names") or [])
+
+
+def numeric_context_names(info: dict) -> list:
+    """The names of the C numeric context columns of a conditional model with metadata ``info`` (its
+    ``context`` input, in order)."""
+    return [c for c in context_names(info) if c not in context_categorical_names(info)]
+
+
+def input_columns(info: dict, dim: int) -> tuple:
+    """(numeric columns, string columns) a pushed model with metadata ``info`` and D = ``dim``
+    features reads by name: its features, then its numeric context; its categorical context
+    columns, then a mixed density's categorical columns (the order of its signatures' inputs)."""
+    return (feature_names(info, dim) + numeric_context_names(info),
+            context_categorical_names(info) + categorical_names(info))
+
+
+def input_vocabularies(info: dict) -> dict:
+    """``{column: vocabulary}`` of the string columns of `input_columns`, in its order."""
+    return {**(info.get("context_categories") or {}), **(info.get("categories") or {})}
 
 
 def categorical_names(info: dict) -> list:

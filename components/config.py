@@ -204,7 +204,7 @@ class IngestConfig(JsonConfig):
         ``test_fraction``/``test_count`` must be left at their defaults (they would have no effect).
       columns: tables (`components.tables.FORMATS`): the names of the columns to keep, in this
         order (default: all columns); an array's columns are ``x0, x1, ...``.
-      context_columns: the names of numeric columns to condition on: the run models the
+      context_columns: the names of the columns to condition on: the run models the
         density of the other columns given these, p(x | context), with a conditional flow
         (`models.build_flow(..., context_dim=C)`). They are kept apart from the features
         (the tf.Example feature ``context``), standardised by the transform with the train
@@ -213,8 +213,11 @@ class IngestConfig(JsonConfig):
         least one feature. Sources with named columns only (the tables of
         `components.tables.FORMATS`; ``x0 ..`` where a format has no names, and for tfrecord); not for discrete data or images, whose readers check levels and shapes on
         every column they read. None: an unconditional density of all columns. A column of
-        ``categorical_columns`` named here is a categorical context: one-hot next to the
-        standardised numeric context.
+        ``categorical_columns`` named here is a categorical context (a machine id): ingest keeps it
+        as strings (feature ``context_categorical``), the transform gives it a vocabulary with one
+        out-of-vocabulary bucket, and the network's context is the standardised numeric context
+        followed by each categorical context column's one-hot code; the served model takes it as
+        strings, by name.
       categorical_columns: the names of string-valued columns (categories, e.g. a merchant),
         streamed tables only (`components.tables.STREAMED_FORMATS`, e.g. CSV). Each gets a
         vocabulary of the train split (plus one out-of-vocabulary bucket, where categories
@@ -414,10 +417,6 @@ class IngestConfig(JsonConfig):
             raise ConfigError("`categorical_columns` cannot be combined with discrete data or an image_shape (those "
                               "readers check levels and shape on every column); fix: drop discrete/image_shape or "
                               "categorical_columns", field=field)
-        if self.context_categorical:
-            raise ConfigError(f"`categorical_columns` {list(self.context_categorical)} are also context columns: a "
-                              "categorical context is not supported yet; fix: model the column (drop it from "
-                              "context_columns) or leave it out", field=field)
         if self.columns is not None:
             if outside := [c for c in categorical if c not in self.columns + (self.context_columns or ())]:
                 raise ConfigError(f"`categorical_columns` {outside} are not among ingest.columns or "

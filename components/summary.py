@@ -59,8 +59,12 @@ class ModelSummary:
       replicas: replicas the global batch was split across.
       data_fingerprint: the data's (or the reverse-KL target's) fingerprint.
       event_dim: D, the dimension of the modelled data.
+      feature_names: the modelled numeric columns by name, in the data's order (None: unnamed, or
+        a summary written before they were recorded).
       context_names: the columns a conditional model is conditioned on (its data's context
         columns, in the network's order), or None: an unconditional model.
+      context_categorical_names: those of ``context_names`` that are categorical (one-hot in the
+        network's context), or None: none (a summary written before they were recorded too).
       categorical_names: the categorical columns a mixed density models (`models.MixedDensity`:
         its score is log P(categories) + log p(numeric | categories)), or None: numeric columns only.
       train_config: the `TrainConfig` of the run.
@@ -88,7 +92,9 @@ class ModelSummary:
     replicas: int = 1
     data_fingerprint: Optional[str] = None
     event_dim: Optional[int] = None
+    feature_names: Optional[List[str]] = None
     context_names: Optional[List[str]] = None
+    context_categorical_names: Optional[List[str]] = None
     categorical_names: Optional[List[str]] = None
     train_config: Optional[TrainConfig] = None
     checkpoint_dir: Optional[str] = None

@@ -12,6 +12,19 @@ columns before i in the order (and on an optional context y). This is MADE with 
 the discrete case of Germain et al. (2015), section 3 ("the outputs ... can be any distribution,
 e.g. a softmax for multinomial inputs"); its inputs are the columns one-hot, \(\sum_i K_i\) units
 in all. The probabilities of all \(\prod_i K_i\) rows sum to 1 whatever the weights are.
+
+A column's last category may be an out-of-vocabulary bucket (the codes of categories unseen in
+training) of fixed probability \(\varepsilon\) (``oov_probability``) instead of a learnt logit:
+
+```math
+P(s_i = K_i - 1 \mid \cdot) = \varepsilon, \qquad
+P(s_i = k \mid \cdot) = (1 - \varepsilon)\, \operatorname{softmax}\big(\ell_i[0{:}K_i - 1]\big)_k
+\quad (k < K_i - 1),
+```
+
+still exact and summing to 1 (\(\varepsilon + (1 - \varepsilon) \cdot 1\) per column). No training row
+holds the bucket, so a learnt logit only shrinks as training goes on and keeps whatever mass it
+has when training stops; `rule_of_succession` gives \(\varepsilon\) from the training rows.
 """
 
 from __future__ import annotations
@@ -25,7 +38,21 @@ import tf_keras
 from tfflows.models.made import MaskedDense
 from tfflows.models.masks import input_order, made_masks
 
-__all__ = ["CategoricalMADE"]
+__all__ = ["CategoricalMADE", "rule_of_succession"]
+
+
+def rule_of_succession(num_rows: int) -> float:
+    r"""Laplace's rule of succession for a category none of ``num_rows`` rows holds:
+    \(\varepsilon = (0 + 1) / (n + 2)\), the posterior mean of its probability under a uniform
+    prior after n rows without it (the out-of-vocabulary bucket of a vocabulary built on those rows).
+
+    Example:
+      >>> rule_of_succession(2398)
+      0.0004166666666666667
+    """
+    if int(num_rows) < 0:
+        raise ValueError(f"`num_rows` must be >= 0, but is {num_rows}.")
+    return 1.0 / (int(num_rows) + 2)
 
 
 class CategoricalMADE(tf_keras.layers.Layer):
@@ -52,6 +79,9 @@ class CategoricalMADE(tf_keras.layers.Layer):
       activation: hidden activation.
       context_dim: size of the conditioning vector, or None.
       seed: seed of a "random" order.
+      oov_probability: \(\varepsilon \in (0, 1)\): every column's last category is an
+        out-of-vocabulary bucket of this fixed probability (module docstring; each K_i >= 2), its
+        logit unused; None: every category's logit is learnt.
 
     Example:
       >>> made = CategoricalMADE([2, 3, 4], hidden_units=[8])
@@ -60,13 +90,18 @@ class CategoricalMADE(tf_keras.layers.Layer):
     """
 
     def __init__(self, num_categories: Sequence[int], hidden_units: Sequence[int] = (64,), order="natural",
-                 activation="relu", context_dim: int | None = None, seed: int = 0, **kwargs):
+                 activation="relu", context_dim: int | None = None, seed: int = 0,
+                 oov_probability: float | None = None, **kwargs):
         super().__init__(**kwargs)
         self.num_categories = [int(k) for k in num_categories]
         if not self.num_categories or min(self.num_categories) < 1:
             raise ValueError(f"`num_categories` must be a non-empty list of counts >= 1, but is {list(num_categories)}.")
         if context_dim is not None and int(context_dim) < 1:
             raise ValueError(f"`context_dim` must be a positive int or None, but is {context_dim}.")
+        if oov_probability is not None and not (0.0 < oov_probability < 1.0 and min(self.num_categories) >= 2):
+            raise ValueError(f"`oov_probability` must be in (0, 1) with every K_i >= 2, but is {oov_probability} "
+                             f"with K = {self.num_categories}.")
+        self.oov_probability = None if oov_probability is None else float(oov_probability)
         self.num_columns = len(self.num_categories)
         self.max_categories = max(self.num_categories)
         self.context_dim = None if context_dim is None else int(context_dim)
@@ -81,8 +116,12 @@ class CategoricalMADE(tf_keras.layers.Layer):
             hidden_masks[0] = hidden_masks[0][per_unit]
         else:
             out_mask = out_mask[per_unit]
-        self.valid = np.arange(self.max_categories)[None, :] < np.asarray(self.num_categories)[:, None]  # [n, K_max]
-        out_mask = out_mask * self.valid.reshape(1, -1)
+        valid = np.arange(self.max_categories)[None, :] < np.asarray(self.num_categories)[:, None]  # [n, K_max]
+        # The categories with a logit: the valid ones, less each column's bucket when its probability is fixed.
+        self.oov = (np.arange(self.max_categories)[None, :] == np.asarray(self.num_categories)[:, None] - 1) \
+            & (self.oov_probability is not None)
+        self.learnt = valid & ~self.oov
+        out_mask = out_mask * self.learnt.reshape(1, -1)
         self.activation = tf_keras.activations.get(activation)
         self.hidden_layers = [MaskedDense(mask, name=f"hidden_{i}", dtype=self.dtype)
                               for i, mask in enumerate(hidden_masks)]
@@ -137,7 +176,9 @@ class CategoricalMADE(tf_keras.layers.Layer):
         return terms if self.hidden_layers else [0.0] + terms
 
     def conditional_log_probs(self, codes, context=None) -> tf.Tensor:
-        r"""\(\log \operatorname{softmax}(\ell_i)\) of every column: [batch, n, K_max], -inf beyond K_i."""
+        r"""\(\log P(s_i = k \mid s_{<i}, y)\) of every column and category: [batch, n, K_max], -inf beyond
+        K_i: \(\log \operatorname{softmax}(\ell_i)\), or with ``oov_probability`` \(\log \varepsilon\) at the
+        bucket and \(\log(1 - \varepsilon) + \log \operatorname{softmax}(\ell_i[0{:}K_i - 1])\) before it."""
         hidden_term, output_term = self._context_terms(context)
         h = self.one_hot(codes)
         for i, layer in enumerate(self.hidden_layers):
@@ -145,8 +186,12 @@ class CategoricalMADE(tf_keras.layers.Layer):
             h = self.activation(pre + hidden_term if i == 0 else pre)
         logits = self.output_layer(h) + output_term
         logits = tf.reshape(logits, [-1, self.num_columns, self.max_categories])
-        logits = tf.where(tf.constant(self.valid), logits, tf.constant(-np.inf, logits.dtype))
-        return tf.nn.log_softmax(logits, axis=-1)
+        logits = tf.where(tf.constant(self.learnt), logits, tf.constant(-np.inf, logits.dtype))
+        if self.oov_probability is None:
+            return tf.nn.log_softmax(logits, axis=-1)
+        epsilon = self.oov_probability
+        return tf.where(tf.constant(self.oov), tf.constant(np.log(epsilon), logits.dtype),
+                        tf.nn.log_softmax(logits, axis=-1) + tf.constant(np.log1p(-epsilon), logits.dtype))
 
     def log_prob(self, codes, context=None) -> tf.Tensor:
         r"""\(\log P(s \mid y)\) in nats, [batch]: the sum of each column's log-softmax at its code."""

@@ -56,6 +56,8 @@ class MixedDensity(tf_keras.Model):
       context_dim: size of a conditioning vector y, or None.
       categorical_hidden_units: hidden widths of the `CategoricalMADE`.
       categorical_order: its column order.
+      oov_probability: \(\varepsilon\): each categorical column's last category is an
+        out-of-vocabulary bucket of this fixed probability (`CategoricalMADE`); None: learnt.
       **flow_options: `build_flow` options of the flow (num_layers, hidden_units, l2, dtype, ...).
 
     Example:
@@ -66,16 +68,19 @@ class MixedDensity(tf_keras.Model):
 
     def __init__(self, numeric_dim: int, num_categories: Sequence[int], kind: str = "maf",
                  context_dim: int | None = None, categorical_hidden_units: Sequence[int] = (64,),
-                 categorical_order="natural", **flow_options):
+                 categorical_order="natural", oov_probability: float | None = None, **flow_options):
         dtype = flow_options.get("dtype", "float32")
         super().__init__(name=flow_options.pop("name", "mixed_density"), dtype=dtype)
         self._arguments = dict(numeric_dim=int(numeric_dim), num_categories=[int(k) for k in num_categories],
                                kind=kind, context_dim=context_dim,
                                categorical_hidden_units=[int(h) for h in categorical_hidden_units],
-                               categorical_order=categorical_order, **flow_options)
+                               categorical_order=categorical_order,
+                               oov_probability=None if oov_probability is None else float(oov_probability),
+                               **flow_options)
         self.context_dim = None if context_dim is None else int(context_dim)
         self.categorical = CategoricalMADE(num_categories, categorical_hidden_units, order=categorical_order,
-                                           context_dim=self.context_dim, name="categorical", dtype=dtype)
+                                           context_dim=self.context_dim, oov_probability=oov_probability,
+                                           name="categorical", dtype=dtype)
         self.flow: FlowModel = build_flow(kind, numeric_dim,
                                           context_dim=self.categorical.one_hot_dim + (self.context_dim or 0),
                                           **flow_options)

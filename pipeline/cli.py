@@ -103,7 +103,7 @@ def _push_destination(push_base: str | None) -> str:
 
 def cmd_run(args) -> int:
     config = _load_config(args, _run_overrides(args))
-    from tfflows.pipeline.preflight import preflight, step_names
+    from tfflows.pipeline.preflight import modelled_density, preflight, step_names
 
     preflight(config)  # nothing is written (not even the log) for a mistake found before the run
     terminal = args.terminal
@@ -112,7 +112,9 @@ def cmd_run(args) -> int:
 
     objective = get_objective(config.train.objective)
     steps = ", ".join(step_names(config))
-    terminal.say(f"tfflows run: {objective.describe(config.train, config.ingest.dataset)}; {steps} into "
+    density = modelled_density(config)
+    terminal.say(f"tfflows run: {objective.describe(config.train, config.ingest.dataset)}"
+                 f"{f' of {density}' if density else ''}; {steps} into "
                  f"{config.output_path()}{_push_destination(config.push.push_base)}")
     if config.on_bucket:
         terminal.say(_local_stores_line(config))

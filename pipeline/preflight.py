@@ -20,13 +20,14 @@ from tfflows.components.artifacts import is_object_store
 from tfflows.components.config import FILE_FORMATS
 from tfflows.components.errors import DataError
 from tfflows.components.inputs import pattern_matches
-from tfflows.components.objectives import get_objective
+from tfflows.components.objectives import density_notation, get_objective
 from tfflows.components.tables import FORMATS as TABLE_FORMATS
 from tfflows.components.tables.reader import Table, open_table
 from tfflows.models.kinds import narrowest_hidden_width
 from tfflows.pipeline.config import ConfigError, RunConfig, tracking_uri
 
-__all__ = ["OUTPUT_SCHEMES", "STEP_NAMES", "check_cluster", "cluster_pipeline_root", "preflight", "step_names"]
+__all__ = ["OUTPUT_SCHEMES", "STEP_NAMES", "check_cluster", "cluster_pipeline_root", "modelled_density", "preflight",
+           "step_names"]
 
 # Node ids of `create_pipeline`'s components -> the step names the run prints.
 STEP_NAMES = {"IngestExamplesComponent": "ingest", "TransformDataComponent": "transform",
@@ -137,6 +138,21 @@ def _peek_width(ingest) -> int | None:
     except (OSError, EOFError, IndexError):
         return None
     return int(np.prod(shape[1:]))
+
+
+def modelled_density(config: RunConfig) -> str | None:
+    """For the plan line: the density a conditional or mixed run models, named by its columns
+    (`components.objectives.density_notation`: ``p(temp, vibration | machine, load)``,
+    ``P(merchant) p(amount, hour | merchant)``), the features from ``ingest.columns`` or the input
+    table's header (``x`` when neither names them); None for a run of all its columns."""
+    ingest = config.ingest
+    if "ingest" not in get_objective(config.train.objective).data_components or not (
+            ingest.context_names or ingest.modelled_categorical):
+        return None
+    columns = list(ingest.columns) if ingest.dataset in TABLE_FORMATS and ingest.columns else _column_names(ingest)
+    apart = set(ingest.context_names or ()) | set(ingest.categorical_columns or ())
+    features = [c for c in columns if c not in apart] if columns else None
+    return density_notation(features, ingest.context_names, ingest.modelled_categorical)
 
 
 def _check_context_columns(ingest) -> None:

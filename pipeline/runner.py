@@ -60,7 +60,8 @@ class RunResult:
         elif self.pushed.get("pushed"):
             lines.append(f"SavedModel: {self.pushed.get('destination')}")
         else:
-            lines.append("SavedModel: not pushed (model not blessed); earlier versions are untouched")
+            lines.append(f"SavedModel: not pushed ({self.pushed.get('reason') or 'model not blessed'}); "
+                         "earlier versions are untouched")
         run_id = self.training.mlflow_run_id if self.training is not None else None
         lines.append(f"MLflow run: {run_id} in {self.tracking_uri} (tfflows ui to browse)")
         return "\n".join(lines)

@@ -26,8 +26,8 @@ from tfflows.components.errors import DataError
 from tfflows.components.tables.reader import (CHUNK_ROWS, Chunk, Selection, Table, open_table, plan,
                                               read_chunk, select, short)
 
-__all__ = ["CHUNK_ROWS", "Columns", "UnseenCategories", "iter_chunks", "iter_row_chunks", "load_saved_model", "match_columns", "open_data",
-           "plan_chunks", "read_rows", "score_outputs", "score_rows"]
+__all__ = ["CHUNK_ROWS", "Columns", "UnseenCategories", "iter_chunks", "iter_row_chunks", "load_saved_model", "match_columns",
+           "open_data", "plan_chunks", "read_rows", "score_outputs", "score_rows"]
 
 
 def load_saved_model(model_dir: str):
@@ -59,9 +59,10 @@ def score_outputs(loaded) -> Tuple[str, ...]:
 def score_rows(loaded, rows: np.ndarray, batch_size: int, categories: Optional[np.ndarray] = None) -> np.ndarray:
     """float32 [n, len(score_outputs)] of float32 rows [n, D] by the SavedModel's own signature (the
     serving contract), ``batch_size`` rows a call. A conditional model's rows are [n, D + C], the
-    features and then the context (`match_columns` of both groups of names): each row is scored
-    given its own context. A mixed density's rows come with their ``categories``, strings [n, S]
-    (the SavedModel looks them up in its vocabularies)."""
+    features and then the numeric context (`match_columns` of both groups of names): each row is
+    scored given its own context. Its categorical context columns' strings [n, Sc] and a mixed
+    density's categories [n, S] come in ``categories``, in that order (`components.artifacts.input_columns`; the
+    SavedModel looks them up in its vocabularies)."""
     import tensorflow as tf  # here, not at the top: reading and checking a table needs only NumPy
 
     outputs = score_outputs(loaded)
@@ -72,8 +73,13 @@ def score_rows(loaded, rows: np.ndarray, batch_size: int, categories: Optional[n
     for i in range(0, len(rows), batch_size):
         batch = rows[i:i + batch_size]
         given = {"context": tf.constant(batch[:, d:])} if "context" in inputs else {}
-        if "categorical" in inputs:
-            given["categorical"] = tf.constant(np.asarray(categories[i:i + batch_size], object).astype(bytes))
+        strings = np.asarray(categories[i:i + batch_size], object).astype(bytes) if categories is not None else None
+        start = 0
+        for key in ("context_categorical", "categorical"):
+            if key in inputs:
+                width = int(inputs[key].shape[-1])
+                given[key] = tf.constant(strings[:, start:start + width])
+                start += width
         out = signature(x=tf.constant(batch[:, :d]), **given)
         parts.append(np.stack([out[name].numpy() for name in outputs], axis=1))
     return np.concatenate(parts) if parts else np.zeros((0, len(outputs)), np.float32)
@@ -206,8 +212,10 @@ class UnseenCategories:
         for name, example in state["examples"].items():
             self.examples.setdefault(name, example)
 
-    def line(self) -> Optional[str]:
-        """One line naming each column with unseen categories, or None when every category was known."""
+    def line(self, done: str = "scored") -> Optional[str]:
+        """One line naming each column with unseen categories (``done``: what the rows were, scored or
+        sampled), or None when every category was known."""
         found = [f"{name}: {count} row(s), e.g. {self.examples[name]!r}" for name, count in self.counts.items() if count]
-        return ("unseen categories, scored as the out-of-vocabulary bucket (probability learnt for categories absent "
-                f"from training): {'; '.join(found)}") if found else None
+        return (f"unseen categories, {done} as the out-of-vocabulary bucket (categories absent from training; a "
+                f"modelled column's bucket has probability 1/(train rows + 2), a context's is its own one-hot): {'; '.join(found)}"
+                ) if found else None

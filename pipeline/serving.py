@@ -34,7 +34,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from tfflows.components import artifacts
-from tfflows.components.artifacts import categorical_names, context_names, feature_names
+from tfflows.components.artifacts import (categorical_names, context_categorical_names, context_names, feature_names,
+                                          input_columns, input_vocabularies, numeric_context_names)
 from tfflows.components.errors import DataError
 from tfflows.pipeline.scoring import (CHUNK_ROWS, Columns, UnseenCategories, iter_chunks, iter_row_chunks,
                                       load_saved_model, match_columns, open_data, plan_chunks, score_outputs,
@@ -263,10 +264,10 @@ def evaluate_saved_model(model: str, data: str, scores_path: Optional[str] = Non
     dim = int(loaded.signatures["log_prob"].structured_input_signature[1]["x"].shape[-1])
     info = _info(local_dir)
     calibration = info.get("held_out_quantiles") if "score" in loaded.signatures else None
-    columns = match_columns(data, feature_names(info, dim) + context_names(info), categorical_names(info))
+    columns = match_columns(data, *input_columns(info, dim))
     cut, cut_text = _resolve_threshold(parsed, threshold, calibration, model_dir) if parsed else (None, None)
     outputs = score_outputs(loaded) + (("is_anomaly",) if parsed else ())
-    unseen = UnseenCategories(info.get("categories") or {})
+    unseen = UnseenCategories(input_vocabularies(info))
     chunk_scores = _scored_chunks(model_dir, loaded, data, columns, batch_size, chunk_rows, beam_args, scores_path,
                                   unseen)
     stats, sample, flagged = _RunningStats(), _QuantileSample(), 0
@@ -308,11 +309,14 @@ def evaluate_saved_model(model: str, data: str, scores_path: Optional[str] = Non
     return "\n".join(lines)
 
 
-def _contexts(spec: Optional[str], names: Sequence[str], model_dir: str) -> Optional[np.ndarray]:
-    """float32 [K, C] raw contexts of ``--context`` (``"machine=7,load=0.3"``, or a .csv / .npy
-    file of contexts, read like `evaluate`'s tables: by name, or by position), for a model
-    conditioned on ``names``; None for an unconditional model. A missing, surplus or unknown
-    context is one `DataError` line."""
+def _contexts(spec: Optional[str], info: dict, model_dir: str) -> Optional[dict]:
+    """The raw contexts of ``--context`` (``"machine=m7,load=0.3"``, or a .csv / .npy file of
+    contexts, read like `evaluate`'s tables: by name, or by position) as the ``sample`` signature's
+    inputs: ``context`` float32 [K, C] (the numeric context columns) and ``context_categorical``
+    strings [K, Sc] (the categorical ones), each only where the model has such columns; None for an
+    unconditional model. A missing, surplus or unknown context, or a numeric one that is not a
+    number, is one `DataError` line."""
+    names, numeric, categorical = context_names(info), numeric_context_names(info), context_categorical_names(info)
     given = ",".join(f"{name}=VALUE" for name in names)
     if not names:
         if spec is not None:
@@ -323,23 +327,34 @@ def _contexts(spec: Optional[str], names: Sequence[str], model_dir: str) -> Opti
         raise DataError(model_dir, "--context", f"the model is conditioned on {', '.join(names)} and no context "
                         "was given", f"pass --context '{given}' or --context contexts.csv")
     if "=" not in spec:
-        columns = match_columns(spec, names)
-        return np.concatenate([rows for _, rows in iter_row_chunks(spec, columns)])
-    values = {}
-    for part in spec.split(","):
-        name, _, text = (p.strip() for p in part.partition("="))
-        if name not in names:
-            raise DataError("--context", name or part, f"is not a context of the model ({', '.join(names)})",
-                            f"pass --context '{given}'")
-        try:
-            values[name] = float(text)
-        except ValueError:
-            raise DataError("--context", name, f"value {text!r} is not a number", f"pass --context '{given}'") from None
-        if not math.isfinite(values[name]):
-            raise DataError("--context", name, f"value {text!r} is not finite", f"pass --context '{given}'")
-    if missing := [name for name in names if name not in values]:
-        raise DataError("--context", ", ".join(missing), "not given", f"pass --context '{given}'")
-    return np.array([[values[name] for name in names]], np.float32)
+        columns = match_columns(spec, numeric, categorical)
+        chunks = list(iter_chunks(spec, columns))  # a table without rows is refused by its reader
+        rows, text = (np.concatenate([chunk[i] for chunk in chunks]) for i in (1, 2))
+    else:
+        values: dict = {}
+        for part in spec.split(","):
+            name, _, value = (p.strip() for p in part.partition("="))
+            if name not in names:
+                raise DataError("--context", name or part, f"is not a context of the model ({', '.join(names)})",
+                                f"pass --context '{given}'")
+            values[name] = value if name in categorical else _context_number(name, value, given)
+        if missing := [name for name in names if name not in values]:
+            raise DataError("--context", ", ".join(missing), "not given", f"pass --context '{given}'")
+        rows = np.array([[values[name] for name in numeric]], np.float32)
+        text = np.array([[values[name] for name in categorical]], object)
+    return {**({"context": rows} if numeric else {}), **({"context_categorical": text} if categorical else {})}
+
+
+def _context_number(name: str, text: str, given: str) -> float:
+    """The value of the numeric context column ``name`` given inline as ``text``: a finite number,
+    else one `DataError` line."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError("--context", name, f"value {text!r} is not a number", f"pass --context '{given}'") from None
+    if not math.isfinite(value):
+        raise DataError("--context", name, f"value {text!r} is not finite", f"pass --context '{given}'")
+    return value
 
 
 def sample_saved_model(model: str, n: int, seed: int, out: str, context: Optional[str] = None) -> str:
@@ -349,18 +364,22 @@ def sample_saved_model(model: str, n: int, seed: int, out: str, context: Optiona
 
     A conditional model samples given `context` (`_contexts`: one context, or a file of K): `n`
     samples per context, K x n rows, the first `n` at the first context; a .csv has the context
-    columns after the features (so `evaluate` scores each sample given its context), a .npy the
-    samples alone. A mixed density's samples come with their categories (strings), the .csv's last
-    columns (a .npy holds the numeric columns only)."""
+    columns after the features, the numeric ones then the categorical ones (so `evaluate` scores
+    each sample given its context), a .npy the samples alone; a categorical context its vocabulary
+    lacks is sampled at its out-of-vocabulary one-hot and said in one line. A mixed density's
+    samples come with their categories (strings), the .csv's last columns (a .npy holds the numeric
+    columns only)."""
     if n < 1:
         raise DataError("-n", "number of samples", f"must be >= 1, got {n}", "pass a positive -n")
     import tensorflow as tf  # after the argument check, as in `_load`: a bad argument fails in well under a second
 
     model_dir, local_dir, loaded = _load(model)
     info = _info(local_dir)
-    contexts = _contexts(context, context_names(info), model_dir)
-    given = {} if contexts is None else {"context": tf.constant(np.repeat(contexts, n, axis=0))}
-    total = n * (1 if contexts is None else len(contexts))
+    contexts = _contexts(context, info, model_dir)
+    count = 1 if contexts is None else len(next(iter(contexts.values())))
+    given = {key: tf.constant(np.repeat(value if key == "context" else value.astype(bytes), n, axis=0))
+             for key, value in (contexts or {}).items()}
+    total = n * count
     drawn = loaded.signatures["sample"](num_samples=tf.constant(total, tf.int32),
                                         seed=tf.constant([seed, 0], tf.int32), **given)
     samples = drawn["samples"].numpy()
@@ -371,18 +390,25 @@ def sample_saved_model(model: str, n: int, seed: int, out: str, context: Optiona
         _image_grid(samples, meta["image_shape"], meta.get("num_levels") or 256, out)
     elif out.endswith(".csv"):
         # %.9g: the shortest decimal that reads back as the same float32 (scores round-trip exactly)
-        names = feature_names(info, samples.shape[1]) + context_names(info) + categorical_names(info)
+        names = (feature_names(info, samples.shape[1]) + numeric_context_names(info) + context_categorical_names(info)
+                 + categorical_names(info))
         # Contexts as the user gave them: float32's shortest decimal (0.3, not 0.300000012), which
         # reads back as the same float32; categories as their strings.
         fmt = ["%.9g"] * samples.shape[1] + ["%s"] * (len(names) - samples.shape[1])
-        others = ([] if contexts is None else [[[str(value) for value in row] for row in given["context"].numpy()]]) \
-            + ([drawn["categories"].numpy().astype(str)] if "categories" in drawn else [])
+        others = [[[str(value) for value in row] for row in given["context"].numpy()]] if "context" in given else []
+        others += [strings.numpy().astype(str) for strings in (given.get("context_categorical"), drawn.get("categories"))
+                   if strings is not None]
         table = np.hstack([samples.astype(object), *others]) if others else samples
         np.savetxt(out, table, delimiter=",", fmt=fmt, header=",".join(names), comments="")
     else:
         np.save(out, samples)
-    per_context = "" if contexts is None else f" ({n} per context, {len(contexts)} context(s))"
-    return f"wrote {total} samples{per_context} from {model_dir} to {out}"
+    per_context = "" if contexts is None else f" ({n} per context, {count} context(s))"
+    lines = [f"wrote {total} samples{per_context} from {model_dir} to {out}"]
+    if contexts and "context_categorical" in contexts:
+        unseen = UnseenCategories(info.get("context_categories") or {})
+        unseen.add(contexts["context_categorical"])
+        lines += [unseen.line("sampled")] if unseen.line() else []
+    return "\n".join(lines)
 
 
 def _image_grid(samples, shape, levels, out):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -80,3 +82,16 @@ def export_tiny_flow(root, d):
     model_uri = os.path.join(str(root), "model")
     save_flow(flow, model_uri, {"epochs": 0})
     return model_uri, export_saved_model(model_uri, None, None, os.path.join(str(root), "export"))
+
+
+@contextlib.contextmanager
+def registered_pyfunc(tracking_uri: str, model_uri: str = "models:/tfflows/1"):
+    """The MLflow pyfunc registered at ``model_uri`` in the store ``tracking_uri``, loaded with that
+    store as MLflow's tracking URI for the block (reset after it: other tests' processes share it)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        yield mlflow.pyfunc.load_model(model_uri)
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -26,10 +26,31 @@ def test_serving_layout_lists_and_resolves_complete_versions(tmp_path):
     assert artifacts.list_versions(str(serving)) == [1, 3]
     assert artifacts.resolve_version(str(serving)) == str(serving / "3")
     assert artifacts.resolve_version(str(serving / "1")) == str(serving / "1")
-    assert artifacts.current_pushed_model(str(tmp_path)) == "models/b"
+    assert artifacts.champion_push_info(str(tmp_path)) == {"model_uri": "models/b", "version": 3}
     (serving / "3" / artifacts.PUSH_INFO).unlink()  # pushed by something else: the next one down
-    assert artifacts.current_pushed_model(str(tmp_path)) == "models/a"
-    assert artifacts.current_pushed_model(str(tmp_path / "nothing")) is None
+    assert artifacts.champion_push_info(str(tmp_path))["model_uri"] == "models/a"
+    assert artifacts.champion_push_info(str(tmp_path / "nothing")) is None
+
+
+def test_the_champion_is_the_version_labelled_stable_else_the_highest(tmp_path):
+    """After `tfflows rollback` (``stable`` 2, ``canary`` 3) the champion is version 2, not the
+    newest; without a label, or with one naming a version that is gone, the highest version."""
+    for version in (1, 2, 3):
+        (tmp_path / "serving" / str(version) / "assets.extra").mkdir(parents=True)
+        (tmp_path / "serving" / str(version) / artifacts.PUSH_INFO).write_text(json.dumps({"model_uri": f"m{version}"}))
+    base = str(tmp_path)
+    assert artifacts.champion_push_info(base)["version"] == 3  # no models.config
+    artifacts.write_serving_config(base, "tfflows", stable=2, canary=3)
+    assert artifacts.champion_push_info(base) == {"model_uri": "m2", "version": 2}
+    artifacts.write_serving_config(base, "tfflows", stable=1)
+    assert artifacts.champion_push_info(base)["version"] == 1
+    artifacts.write_serving_config(base, "tfflows", stable=7)  # a label of a version that is gone
+    assert artifacts.champion_push_info(base)["version"] == 3
+    # Pinned when the pipeline is built (JSON; "null": none), else (a cluster spec) resolved now.
+    assert artifacts.pinned_champion('{"model_uri": "m1", "version": 1}', base)["version"] == 1
+    assert artifacts.pinned_champion("null", base) is None
+    assert artifacts.pinned_champion("", base)["version"] == 3
+    assert artifacts.pinned_champion("", None) is None
 
 
 def test_publish_version_renames_and_never_overwrites(tmp_path):

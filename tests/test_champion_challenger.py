@@ -1,6 +1,8 @@
 """Champion vs challenger on the same points (paired difference ± 2 s.e.), the drift measurement,
 how runs and registry versions are named and described, and which MLflow store `models:/` URIs
-use. Fast: fake scorers and small stores (the scheduled-retraining test runs the real pipeline)."""
+use, and a champion that answers another question than the challenger (p(x | machine, load)
+against p(x)). Fast: fake scorers, small stores and tiny models (the scheduled-retraining test runs
+the real pipeline)."""
 
 from __future__ import annotations
 
@@ -46,18 +48,19 @@ def test_paired_error_bar_is_the_disagreements_not_the_points():
 def test_blessing_is_not_worse_beyond_the_noise_by_default():
     new, old = _pair(-0.005, 0.1)  # worse, but within the paired noise: blessed
     scorer = _Scorer({"new": new, "old": old})
-    within, part, paired = _compare(scorer, scorer, "new", "old", new.mean(), old.mean(), EvaluateConfig())
+    within, part, paired = _compare(scorer, scorer, "new", "old", new.mean(), old.mean(), EvaluateConfig(),
+                                    "serving version 2")
     assert within and paired["tolerance"] == paired["difference_2se"] and paired["points"] == 400
-    assert "on the same 400 points" in part and "paired mean ± 2 s.e." in part and "not worse" in part
+    assert "(the champion, serving version 2) on the same 400 points" in part and "paired mean ± 2 s.e." in part and "not worse" in part
     clearly_worse, old2 = _pair(-0.2, 0.1)
     scorer = _Scorer({"new": clearly_worse, "old": old2})
-    within, part, _ = _compare(scorer, scorer, "new", "old", 0.0, 0.0, EvaluateConfig())
+    within, part, _ = _compare(scorer, scorer, "new", "old", 0.0, 0.0, EvaluateConfig(), "serving version 2")
     assert not within and "worse beyond the noise" in part
     # An explicit tolerance replaces the noise.
-    within, _, paired = _compare(scorer, scorer, "new", "old", 0.0, 0.0, EvaluateConfig(tolerance=0.5))
+    within, _, paired = _compare(scorer, scorer, "new", "old", 0.0, 0.0, EvaluateConfig(tolerance=0.5), "v2")
     assert within and paired["tolerance"] == 0.5
     # Without per-example scores (reverse KL's fresh samples): the means, tolerance None = 0.
-    within, part, paired = _compare(_Scorer({}), _Scorer({}), "new", "old", 1.0, 1.1, EvaluateConfig())
+    within, part, paired = _compare(_Scorer({}), _Scorer({}), "new", "old", 1.0, 1.1, EvaluateConfig(), "v2")
     assert not within and paired is None and "tolerance 0.0 nats" in part
 
 
@@ -74,8 +77,9 @@ def test_drift_compares_the_champion_with_its_own_record():
     assert warned["exceeded"] and not warned["failed"] and "warning only" in warned["line"]
     failed = measure_drift(scores, -2.0, 0.1, EvaluateConfig(drift_limit=1.0, drift_action="fail"), [3])
     assert failed["failed"] and "stops before training" in failed["line"]
-    within = measure_drift(scores, -2.0, 0.1, EvaluateConfig(drift_limit=10.0, drift_action="fail"), [])
+    within = measure_drift(scores, -2.0, 0.1, EvaluateConfig(drift_limit=10.0, drift_action="fail"), [], 2)
     assert not within["exceeded"] and within["line"].endswith("below its own test split")
+    assert within["line"].startswith("data drift: champion (serving version 2) scores the new test split")
     with pytest.raises(ValueError, match="drift_action"):
         EvaluateConfig(drift_action="explode")
 
@@ -155,14 +159,65 @@ def test_a_drift_beyond_the_limit_stops_the_run_before_training(tmp_path, monkey
     from tfflows.components.drift import executor
     from tfflows.components.errors import DataError
 
-    monkeypatch.setattr(executor, "current_push_info", lambda base: {
-        "version": 1, "model_uri": "m", "metrics": {"data_log_likelihood": -2.0, "data_log_likelihood_2se": 0.1}})
+    champion = {"version": 1, "model_uri": "m", "metrics": {"data_log_likelihood": -2.0, "data_log_likelihood_2se": 0.1}}
     monkeypatch.setattr(executor, "_champion_scores", lambda *args: (np.full(50, -9.0), "data_log_likelihood"))
     monkeypatch.setattr(executor, "read_metadata", lambda uri: _metadata(INPUTS))
-    warned = executor.run_drift("ex", "tg", EvaluateConfig(drift_limit=1.0), "base", str(tmp_path / "a"))
+    warned = executor.run_drift("ex", "tg", EvaluateConfig(drift_limit=1.0), champion, str(tmp_path / "a"))
     assert warned["exceeded"] and artifacts.read_drift(str(tmp_path / "a")) == json.loads(json.dumps(warned))
     with pytest.raises(DataError, match=r"evaluate.drift_limit: data drift: .* -7.00 ± 0.10 nats below .*\(span 3\)"):
-        executor.run_drift("ex", "tg", EvaluateConfig(drift_limit=1.0, drift_action="fail"), "base", str(tmp_path / "b"))
-    monkeypatch.setattr(executor, "current_push_info", lambda base: None)
-    assert executor.run_drift("ex", "tg", EvaluateConfig(), "base", str(tmp_path / "c")) is None
+        executor.run_drift("ex", "tg", EvaluateConfig(drift_limit=1.0, drift_action="fail"), champion, str(tmp_path / "b"))
+    assert executor.run_drift("ex", "tg", EvaluateConfig(), None, str(tmp_path / "c")) is None
     assert artifacts.read_drift(str(tmp_path / "c")) is None
+
+
+def test_a_champion_of_another_question_is_not_compared_and_the_challenger_not_blessed(tmp_path):
+    """A conditional champion p(temp, vibration | machine, load) and an unconditional challenger
+    p(temp, vibration) on the same rows (tiny models, the components' own executors): their
+    log-likelihoods are of different densities, so evaluate neither scores the champion nor blesses
+    the challenger over it; the one-line reason names both densities and the fix; each way round,
+    for a challenger of as many columns named otherwise, and for one whose context column became
+    categorical."""
+    from tfflows.components.config import IngestConfig, TransformConfig
+    from tfflows.components.evaluate.executor import run_evaluate
+    from tfflows.components.ingest import run_ingest
+    from tfflows.components.train import TrainConfig, run_train
+    from tfflows.components.transform import run_transform
+
+    rng = np.random.default_rng(0)
+    machine, load = rng.integers(1, 9, 300), rng.uniform(0, 1, 300)
+    rows = np.column_stack([3 * load + 0.2 * machine + 0.3 * rng.standard_normal(300), machine,
+                            -2 * load + 0.3 * rng.standard_normal(300), load])
+    data = tmp_path / "readings.csv"
+    np.savetxt(data, rows, delimiter=",", header="temp,machine,vibration,load", comments="", fmt="%.6g")
+    tiny = TrainConfig(kind="maf", num_layers=1, hidden_units=(8,), batch_size=50, epochs=1, max_steps_per_epoch=2)
+    models = {}
+    for name, roles in (("conditional", {"context_columns": ("machine", "load")}),
+                        ("unconditional", {"columns": ("temp", "vibration")}),
+                        ("renamed", {"columns": ("temp", "load")}),  # as many, named otherwise
+                        ("machine-id", {"context_columns": ("machine", "load"), "categorical_columns": ("machine",)})):
+        folder = tmp_path / name
+        run_ingest(IngestConfig("csv", path=str(data), **roles), str(folder / "examples"))
+        run_transform(str(folder / "examples"), TransformConfig(), str(folder / "transform"))
+        run_train(str(folder / "examples"), str(folder / "transform"), str(folder / "model"), tiny)
+        models[name] = {k: str(folder / k) for k in ("examples", "transform", "model")}
+    lenient = EvaluateConfig(reference_tolerance=100.0)  # tiny models: the champion rule alone decides
+    for new, old, theirs, ours in (("unconditional", "conditional", "p(temp, vibration | machine, load)",
+                                    "p(temp, vibration)"),
+                                   ("conditional", "unconditional", "p(temp, vibration)",
+                                    "p(temp, vibration | machine, load)"),
+                                   ("renamed", "unconditional", "p(temp, vibration)", "p(temp, load)"),
+                                   # the same names, the machine now a category (one-hot) instead of a number
+                                   ("machine-id", "conditional", "p(temp, vibration | machine, load)",
+                                    "p(temp, vibration | machine, load) (categorical context machine against none)")):
+        a, b = models[new], models[old]
+        result = run_evaluate(a["examples"], a["transform"], a["model"], lenient, str(tmp_path / f"eval-{new}"),
+                              baseline_model_uri=b["model"], baseline_transform_graph_uri=b["transform"],
+                              baseline_version=3)
+        assert not result["blessed"] and result["baseline_metrics"] is None and result["paired"] is None
+        assert (tmp_path / f"eval-{new}" / "NOT_BLESSED").exists()
+        assert (f"the champion (serving version 3) is not comparable: it models {theirs}, this run {ours}, so no "
+                "paired comparison is possible; fix: give it a line of its own (another --output") in result["reason"]
+        assert "\n" not in result["reason"] and result["reason"].startswith("not blessed: "), result["reason"]
+    # Without a champion the same challenger is blessed (the rule above is the champion's alone).
+    a = models["unconditional"]
+    assert run_evaluate(a["examples"], a["transform"], a["model"], lenient, str(tmp_path / "alone"))["blessed"]

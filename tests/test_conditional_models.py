@@ -1,6 +1,7 @@
 """Categorical MADE, mixed densities, the conditional banana, and the conditional benchmarks (issue 26)."""
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ import tf_keras
 from scipy import stats
 
 from tfflows.models import build_flow
-from tfflows.models.categorical import CategoricalMADE
+from tfflows.models.categorical import CategoricalMADE, rule_of_succession
 from tfflows.models.conditional_targets import ConditionalBanana
 from tfflows.models.mixed import MixedDensity
 
@@ -115,6 +116,49 @@ def test_codes_out_of_range_are_refused_with_the_column():
         made.log_prob(np.array([[0, 1]]))
     with pytest.raises(ValueError, match="`num_categories`"):
         CategoricalMADE([2, 0], [4])
+
+
+@pytest.mark.parametrize("order,hidden,context_dim", [("random", (8, 8), 2), ("reversed", (), None)])
+def test_a_fixed_oov_probability_is_exact_and_the_rows_still_sum_to_one(order, hidden, context_dim):
+    """Each column's last category (the out-of-vocabulary bucket) has probability epsilon exactly,
+    whatever the weights and the other columns, and the 24 rows still sum to 1."""
+    epsilon = rule_of_succession(2398)
+    made = CategoricalMADE(K, hidden, order=order, context_dim=context_dim, seed=3, dtype="float64",
+                           oov_probability=epsilon)
+    _randomise(made, seed=5, scale=2.0)
+    c = None if context_dim is None else np.random.default_rng(6).normal(size=(len(ALL_ROWS), 2))
+    table = np.exp(made.conditional_log_probs(ALL_ROWS, c).numpy())  # [24, 3, 4]
+    for i, k in enumerate(K):
+        np.testing.assert_allclose(table[:, i, k - 1], epsilon, rtol=1e-14)
+        np.testing.assert_allclose(table[:, i, :k].sum(axis=1), 1.0, rtol=1e-14)
+    p = np.exp(made.log_prob(ALL_ROWS, c).numpy())
+    if c is None:
+        assert p.sum() == pytest.approx(1.0, abs=1e-12)
+    oov = (ALL_ROWS == np.array(K) - 1).all(axis=1)  # the row of three buckets: epsilon cubed
+    np.testing.assert_allclose(p[oov], epsilon ** 3, rtol=1e-12)
+    assert epsilon == 1 / 2400 and rule_of_succession(0) == 0.5  # Laplace: (0 + 1) / (n + 2)
+    with pytest.raises(ValueError, match="`oov_probability`"):
+        CategoricalMADE([1, 3], [4], oov_probability=0.1)  # a column of the bucket alone
+    with pytest.raises(ValueError, match="`oov_probability`"):
+        CategoricalMADE(K, [4], oov_probability=1.0)
+
+
+def test_mixed_density_keeps_its_oov_probability_through_config_and_checkpoint(tmp_path):
+    model = MixedDensity(1, [3, 2], kind="maf", num_layers=1, hidden_units=[8], categorical_hidden_units=[4],
+                         oov_probability=0.001)
+    _randomise(model.categorical, seed=1)
+    x, codes = np.zeros([3, 1], np.float32), np.array([[2, 0], [0, 1], [1, 0]], np.int32)
+    tf.train.Checkpoint(flow=model).write(str(tmp_path / "flow"))
+    config = json.loads(json.dumps(model.get_config()))  # as `save_flow` writes it
+    assert config["oov_probability"] == 0.001
+    restored = MixedDensity.from_config(config)
+    tf.train.Checkpoint(flow=restored).read(str(tmp_path / "flow")).assert_existing_objects_matched()
+    for copy in (restored, model.frozen()):
+        assert copy.categorical.oov_probability == 0.001
+        np.testing.assert_allclose(copy.log_prob(x, codes).numpy(), model.log_prob(x, codes).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(np.exp(restored.categorical_log_prob(codes).numpy()[0]) / 0.001,
+                               np.exp(restored.categorical.conditional_log_probs(codes).numpy()[0, 1, 0]),
+                               rtol=1e-5)  # row 0: the first column's bucket (epsilon) times P(second = 0 | it)
 
 
 # --------------------------------------------------------------------------- MixedDensity

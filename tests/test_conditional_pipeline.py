@@ -25,6 +25,7 @@ import pytest
 
 from tfflows.components.config import ConfigError, IngestConfig
 from tfflows.components.errors import DataError
+from tests.artifact_testing import registered_pyfunc
 from tests.cli_testing import cli, run_without_tfflows
 
 CONTEXT = ["machine", "load"]
@@ -172,6 +173,7 @@ def test_run_trains_evaluates_and_pushes_a_conditional_model(run):
     from tfflows.components.flow_artifact import load_flow
     from tfflows.components.ingest import read_metadata
 
+    assert "tfflows run: csv -> maf flow of p(temp, vibration | machine, load); ingest," in run["first"], run["first"]
     assert "conditioned on the context" in run["first"] and "blessed: True" in run["first"], run["first"]
     assert "test log-likelihood:" in run["first"]
     metadata = read_metadata(run["push"]["examples_uri"])
@@ -198,7 +200,7 @@ def test_roles_are_in_ml_metadata(run):
 @pytest.mark.slow
 def test_challenger_meets_the_conditional_champion_paired_and_drift(run):
     second = run["second"]
-    assert "data drift: champion scores the new test split" in second, second
+    assert "data drift: champion (serving version 1) scores the new test split" in second, second
     assert "on the same" in second and "paired mean ± 2 s.e." in second, second
 
 
@@ -282,19 +284,13 @@ def test_samples_follow_their_context_s_known_density(run, tmp_path):
 
 @pytest.mark.slow
 def test_mlflow_pyfunc_names_the_context_columns(run):
-    import mlflow
     import pandas as pd
 
-    uri = f"sqlite:///{run['out'] / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    try:
-        model = mlflow.pyfunc.load_model("models:/tfflows/1")
+    with registered_pyfunc(f"sqlite:///{run['out'] / 'mlflow.db'}") as model:
         assert [c.name for c in model.metadata.get_input_schema().inputs] == FEATURES + CONTEXT
         frame = pd.DataFrame({"load": [0.3, 0.9], "machine": [7.0, 2.0], "temp": [2.3, 2.3],
                               "vibration": [-0.6, -0.6]})
         got = model.predict(frame)["log_prob"].to_numpy()
-    finally:
-        mlflow.set_tracking_uri(None)
     want = _library_log_prob(run["push"], np.array([[2.3, -0.6]] * 2), np.array([[7.0, 0.3], [2.0, 0.9]]))
     np.testing.assert_allclose(got, want, atol=1e-4)
 
@@ -307,11 +303,11 @@ def test_missing_or_unwanted_context_is_one_line(run, tmp_path):
     with pytest.raises(DataError, match="no column load"):
         evaluate_saved_model(run["version"], no_load)
     with pytest.raises(DataError, match="the model is unconditional: it takes no context"):
-        _contexts("machine=7,load=0.3", [], "model")
+        _contexts("machine=7,load=0.3", {}, "model")
     for spec, words in (("machine=7", "load: not given"), ("machine=7,load=x", "value 'x' is not a number"),
                         ("machine=7,load=0.3,speed=2", "speed: is not a context of the model")):
         with pytest.raises(DataError, match=words):
-            _contexts(spec, CONTEXT, "model")
+            _contexts(spec, {"dataset": {"context_names": CONTEXT}}, "model")
     proc = cli("sample", "--model", run["version"], "-n", "3", "--out", str(tmp_path / "s.csv"), timeout=300)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

@@ -376,7 +376,7 @@ def test_scheduled_retraining_over_changing_spans(tmp_path):
     _readings(data / "2" / "readings.csv", 4.0, seed=2)
     night3 = _nightly(command, env, log)
     assert all(f"{step}: ran" in night3 for step in STEPS), night3[-3000:]
-    drift = re.search(r"data drift: champion scores the new test split (-\d+\.\d+) ± (\d+\.\d+) nats below its own "
+    drift = re.search(r"data drift: champion \(serving version 1\) scores the new test split (-\d+\.\d+) ± (\d+\.\d+) nats below its own "
                       r"test split \(span 2\)", night3)
     assert drift and float(drift.group(1)) + float(drift.group(2)) < 0, night3[-3000:]
     blessing = re.search(r"on the same (\d+) points: new - baseline ([-+]\d+\.\d+) ± (\d+\.\d+) nats per example "
@@ -422,3 +422,20 @@ def test_scheduled_retraining_over_changing_spans(tmp_path):
                                *extra], env={**env, **extra_env}, cwd=elsewhere, capture_output=True, text=True,
                               timeout=300)
         assert done.returncode == 0 and "rows: 2" in done.stdout, done.stderr[-3000:]
+
+    # Back to version 1 (`tfflows promote --version 1`, TF Serving's stable label with it): the next
+    # run on the same data reuses the training but compares it with version 1, not with the newest
+    # version nor with what night 4 compared it with: drift and evaluate run again.
+    back = subprocess.run([str(TFFLOWS), "promote", "--version", "1", f"--config={config}", f"--output={output}"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert back.returncode == 0 and "(serving version 1)" in back.stdout, back.stderr[-3000:]
+    night5 = _nightly(command, env, log)
+    assert all(f"{step}: reused" in night5 for step in ("ingest", "transform", "train")), night5[-3000:]
+    assert "drift: ran" in night5 and "evaluate: ran" in night5, night5[-3000:]
+    assert "data drift: champion (serving version 1) scores the new test split" in night5, night5[-3000:]
+    assert "(the champion, serving version 1) on the same" in night5, night5[-3000:]
+    # Night 4's model, if it was pushed, is not pushed again over the rollback under a new number.
+    night4_version = re.search(r"SavedModel: \S+/serving/(\d+)\n", night4)
+    if night4_version:
+        assert (f"SavedModel: not pushed (this trained model is serving version {night4_version.group(1)} already, "
+                in night5), night5[-3000:]

@@ -75,7 +75,7 @@ def test_digits_metadata_and_splits(digits_run):
         on_disk = json.load(f)
     assert set(on_disk) == {"name", "event_dim", "feature_names", "discrete", "num_levels",
                             "image_shape", "split_sizes", "fingerprint", "source", "inputs", "context_names",
-                            "categorical_names"}
+                            "categorical_names", "context_categorical_names"}
     assert meta.inputs is None  # a bundled dataset has no input files
     assert meta.context_names is None  # no context columns: an unconditional dataset
     assert (meta.name, meta.event_dim, meta.discrete, meta.num_levels, meta.image_shape) == (

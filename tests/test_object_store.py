@@ -163,6 +163,20 @@ def test_readers_skip_an_unfinished_version(store, tmp_path):
     assert artifacts.resolve_version(serving) == f"{serving}/2"
 
 
+def test_the_champion_is_the_version_labelled_stable_in_the_bucket(store, tmp_path):
+    """``models.config`` in the bucket names the champion (after a rollback: not the newest)."""
+    base, _ = store
+    serving = artifacts.join(base, "serving")
+    for version in (1, 2):
+        root = _fake_saved_model(tmp_path / str(version), str(version))
+        (root / artifacts.PUSH_INFO).parent.mkdir()
+        (root / artifacts.PUSH_INFO).write_text(json.dumps({"model_uri": f"m{version}"}))
+        assert artifacts.publish_version(str(root), serving) == version
+    assert artifacts.champion_push_info(base)["version"] == 2
+    artifacts.write_serving_config(base, "tfflows", stable=1, canary=2)
+    assert artifacts.champion_push_info(base) == {"model_uri": "m1", "version": 1}
+
+
 def test_blessing_and_evaluation_files_on_the_store(store):
     base, _ = store
     folder = artifacts.join(base, "blessing")
@@ -206,7 +220,7 @@ def test_two_concurrent_pushes_of_a_flow_then_score_from_the_store(store, tmp_pa
     serving = artifacts.join(base, "serving")
     assert {r["destination"] for r in results} == {f"{serving}/1", f"{serving}/2"}
     assert artifacts.list_versions(serving) == [1, 2]
-    assert artifacts.current_pushed_model(base) == model_uri  # the evaluator's baseline lookup
+    assert artifacts.champion_push_info(base)["model_uri"] == model_uri  # the evaluator's baseline lookup
     _check_serving_config(base, {1, 2})
     assert not [p for p in os.listdir(tmp_path / "tmp") if p.startswith("tfflows-push-")]  # exports removed
 

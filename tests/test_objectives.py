@@ -67,7 +67,7 @@ def test_the_summary_round_trips_through_json():
     assert ModelSummary.from_json(summary.to_json()) == summary
     written = json.loads(summary.to_json())
     assert written == {**OLD_VAE_SUMMARY, "train_config": json.loads(summary.train_config.to_json()), "context_names": None,
-                       "categorical_names": None}
+                       "context_categorical_names": None, "categorical_names": None, "feature_names": None}
 
 
 def test_an_old_summary_file_still_loads(tmp_path):

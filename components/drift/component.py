@@ -2,8 +2,9 @@
 
 Inputs: ``examples`` and ``transform_graph``. Output: ``drift`` (a `DriftReport` artifact holding
 ``drift.json``, with the delta, its error bar and the span as custom properties). Parameters:
-``config`` (`EvaluateConfig` as JSON: the split, ``drift_limit``, ``drift_action``) and
-``push_base`` (where the champion is pushed).
+``config`` (`EvaluateConfig` as JSON: the split, ``drift_limit``, ``drift_action``), ``push_base``
+(where the champion is pushed) and ``champion`` (its push record as JSON, pinned when the pipeline
+is built: `artifacts.pinned_champion`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from tfflows.components.artifacts import pinned_champion
 from tfflows.components.drift.executor import run_drift
 from tfflows.components.evaluate.config import EvaluateConfig
 
@@ -31,7 +33,8 @@ class DriftCheckSpec(ComponentSpec):
     """The parameters, inputs and outputs of the module docstring."""
 
     PARAMETERS = {"config": ExecutionParameter(type=str),
-                  "push_base": ExecutionParameter(type=str, optional=True)}
+                  "push_base": ExecutionParameter(type=str, optional=True),
+                  "champion": ExecutionParameter(type=str, optional=True)}
     INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples),
               "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph)}
     OUTPUTS = {"drift": ChannelParameter(type=DriftReport)}
@@ -45,7 +48,8 @@ class Executor(base_executor.BaseExecutor):
         report = artifact_utils.get_single_instance(output_dict["drift"])
         drift = run_drift(artifact_utils.get_single_uri(input_dict["examples"]),
                           artifact_utils.get_single_uri(input_dict["transform_graph"]),
-                          EvaluateConfig.from_json(exec_properties["config"]), exec_properties.get("push_base"),
+                          EvaluateConfig.from_json(exec_properties["config"]),
+                          pinned_champion(exec_properties.get("champion"), exec_properties.get("push_base")),
                           report.uri)
         if drift is not None:
             report.set_float_custom_property("drift_log_likelihood_delta", drift["delta"])
@@ -61,7 +65,7 @@ class DriftCheck(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
     def __init__(self, examples: types.BaseChannel, transform_graph: types.BaseChannel, config: str,
-                 push_base: str = ""):
+                 push_base: str = "", champion: str = ""):
         super().__init__(spec=DriftCheckSpec(
-            config=config, push_base=push_base, examples=examples, transform_graph=transform_graph,
-            drift=types.Channel(type=DriftReport)))
+            config=config, push_base=push_base, champion=champion, examples=examples,
+            transform_graph=transform_graph, drift=types.Channel(type=DriftReport)))

@@ -1,5 +1,5 @@
-"""Drift executor logic as plain functions: before training, the champion (the highest pushed
-version) scores the new data's test split.
+"""Drift executor logic as plain functions: before training, the champion (the serving version
+TF Serving's ``stable`` label names, `artifacts.champion_push_info`) scores the new data's test split.
 
 Its mean log-likelihood there is compared with its own recorded test log-likelihood (the metrics
 its push recorded): ``delta = champion on new - champion on its own`` ± 2 s.e., the two error
@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfflows.components.artifacts import current_push_info, write_drift
+from tfflows.components.artifacts import write_drift
 from tfflows.components.errors import DataError
 from tfflows.components.evaluate.config import EvaluateConfig
 from tfflows.components.ingest import read_metadata
@@ -33,14 +33,16 @@ __all__ = ["measure_drift", "run_drift"]
 
 
 def measure_drift(scores: np.ndarray, own: float, own_2se: float, config: EvaluateConfig,
-                  spans: Sequence[int]) -> dict:
+                  spans: Sequence[int], version: Optional[int] = None) -> dict:
     """The drift of the champion's per-example ``scores`` on the new split from its own recorded
-    mean ``own`` ± ``own_2se``; ``line`` is what the run prints."""
+    mean ``own`` ± ``own_2se``; ``line`` is what the run prints (naming the champion's serving
+    ``version``)."""
     mean, two_se = mean_and_two_se(scores)
     delta, delta_2se = mean - own, math.hypot(two_se, own_2se)
     exceeded = config.drift_limit is not None and delta + delta_2se < -config.drift_limit
     span = f" (span {', '.join(str(s) for s in spans)})" if spans else ""
-    line = (f"data drift: champion scores the new {config.split} split {delta:+.2f} ± {delta_2se:.2f} nats "
+    champion = "champion" if version is None else f"champion (serving version {version})"
+    line = (f"data drift: {champion} scores the new {config.split} split {delta:+.2f} ± {delta_2se:.2f} nats "
             f"{'below' if delta < 0 else 'above'} its own {config.split} split{span}")
     if exceeded:
         line += (f"; beyond the drift limit of {config.drift_limit} nats: "
@@ -67,9 +69,10 @@ def _champion_scores(examples_uri: str, transform_graph_uri: Optional[str], conf
 
 
 def run_drift(examples_uri: str, transform_graph_uri: Optional[str], config: EvaluateConfig,
-              push_base: Optional[str], output_uri: str) -> Optional[dict]:
-    """Measures the drift of the new data from the champion under ``push_base`` (`measure_drift`)
-    and writes ``<output_uri>/drift.json`` (`artifacts.write_drift`: the drift, or why none).
+              pushed: Optional[dict], output_uri: str) -> Optional[dict]:
+    """Measures the drift of the new data from the champion (its push record ``pushed``, with its
+    ``version``; None: none yet; `measure_drift`) and writes ``<output_uri>/drift.json``
+    (`artifacts.write_drift`: the drift, or why none).
 
     Returns:
       The drift, or None (no champion, no recorded test score, not comparable: ``note`` says).
@@ -77,7 +80,6 @@ def run_drift(examples_uri: str, transform_graph_uri: Optional[str], config: Eva
     Raises:
       DataError: the drift exceeds ``config.drift_limit`` and ``config.drift_action`` is "fail".
     """
-    pushed = current_push_info(push_base) if push_base else None
     drift, note = None, "no champion yet"
     if pushed is not None:
         scores, headline = _champion_scores(examples_uri, transform_graph_uri, config, pushed)
@@ -88,8 +90,8 @@ def run_drift(examples_uri: str, transform_graph_uri: Optional[str], config: Eva
             note = f"the champion (version {pushed['version']}) has no recorded {config.split} score"
         else:
             spans = (read_metadata(examples_uri).inputs or {}).get("spans") or []
-            drift = {**measure_drift(scores, record[headline], record[f"{headline}_2se"], config, spans),
-                     "champion_version": pushed["version"]}
+            drift = {**measure_drift(scores, record[headline], record[f"{headline}_2se"], config, spans,
+                                     pushed["version"]), "champion_version": pushed["version"]}
     write_drift(output_uri, drift, None if drift is not None else note)
     if drift is not None and drift["failed"]:
         raise DataError(f"{config.split} split", "evaluate.drift_limit", drift["line"],

@@ -6,8 +6,9 @@ e.g. from a latest-blessed-model resolver), optional ``drift`` (the `DriftReport
 training, logged with the metrics). Outputs: ``evaluation`` (ModelEvaluation, holding
 ``evaluation.json``) and ``blessing`` (ModelBlessing with the ``BLESSED``/``NOT_BLESSED`` file
 and custom property ``blessed`` 1/0, as the stock Evaluator writes it). Parameters: ``config``
-(`EvaluateConfig` as JSON), ``baseline_push_base`` (when set and no baseline artifact is given,
-the baseline is the model currently pushed under that push base) and ``tracking_config``
+(`EvaluateConfig` as JSON), ``baseline_push_base`` and ``champion`` (when no baseline artifact is
+given, the baseline is the champion pushed under that push base: ``champion``, its push record as
+JSON pinned when the pipeline is built, `artifacts.pinned_champion`) and ``tracking_config``
 (`TrackingConfig` as JSON: the metrics go to the training's MLflow run).
 """
 
@@ -20,7 +21,7 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from tfflows.components.artifacts import current_push_info, read_drift
+from tfflows.components.artifacts import pinned_champion, read_drift
 from tfflows.components.drift.component import DriftReport
 from tfflows.components.evaluate.config import EvaluateConfig
 from tfflows.components.evaluate.executor import run_evaluate
@@ -34,6 +35,7 @@ class EvaluateFlowSpec(ComponentSpec):
 
     PARAMETERS = {"config": ExecutionParameter(type=str),
                   "baseline_push_base": ExecutionParameter(type=str, optional=True),
+                  "champion": ExecutionParameter(type=str, optional=True),
                   "tracking_config": ExecutionParameter(type=str, optional=True)}
     INPUTS = {"model": ChannelParameter(type=standard_artifacts.Model),
               "examples": ChannelParameter(type=standard_artifacts.Examples, optional=True),
@@ -53,8 +55,8 @@ class Executor(base_executor.BaseExecutor):
         model_uri, baseline_uri = uris["model"], uris.get("baseline_model")
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
-        push_base = exec_properties.get("baseline_push_base")
-        pushed = current_push_info(push_base) if baseline_uri is None and push_base else None
+        pushed = (pinned_champion(exec_properties.get("champion"), exec_properties.get("baseline_push_base"))
+                  if baseline_uri is None else None)
         if pushed is not None:  # the champion, with its own preprocessing and recorded test metrics
             baseline_uri = pushed.get("model_uri")
         result = run_evaluate(uris.get("examples"), uris.get("transform_graph"), model_uri,
@@ -62,7 +64,7 @@ class Executor(base_executor.BaseExecutor):
                               baseline_model_uri=baseline_uri, blessing_uri=blessing.uri,
                               tracking=TrackingConfig.from_json(exec_properties.get("tracking_config") or "{}"),
                               baseline_transform_graph_uri=(pushed or {}).get("transform_graph_uri"),
-                              drift=read_drift(uris.get("drift")))
+                              drift=read_drift(uris.get("drift")), baseline_version=(pushed or {}).get("version"))
         blessing.set_int_custom_property("blessed", 1 if result["blessed"] else 0)
         blessing.set_string_custom_property("current_model", model_uri)
         if baseline_uri:
@@ -84,9 +86,9 @@ class EvaluateFlow(base_component.BaseComponent):
                  transform_graph: Optional[types.BaseChannel] = None,
                  baseline_model: Optional[types.BaseChannel] = None, config: str = "{}",
                  baseline_push_base: str = "", tracking_config: str = "{}",
-                 drift: Optional[types.BaseChannel] = None):
+                 drift: Optional[types.BaseChannel] = None, champion: str = ""):
         super().__init__(spec=EvaluateFlowSpec(
-            config=config, baseline_push_base=baseline_push_base, tracking_config=tracking_config,
+            config=config, baseline_push_base=baseline_push_base, champion=champion, tracking_config=tracking_config,
             model=model, examples=examples, transform_graph=transform_graph, baseline_model=baseline_model,
             drift=drift,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),

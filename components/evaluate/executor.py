@@ -26,9 +26,14 @@ Blessing means "good", not just "finite". A model is blessed iff
    per-example difference ``new - baseline`` ± 2 s.e. of the differences (paired,
    `conversions.paired_difference`), blessed when ``difference >= -tolerance``, ``tolerance``
    defaulting to the noise (the paired 2 s.e.); other objectives by their means (ELBO, same
-   target; tolerance None = 0). A baseline that is not comparable (another objective, dimension
-   or target) or not finite is skipped, and the reason says so. The drift measured before
-   training (`components.drift`) is logged with the metrics.
+   target; tolerance None = 0). A baseline that is not finite is skipped, and the reason says so.
+   A baseline that answers another question (another objective or target; for flows fitted to
+   data, a density of other columns, p(x | machine, load) against p(x), or of other categorical
+   columns) cannot be compared at all: its log-likelihoods and the new model's are not of the
+   same density, so no difference of them means anything. The new model is then not blessed (it
+   would replace a champion it was never measured against, and change what the served endpoint
+   answers), and the reason says so in one line with both densities and the fix: a line of its
+   own. The drift measured before training (`components.drift`) is logged with the metrics.
 The blessing is written like the stock TFX Evaluator's ModelBlessing: an empty file
 ``BLESSED`` or ``NOT_BLESSED`` in the blessing folder (`components.artifacts`).
 """
@@ -51,6 +56,10 @@ from tfflows.components.transform.conversions import paired_difference
 __all__ = ["BLESSED_FILE", "EVALUATION_FILE", "NOT_BLESSED_FILE", "read_blessing", "run_evaluate"]
 
 logger = logging.getLogger("tfflows.evaluate")
+
+# What to do about a champion of another question (`_decide`): serve the new model beside it.
+INCOMPARABLE_FIX = ("fix: give it a line of its own (another --output, or its own push.push_base and "
+                    "tracking.registered_model_name), or train it on the champion's columns")
 
 
 def _log_to_mlflow(result: dict, split: str, tracking, run_id: Optional[str]) -> Optional[str]:
@@ -104,30 +113,33 @@ def _baseline_scorer(scorer, baseline_model_uri: str, examples_uri, transform_gr
 
 
 def _compare(scorer, baseline_scorer, model_uri: str, baseline_uri: str, new: float, old: float,
-             config: EvaluateConfig):
+             config: EvaluateConfig, champion: str):
     """(within tolerance, reason part, paired comparison or None). Paired when both scorers keep
     per-point scores: mean per-example difference ± 2 s.e. on the same points, blessed unless worse
-    beyond ``tolerance`` (None: the paired 2 s.e., the noise); otherwise the means (None: 0)."""
+    beyond ``tolerance`` (None: the paired 2 s.e., the noise); otherwise the means (None: 0). The
+    reason names the ``champion`` (its serving version)."""
     a, b = _per_example(scorer, model_uri), _per_example(baseline_scorer, baseline_uri)
     if a is None or b is None:
         tolerance = config.tolerance or 0.0
-        return bool(new >= old - tolerance), f"vs baseline {old:.4f} (the pushed model; tolerance {tolerance} nats)", None
+        return bool(new >= old - tolerance), f"vs baseline {old:.4f} (the champion, {champion}; tolerance {tolerance} nats)", None
     difference, two_se = paired_difference(a, b)
     tolerance = two_se if config.tolerance is None else config.tolerance
     within = bool(difference >= -tolerance)
     named = "the noise (2 s.e.)" if config.tolerance is None else "the tolerance"
-    part = (f"vs baseline {old:.4f} (the pushed model) on the same {len(a)} points: new - baseline "
+    part = (f"vs baseline {old:.4f} (the champion, {champion}) on the same {len(a)} points: new - baseline "
             f"{difference:+.4f} ± {two_se:.4f} nats per example (paired mean ± 2 s.e.), "
             f"{'not worse' if within else 'worse'} beyond {named} {tolerance:.4f} nats")
     return within, part, {"difference": difference, "difference_2se": two_se, "tolerance": tolerance,
                           "points": len(a)}
 
 
-def _decide(scorer, metrics: dict, problem: Optional[str], config: EvaluateConfig, objective: str,
-            baseline_model_uri: Optional[str], baseline_scorer=None, model_uri: str = ""):
+def _decide(scorer, metrics: dict, problem: Optional[str], config: EvaluateConfig,
+            baseline_model_uri: Optional[str], incomparable: Optional[str] = None, baseline_scorer=None,
+            model_uri: str = "", baseline_version: Optional[int] = None):
     """(blessed, reason, reference, baseline metrics, paired comparison): finite, better than the
-    reference, and not worse than the pushed model beyond ``tolerance`` (module docstring). The
-    reason states both comparisons with their numbers."""
+    reference, and not worse than the pushed model beyond ``tolerance``, nor a model of another
+    question than the pushed one's (``incomparable``: why; module docstring). The reason states
+    both comparisons with their numbers."""
     if problem is not None:
         return False, f"not blessed: {problem}", None, None, None
     headline, new = scorer.headline, metrics[scorer.headline]
@@ -141,12 +153,13 @@ def _decide(scorer, metrics: dict, problem: Optional[str], config: EvaluateConfi
     parts = [f"{scorer.where} {scorer.unit} {new:.4f} nats vs {reference_metrics[headline]:.4f} for the {name} "
              f"(margin {margin:+.4f} nats{verdict})"]
     baseline_metrics, within_tolerance, paired = None, True, None
-    incomparable = (_incomparable(scorer, objective, ModelSummary.read(baseline_model_uri))
-                    if baseline_model_uri else None)
+    champion = f"serving version {baseline_version}" if baseline_version is not None else str(baseline_model_uri)
     if baseline_model_uri is None:
         parts.append("no pushed baseline to compare with")
     elif incomparable:
-        parts.append(f"the baseline {baseline_model_uri} is not comparable ({incomparable})")
+        within_tolerance = False
+        parts.append(f"the champion ({champion}) is not comparable: {incomparable}, so no paired comparison is "
+                     f"possible; {INCOMPARABLE_FIX}")
     else:
         baseline_scorer = baseline_scorer or scorer
         base_metrics, base_problem = baseline_scorer.score(baseline_model_uri, "the baseline")
@@ -155,7 +168,7 @@ def _decide(scorer, metrics: dict, problem: Optional[str], config: EvaluateConfi
         else:
             baseline_metrics = base_metrics
             within_tolerance, part, paired = _compare(scorer, baseline_scorer, model_uri, baseline_model_uri, new,
-                                                      base_metrics[headline], config)
+                                                      base_metrics[headline], config, champion)
             parts.append(part)
     blessed = beats_reference and within_tolerance
     return (blessed, f"{'blessed' if blessed else 'not blessed'}: {'; '.join(parts)}", reference,
@@ -167,7 +180,7 @@ def run_evaluate(examples_uri: Optional[str], transform_graph_uri: Optional[str]
                  baseline_model_uri: Optional[str] = None,
                  blessing_uri: Optional[str] = None, tracking=None,
                  baseline_transform_graph_uri: Optional[str] = None,
-                 drift: Optional[dict] = None) -> dict:
+                 drift: Optional[dict] = None, baseline_version: Optional[int] = None) -> dict:
     """Scores a trained flow, compares it with a baseline and writes the blessing.
 
     Args:
@@ -179,7 +192,7 @@ def run_evaluate(examples_uri: Optional[str], transform_graph_uri: Optional[str]
       config: what to score and the blessing threshold.
       output_uri: folder receiving ``evaluation.json`` (and the blessing file unless
         ``blessing_uri`` is given; ``evaluation.json`` is copied beside the blessing).
-      baseline_model_uri: the currently pushed model, or None.
+      baseline_model_uri: the champion (the pushed model it must not be worse than), or None.
       blessing_uri: folder of the ModelBlessing (default ``output_uri``).
       tracking: `TrackingConfig`: the metrics go to the training's MLflow run (the model
         summary's ``mlflow_run_id``; a run of their own when the training was not tracked).
@@ -188,6 +201,7 @@ def run_evaluate(examples_uri: Optional[str], transform_graph_uri: Optional[str]
         new one); the baseline scores the same points through it.
       drift: the drift measured before training (`components.drift.run_drift`), reported and
         logged with the metrics; None: none measured.
+      baseline_version: the baseline's serving version (the reason names it), or None.
 
     Returns:
       The content of ``evaluation.json``: ``blessed`` (bool), ``reason``, ``objective``,
@@ -206,10 +220,15 @@ def run_evaluate(examples_uri: Optional[str], transform_graph_uri: Optional[str]
     objective = summary.objective
     scorer = get_objective(objective).scorer(summary, examples_uri, transform_graph_uri, config)
     metrics, problem = scorer.score(model_uri, "the model")
+    # A baseline of another question is not scored at all (its graph may not even read these data).
+    incomparable = (_incomparable(scorer, objective, ModelSummary.read(baseline_model_uri))
+                    if baseline_model_uri else None)
     baseline_scorer = (_baseline_scorer(scorer, baseline_model_uri, examples_uri, transform_graph_uri,
-                                        baseline_transform_graph_uri, config) if baseline_model_uri else None)
+                                        baseline_transform_graph_uri, config)
+                       if baseline_model_uri and not incomparable else None)
     blessed, reason, reference, baseline_metrics, paired = _decide(
-        scorer, metrics, problem, config, objective, baseline_model_uri, baseline_scorer, model_uri)
+        scorer, metrics, problem, config, baseline_model_uri, incomparable, baseline_scorer, model_uri,
+        baseline_version)
     if reference is not None:
         metrics["reference_margin"] = reference["margin"]
     if paired is not None:

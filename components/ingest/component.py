@@ -57,6 +57,8 @@ class Executor(BeamExecutor):
         examples.set_string_custom_property("feature_names", json.dumps(metadata.feature_names)[:60000])
         examples.set_string_custom_property("context_names", json.dumps(metadata.context_names or []))
         examples.set_string_custom_property("categorical_names", json.dumps(metadata.categorical_names or []))
+        examples.set_string_custom_property("context_categorical_names",
+                                            json.dumps(metadata.context_categorical_names or []))
         if inputs:
             examples.set_string_custom_property("input_digest", inputs["digest"])
             examples.set_string_custom_property("spans", ",".join(str(s) for s in inputs["spans"]))

@@ -3,8 +3,9 @@
 `run_ingest` reads a source (`components.ingest.loaders` in memory, or
 `components.ingest.streaming` with Beam), writes ``Split-{train,eval,test}/`` gzipped
 TFRecords of tf.Example with one float feature ``x`` of length D (and, for a conditional
-dataset, ``context`` of length C: the columns named by ``IngestConfig.context_names``; for a
-table with modelled categorical columns, ``categorical``: their S strings, UTF-8 bytes), and
+dataset, ``context`` of length C: the numeric columns named by ``IngestConfig.context_names``, and
+``context_categorical``: the categorical ones' strings; for a table with modelled categorical
+columns, ``categorical``: their S strings, UTF-8 bytes), and
 ``dataset_metadata.json``, into a temporary folder that is moved into ``output_uri`` only when
 everything succeeded and the written splits hold exactly the rows the pipeline counted
 (`components.ingest.verify`): bad input or lost output raises `DataError` and leaves
@@ -29,8 +30,8 @@ from tfflows.components.config import IngestConfig
 from tfflows.components.errors import DataError, reraise_data_error
 from tfflows.components.ingest import loaders, streaming
 from tfflows.components.inputs import InputSnapshot, effective_paths, snapshot_inputs
-from tfflows.components.ingest.metadata import (CATEGORICAL_KEY, CONTEXT_KEY, FEATURE_KEY, DatasetMetadata,
-                                                write_metadata)
+from tfflows.components.ingest.metadata import (CATEGORICAL_KEY, CONTEXT_CATEGORICAL_KEY, CONTEXT_KEY, FEATURE_KEY,
+                                                DatasetMetadata, write_metadata)
 from tfflows.components.ingest.runner import check_runner, pipeline_options
 from tfflows.components.ingest.streaming import Row, row_bytes
 from tfflows.components.ingest.sources.splits import check_split_sizes
@@ -48,16 +49,25 @@ def _row_digest(row: Row) -> int:
     return int.from_bytes(hashlib.sha256(row_bytes(row)).digest()[:16], "little")
 
 
-Roles = Tuple[List[int], List[int]]  # positions of the features and of the context in a read row
+@dataclasses.dataclass(frozen=True)
+class Roles:
+    """Where each role sits in a read row: positions among its numbers of the features and of the
+    numeric context, and among its strings of the modelled categories and of the categorical
+    context (each in its metadata order)."""
+
+    features: List[int]
+    context: List[int]
+    categorical: List[int] = dataclasses.field(default_factory=list)
+    context_categorical: List[int] = dataclasses.field(default_factory=list)
 
 
 def column_roles(names: Sequence[str], context: Sequence[str], source: str, categorical: Sequence[str] = ()) -> Roles:
-    """(feature positions, context positions) among the numeric columns ``names`` a reader returned,
-    the context found by name; a context column that is not there, or no numeric feature left (the
-    ``categorical`` columns are read apart), is a `DataError` naming it."""
-    if missing := [c for c in context if c not in names]:
-        raise DataError(source, f"ingest.context_columns {missing}", f"not among the columns {list(names)}",
-                        "name columns of the file in ingest.context_columns")
+    """The `Roles` of a row of the numeric columns ``names`` and the string columns ``categorical``
+    a reader returned, the context found by name among both; a context column that is in neither,
+    or no numeric feature left, is a `DataError` naming it."""
+    if missing := [c for c in context if c not in names and c not in categorical]:
+        raise DataError(source, f"ingest.context_columns {missing}", f"not among the columns "
+                        f"{list(names) + list(categorical)}", "name columns of the file in ingest.context_columns")
     features = [i for i, name in enumerate(names) if name not in context]
     if not features and categorical:
         raise DataError(source, "ingest.categorical_columns", "with the context, names every column: no numeric "
@@ -66,7 +76,9 @@ def column_roles(names: Sequence[str], context: Sequence[str], source: str, cate
     if not features:
         raise DataError(source, "ingest.context_columns", "names every column: no feature is left to model",
                         "leave at least one column out of ingest.context_columns")
-    return features, [list(names).index(c) for c in context]
+    return Roles(features, [list(names).index(c) for c in context if c in names],
+                 [i for i, name in enumerate(categorical) if name not in context],
+                 [list(categorical).index(c) for c in context if c in categorical])
 
 
 def _reader_config(config: IngestConfig) -> IngestConfig:
@@ -81,12 +93,13 @@ def _to_example(row: Row, split: str, roles: Roles) -> bytes:
     beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"ingest_rows_{split}").inc()
 
     numbers, categories = row
-    features, context = roles
-    feature = {FEATURE_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=numbers[features].tolist()))}
-    if context:
-        feature[CONTEXT_KEY] = tf.train.Feature(float_list=tf.train.FloatList(value=numbers[context].tolist()))
-    if categories:
-        feature[CATEGORICAL_KEY] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[c.encode() for c in categories]))
+    feature = {FEATURE_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=numbers[roles.features].tolist()))}
+    if roles.context:
+        feature[CONTEXT_KEY] = tf.train.Feature(float_list=tf.train.FloatList(value=numbers[roles.context].tolist()))
+    for key, positions in ((CONTEXT_CATEGORICAL_KEY, roles.context_categorical), (CATEGORICAL_KEY, roles.categorical)):
+        if positions:
+            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[categories[i].encode()
+                                                                                  for i in positions]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -207,7 +220,7 @@ def run_ingest(config: IngestConfig, output_uri: str,
                                                  data.num_levels, data.image_shape, data.source)
         categorical = []  # in-memory sources (arrays, images, benchmarks) hold numbers only
     roles = column_roles(names, config.context_names or (), str(where), categorical)
-    feature_names = [names[i] for i in roles[0]]
+    feature_names = [names[i] for i in roles.features]
     runner = check_runner(beam_pipeline_args)
     tmp_dir = staging_dir(output_uri)
     try:
@@ -237,7 +250,8 @@ def run_ingest(config: IngestConfig, output_uri: str,
             fingerprint=fingerprint(stats, len(feature_names)), source=str(where),
             inputs=dataclasses.asdict(inputs) if inputs is not None else None,
             context_names=list(config.context_names) if config.context_names else None,
-            categorical_names=categorical or None)
+            categorical_names=[categorical[i] for i in roles.categorical] or None,
+            context_categorical_names=[categorical[i] for i in roles.context_categorical] or None)
         write_metadata(metadata, tmp_dir)
         publish_dir(tmp_dir, output_uri)
         return metadata

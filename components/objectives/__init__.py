@@ -40,14 +40,14 @@ Shared pieces: `components.objectives.data` (seeds and tf.data input of the trai
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Protocol, Sequence, Tuple
 
 if TYPE_CHECKING:
     from tfflows.components.evaluate.config import EvaluateConfig
     from tfflows.components.summary import ModelSummary
     from tfflows.components.train.config import TrainConfig
 
-__all__ = ["OBJECTIVES", "Objective", "Scorer", "SummaryDetails", "Training", "get_objective"]
+__all__ = ["OBJECTIVES", "Objective", "Scorer", "SummaryDetails", "Training", "density_notation", "get_objective"]
 
 # name -> module defining ``OBJECTIVE`` (imported by `get_objective`).
 OBJECTIVES: Dict[str, str] = {
@@ -72,7 +72,9 @@ class Training(Protocol):
 
     ``metric`` names the value of `step_values` and `validate` (higher is better); ``event_dim``,
     ``fingerprint`` (identifies the data or target: checkpoints of another one are refused),
+    ``feature_names`` (the modelled numeric columns by name; None: unnamed, or no data),
     ``context_names`` (the columns a conditional model is conditioned on; None: none),
+    ``context_categorical_names`` (those of them that are categorical; None: none),
     ``categorical_names`` (the categorical columns a mixed density models; None: none) and
     ``params`` (logged to MLflow) describe what is fitted.
     """
@@ -80,7 +82,9 @@ class Training(Protocol):
     metric: str
     event_dim: int
     fingerprint: str
+    feature_names: Optional[List[str]]
     context_names: Optional[List[str]]
+    context_categorical_names: Optional[List[str]]
     categorical_names: Optional[List[str]]
     params: Dict[str, Any]
 
@@ -222,6 +226,26 @@ class Objective:
     def report(self, evaluation: Dict[str, Any]) -> List[str]:
         """The lines the CLI prints about the evaluation's metrics (none when they are missing)."""
         raise NotImplementedError
+
+
+def density_notation(features: Optional[Sequence[str]], context: Optional[Sequence[str]] = None,
+                     categorical: Optional[Sequence[str]] = None) -> str:
+    """What a model of these columns is a density of, in the usual notation, for one-line messages:
+    ``p(temp, vibration | machine, load)``; with modelled categorical columns the chain rule's two
+    factors, ``P(merchant | load) p(amount, hour | merchant, load)`` (a probability of the categories
+    times a density of the numeric columns given them). Feature names that are not known (a file
+    without a header) read ``x``; more than four names of one role read ``first, second, ..., last``."""
+    def names(columns: Sequence[str]) -> str:
+        columns = list(columns)
+        return ", ".join(columns if len(columns) <= 4 else columns[:2] + ["...", columns[-1]])
+
+    def given(of: str, on: Sequence[str]) -> str:
+        return f"{of} | {names(on)}" if on else of
+
+    x, context = names(features) if features else "x", list(context or ())
+    if not categorical:
+        return f"p({given(x, context)})"
+    return f"P({given(names(categorical), context)}) p({given(x, list(categorical) + context)})"
 
 
 def get_objective(name: str) -> Objective:

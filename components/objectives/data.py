@@ -4,7 +4,7 @@ Examples artifact, its splits, and the validation mean over a dataset."""
 from __future__ import annotations
 
 import logging
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
 
@@ -25,12 +25,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def make_dataset(files: List[str], event_dim: int, transform, *, batch_size: int, seed: int,
                  num_levels: Optional[int] = None, shuffle_buffer: Optional[int] = None,
                  drop_remainder: bool = False, max_steps: Optional[int] = None,
-                 context_dim: Optional[int] = None, num_categorical: int = 0) -> tf.data.Dataset:
-    """Batches of model-space ``z`` from gzipped tf.Example files (feature ``x``); with
-    ``context_dim``, batches ``(z, network context)`` of a conditional dataset (feature ``context``);
-    with ``num_categorical`` S, batches ``(z, codes[, network context])`` of a dataset with modelled
-    categorical columns (feature ``categorical``, strings; codes int32 [B, S] from the graph's
-    vocabularies): each batch is the arguments of the model's ``log_prob`` in order.
+                 spec: Optional[Dict[str, tf.io.FixedLenFeature]] = None) -> tf.data.Dataset:
+    """Batches of model-space ``z`` from gzipped tf.Example files (feature ``x``); with ``spec`` (the
+    dataset's `DatasetMetadata.example_spec`, default ``x`` alone), batches ``(z, network context)``
+    of a conditional dataset (features ``context`` and/or ``context_categorical``), and ``(z,
+    codes[, network context])`` of a dataset with modelled categorical columns (feature
+    ``categorical``, strings; codes int32 [B, S] from the graph's vocabularies): each batch is the
+    arguments of the model's ``log_prob`` in order.
 
     Files are read in order; with ``shuffle_buffer`` rows are shuffled with ``seed``; discrete
     data (``num_levels``) gets uniform noise from a stateless seed ``(seed, row index)``, so the
@@ -38,11 +39,8 @@ def make_dataset(files: List[str], event_dim: int, transform, *, batch_size: int
     dequantised ``x`` to ``z`` (its log-det, constant in the flow's parameters, is dropped) and the
     raw context to the network's (`load_transform`); the context gets no noise.
     """
-    spec = {"x": tf.io.FixedLenFeature([event_dim], tf.float32)}
-    if context_dim is not None:
-        spec["context"] = tf.io.FixedLenFeature([context_dim], tf.float32)
-    if num_categorical:
-        spec["categorical"] = tf.io.FixedLenFeature([num_categorical], tf.string)
+    spec = spec or {"x": tf.io.FixedLenFeature([event_dim], tf.float32)}
+    conditional = "context" in spec or "context_categorical" in spec
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
     ds = ds.map(lambda r: tf.io.parse_single_example(r, spec)).enumerate()
     if shuffle_buffer:
@@ -59,8 +57,9 @@ def make_dataset(files: List[str], event_dim: int, transform, *, batch_size: int
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     def model_space(row):
-        z, _, *others = transform(row["x"], row.get("context"), row.get("categorical"))
-        context, codes = (others[:1], others[1:]) if context_dim is not None else ([], others)
+        z, _, *others = transform(row["x"], row.get("context"), row.get("categorical"),
+                                  context_categorical=row.get("context_categorical"))
+        context, codes = (others[:1], others[1:]) if conditional else ([], others)
         batch = (z, *(tf.cast(c, tf.int32) for c in codes), *context)
         return batch if len(batch) > 1 else z
 
@@ -79,8 +78,6 @@ class ExampleSplits:
         self.config = config
         self.metadata = read_metadata(examples_uri)
         self.event_dim = int(self.metadata.event_dim)
-        self.context_dim = self.metadata.context_dim
-        self.num_categorical = len(self.metadata.categorical_names or ())
         self.fingerprint = self.metadata.fingerprint
         self.train_files = split_files(examples_uri, "train")
         self.eval_files = split_files(examples_uri, "eval")
@@ -93,9 +90,9 @@ class ExampleSplits:
         self.params = {"fingerprint": self.fingerprint, "name": self.metadata.name,
                        "event_dim": self.event_dim, "discrete": self.metadata.discrete,
                        "num_levels": self.metadata.num_levels, "train_size": self.n_train,
-                       **({"context": ", ".join(self.metadata.context_names or ())} if self.context_dim else {}),
+                       **({"context": ", ".join(self.metadata.context_names or ())} if self.metadata.conditional else {}),
                        **({"categorical": ", ".join(self.metadata.categorical_names or ())}
-                          if self.num_categorical else {})}
+                          if self.metadata.categorical_names else {})}
 
     def train_options(self) -> dict:
         """`make_dataset` options of the train split's epochs."""

@@ -10,14 +10,17 @@ import numpy as np
 import tensorflow as tf
 
 from tfflows.components.ingest import read_metadata
+from tfflows.components.objectives import density_notation
 from tfflows.components.objectives.data import ExampleSplits, RowMean, epoch_seed, make_dataset
 from tfflows.components.objectives.scoring import (category_frequencies_log_prob, conditional_gaussian_log_prob,
                                                    data_metrics, evaluation_points, finite_problem,
                                                    gaussian_log_prob, held_out_quantiles, score_model)
 from tfflows.components.push.export import export_flow
 from tfflows.components.train import plots
-from tfflows.components.transform import conversions, load_transform, read_categories, read_preprocessing
+from tfflows.components.transform import (conversions, load_transform, network_context_dim, read_categories,
+                                          read_preprocessing)
 from tfflows.models import MixedDensity, build_flow
+from tfflows.models.categorical import rule_of_succession
 from tfflows.models.kinds import data_options
 
 __all__ = ["DataScorer", "MaximumLikelihoodTraining", "export", "scorer", "training"]
@@ -36,10 +39,13 @@ class MaximumLikelihoodTraining:
         self.transform_graph_uri = transform_graph_uri
         self.metadata = splits.metadata
         self.event_dim, self.fingerprint, self.params = splits.event_dim, splits.fingerprint, splits.params
+        self.feature_names = self.metadata.feature_names
         self.context_names = self.metadata.context_names
+        self.context_categorical_names = self.metadata.context_categorical_names
         self.categorical_names = self.metadata.categorical_names
         self.num_levels = self.metadata.num_levels if self.metadata.discrete else None
         self.transform = load_transform(transform_graph_uri)
+        self.context_dim = network_context_dim(transform_graph_uri)  # the network's: one-hot categories included
         self.val_data = self._dataset(splits.eval_files, config.eval_batch_size, 0).cache()
         self.validate = RowMean(self.val_data, lambda model, *batch: model.log_prob(*batch, training=False))
 
@@ -48,15 +54,16 @@ class MaximumLikelihoodTraining:
         options = {**data_options(self.config.kind, self.metadata.image_shape), **self.config.flow_kwargs()}
         categories = read_categories(self.transform_graph_uri)
         if categories:  # K_i: the vocabulary and its out-of-vocabulary bucket; the MADE as wide as the flow's
+            # No train row holds the bucket: its probability is fixed by Laplace's rule, 1 / (n_train + 2).
             return MixedDensity(self.event_dim, [len(v) + 1 for v in categories.values()], self.config.kind,
-                                context_dim=self.splits.context_dim, categorical_hidden_units=options["hidden_units"],
-                                **options)
-        return build_flow(self.config.kind, self.event_dim, context_dim=self.splits.context_dim, **options)
+                                context_dim=self.context_dim, categorical_hidden_units=options["hidden_units"],
+                                oov_probability=rule_of_succession(self.splits.n_train), **options)
+        return build_flow(self.config.kind, self.event_dim, context_dim=self.context_dim, **options)
 
     def _dataset(self, files, batch_size, epoch, **options):
         return make_dataset(files, self.event_dim, self.transform, batch_size=batch_size,
                             seed=epoch_seed(self.config.seed, epoch), num_levels=self.num_levels,
-                            context_dim=self.splits.context_dim, num_categorical=self.splits.num_categorical, **options)
+                            spec=self.metadata.example_spec(), **options)
 
     def batches(self, epoch: int):
         return self._dataset(self.splits.train_files, self.config.batch_size, epoch, **self.splits.train_options())
@@ -115,6 +122,7 @@ class DataScorer:
         self.config = config
         self.examples_uri, self.transform_graph_uri = examples_uri, transform_graph_uri
         self.context_names = read_metadata(examples_uri).context_names
+        self.context_categorical_names = read_metadata(examples_uri).context_categorical_names
         self.categorical_names = read_metadata(examples_uri).categorical_names
         # The context goes through the graph only for a model of it (a champion of other columns
         # is not comparable, `incomparable`, and its graph may have no context input).
@@ -126,18 +134,27 @@ class DataScorer:
         self._data_ll: Dict[str, Any] = {}  # model URI -> its finite data-space scores (arrays), for `calibration`
 
     def incomparable(self, summary) -> Optional[str]:
+        """Why a model of ``summary`` answers another question than a model of these data, or None:
+        the two densities, when their numeric columns (their number, and their names where both are
+        recorded), context columns (or which of them are categorical) or modelled categorical columns
+        differ (a log-likelihood ratio needs densities of the same variables given the same ones)."""
+        features = self.metadata.feature_names
+        same = (summary.event_dim in (None, self.event_dim) and summary.feature_names in (None, list(features))
+                and (summary.context_names or None) == (self.context_names or None)
+                and (summary.context_categorical_names or None) == (self.context_categorical_names or None)
+                and (summary.categorical_names or None) == (self.categorical_names or None))
+        if same:
+            return None
+        theirs = density_notation(summary.feature_names, summary.context_names, summary.categorical_names)
+        ours = density_notation(features, self.context_names, self.categorical_names)
         if summary.event_dim not in (None, self.event_dim):
-            return f"it has {summary.event_dim} dimensions, not {self.event_dim}"
-        if (summary.context_names or None) != (self.context_names or None):
-            given = lambda names: ", ".join(names) if names else "nothing"  # noqa: E731
-            return (f"it is conditioned on {given(summary.context_names)}, these data on "
-                    f"{given(self.context_names)}")
-        if (summary.categorical_names or None) != (self.categorical_names or None):
-            given = lambda names: ", ".join(names) if names else "none"  # noqa: E731
-            return (f"it models the categorical columns {given(summary.categorical_names)}, these data have "
-                    f"{given(self.categorical_names)} (a mixed density's score is not a density of the numeric "
-                    "columns alone)")
-        return None
+            ours += f" ({summary.event_dim} numeric columns against {self.event_dim})"
+        elif (summary.categorical_names or None) != (self.categorical_names or None):
+            ours += " (a mixed density's score is not a density of the numeric columns alone)"
+        elif (summary.context_categorical_names or None) != (self.context_categorical_names or None):
+            ours += (f" (categorical context {', '.join(self.context_categorical_names or ()) or 'none'} "
+                     f"against {', '.join(summary.context_categorical_names or ()) or 'none'})")
+        return f"it models {theirs}, this run {ours}"
 
     def score(self, model_uri: str, what: str):
         ll, bad = score_model(model_uri, self.z, self.config.batch_size, self.context, self.codes)

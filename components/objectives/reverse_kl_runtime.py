@@ -31,7 +31,9 @@ class ReverseKLTraining:
     """
 
     metric = "elbo"
+    feature_names: Optional[List[str]] = None  # a target's dimensions have no names
     context_names: Optional[List[str]] = None  # a target density has no context
+    context_categorical_names: Optional[List[str]] = None
     categorical_names: Optional[List[str]] = None  # nor categorical columns
 
     def __init__(self, config):

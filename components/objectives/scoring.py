@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from tfflows.components.flow_artifact import load_flow
 from tfflows.components.ingest import load_split, read_metadata
-from tfflows.components.ingest.metadata import load_categorical, load_context
+from tfflows.components.ingest.metadata import load_categorical, load_context, load_context_categorical
 from tfflows.components.transform import conversions, dequantize, load_transform
 
 __all__ = ["QUANTILE_LEVELS", "Points", "category_frequencies_log_prob", "conditional_gaussian_log_prob", "data_metrics", "evaluation_points",
@@ -56,12 +56,14 @@ def evaluation_points(examples_uri: str, transform_graph_uri: str, config, split
                       conditional: bool = False) -> Points:
     """The `Points` of ``split`` (default: the scored one, ``config.split``), dequantised with the
     fixed seed if discrete; ``conditional``: with each row's context through the graph (the data
-    must have context columns, and the graph must be of such data). Categorical columns always go
+    must have context columns, and the graph must be of such data; the network's context, categorical
+    context columns one-hot). Modelled categorical columns always go
     through the graph: their codes are part of every row's score."""
     metadata = read_metadata(examples_uri)
     split = split or config.split
     x = load_split(examples_uri, split)
     raw_context = load_context(examples_uri, split) if conditional else None
+    context_categorical = load_context_categorical(examples_uri, split) if conditional else None
     categorical = load_categorical(examples_uri, split)
     if metadata.discrete:
         # The scored split keeps counter 0 (the points of earlier evaluations); other splits
@@ -74,7 +76,7 @@ def evaluation_points(examples_uri: str, transform_graph_uri: str, config, split
     parts = []
     for start in range(0, len(x), config.batch_size):
         rows = slice(start, start + config.batch_size)
-        given = [None if v is None else tf.constant(v[rows]) for v in (raw_context, categorical)]
+        given = [None if v is None else tf.constant(v[rows]) for v in (raw_context, categorical, context_categorical)]
         parts.append([t.numpy() for t in transform(tf.constant(x[rows]), *given)])
     z, log_det, *others = (np.concatenate(column) for column in zip(*parts))
     codes = others.pop().astype(np.int32) if categorical is not None else None

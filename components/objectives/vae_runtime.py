@@ -37,7 +37,9 @@ class VAETraining:
     """The ELBO of the ingested train split, scaled (and dynamically binarised for Bernoulli)."""
 
     metric = "elbo"
+    feature_names: Optional[List[str]] = None  # pixels, by position
     context_names: Optional[List[str]] = None  # refused for data with context columns (`RunConfig`)
+    context_categorical_names: Optional[List[str]] = None
     categorical_names: Optional[List[str]] = None  # and for data with categorical columns
 
     def __init__(self, config, examples_uri: Optional[str]):
@@ -60,7 +62,7 @@ class VAETraining:
 
     def _dataset(self, files, batch_size, epoch, **options):
         seed = epoch_seed(self.config.seed, epoch)
-        ds = make_dataset(files, self.event_dim, lambda x, context=None, categorical=None: (x * self.scale, None),
+        ds = make_dataset(files, self.event_dim, lambda x, *_, **__: (x * self.scale, None),
                           batch_size=batch_size, seed=seed, **options)
 
         def binarise(i, x):  # noise of batch i: binarisation (seed, 2i), posterior noise (seed, 2i + 1)

@@ -4,12 +4,14 @@ Inputs: ``model`` (Model), ``model_blessing`` (ModelBlessing), ``transform_graph
 (TransformGraph) and ``examples`` (Examples), the last two absent for a flow fitted to a
 target. Output ``pushed_model`` (PushedModel) with the stock Pusher's custom properties
 ``pushed`` (1/0), ``pushed_destination`` and ``pushed_version``, and ``push_result.json`` in its
-folder. Parameters ``config`` (a `PushConfig` as JSON) and ``tracking_config`` (a
-`TrackingConfig` as JSON: the MLflow model and registry version).
+folder. Parameters ``config`` (a `PushConfig` as JSON), ``tracking_config`` (a
+`TrackingConfig` as JSON: the MLflow model and registry version) and ``champion`` (the champion
+evaluate compared with, as JSON: recorded in the push record as its ``baseline``).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Optional
 
 from tfx import types
@@ -29,7 +31,8 @@ class PushFlowSpec(ComponentSpec):
     """The parameters, inputs and output of the module docstring."""
 
     PARAMETERS = {"config": ExecutionParameter(type=str),
-                  "tracking_config": ExecutionParameter(type=str, optional=True)}
+                  "tracking_config": ExecutionParameter(type=str, optional=True),
+                  "champion": ExecutionParameter(type=str, optional=True)}
     INPUTS = {"model": ChannelParameter(type=standard_artifacts.Model),
               "model_blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
               "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph, optional=True),
@@ -38,15 +41,23 @@ class PushFlowSpec(ComponentSpec):
 
 
 class Executor(base_executor.BaseExecutor):
-    """Runs `run_push`; records the push on the PushedModel artifact and in ``push_result.json``."""
+    """Runs `run_push` (not for a trained model a version already serves); records the push on the
+    PushedModel artifact and in ``push_result.json``."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
         uris = {name: artifact_utils.get_single_uri(artifacts) for name, artifacts in input_dict.items() if artifacts}
         pushed_model = artifact_utils.get_single_instance(output_dict["pushed_model"])
-        result = run_push(uris["model"], uris.get("transform_graph"), uris.get("examples"), uris["model_blessing"],
-                          PushConfig.from_json(exec_properties["config"]),
-                          tracking=TrackingConfig.from_json(exec_properties.get("tracking_config") or "{}"))
+        config = PushConfig.from_json(exec_properties["config"])
+        # A run reaches push with a model it pushed before only when evaluate ran again against a
+        # champion moved off it (a rollback): pushing it again would undo the rollback under a new number.
+        served = artifacts.version_of_model(config.push_base, uris["model"]) if config.push_base else None
+        result = {"pushed": False, "version": None, "destination": None, "registered": None,
+                  "reason": f"this trained model is serving version {served} already, and the champion was moved "
+                            "off it; `tfflows promote` serves it again"} if served is not None else run_push(
+            uris["model"], uris.get("transform_graph"), uris.get("examples"), uris["model_blessing"], config,
+            tracking=TrackingConfig.from_json(exec_properties.get("tracking_config") or "{}"),
+            champion=json.loads(exec_properties.get("champion") or "null"))
         pushed_model.set_int_custom_property("pushed", 1 if result["pushed"] else 0)
         if result["pushed"]:
             pushed_model.set_string_custom_property("pushed_destination", result["destination"])
@@ -67,8 +78,9 @@ class PushFlow(base_component.BaseComponent):
 
     def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel, config: str,
                  transform_graph: Optional[types.BaseChannel] = None,
-                 examples: Optional[types.BaseChannel] = None, tracking_config: str = "{}"):
+                 examples: Optional[types.BaseChannel] = None, tracking_config: str = "{}",
+                 champion: str = ""):
         super().__init__(spec=PushFlowSpec(
-            config=config, tracking_config=tracking_config, model=model, model_blessing=model_blessing,
-            transform_graph=transform_graph, examples=examples,
+            config=config, tracking_config=tracking_config, champion=champion, model=model,
+            model_blessing=model_blessing, transform_graph=transform_graph, examples=examples,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

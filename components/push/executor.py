@@ -42,7 +42,7 @@ def _store_on_this_machine(tracking) -> bool:
 
 def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: Optional[str],
              blessing_uri: Optional[str], config: PushConfig,
-             evaluation: Optional[dict] = None, tracking=None) -> dict:
+             evaluation: Optional[dict] = None, tracking=None, champion: Optional[dict] = None) -> dict:
     """Pushes a blessed flow as the next serving version and registers it.
 
     Args:
@@ -56,6 +56,9 @@ def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: O
         metrics tag the registry version (else ``evaluation.json`` beside the blessing).
       tracking: `TrackingConfig`: the pushed model is logged to the training's MLflow run,
         registered and given the alias (never failing the push); None: no MLflow.
+      champion: the champion the model was evaluated against (its push record, pinned when the
+        pipeline was built), recorded as the version's ``baseline``: a re-run of the same training
+        is then pinned to it again (`pipeline.pipeline`) and reused, not compared with itself.
 
     Returns:
       ``{"pushed": bool, "version": int | None, "destination": str | None,
@@ -86,8 +89,8 @@ def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: O
             # The evaluation's metrics travel with the version: the next run's drift check compares
             # the champion's score on new data with its own test score.
             json.dump({"model_uri": model_uri, "transform_graph_uri": transform_graph_uri,
-                       "examples_uri": examples_uri, "metrics": (evaluation_file or {}).get("metrics") or {}},
-                      f, indent=2)
+                       "examples_uri": examples_uri, "metrics": (evaluation_file or {}).get("metrics") or {},
+                       "baseline": champion}, f, indent=2)
         version = artifacts.publish_version(tmp_dir, serving_dir, config.max_version_attempts)
         destination = artifacts.join(serving_dir, str(version))
         registered = None

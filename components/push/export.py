@@ -31,6 +31,12 @@ standardising it as in training. ``log_prob`` and ``score``: inputs ``x`` [None,
 ``context`` [None, C], one context per row; ``sample``: inputs ``num_samples``, ``context``
 [None, C] (one row: broadcast to every sample; ``num_samples`` rows: one per sample) and
 ``seed``; ``score_examples``: the context columns are features of the tf.Example by name too.
+Categorical context columns (``dataset.context_categorical_names``; ``context`` then holds the
+numeric ones only, and is absent when there are none) come as strings, ``context_categorical``
+[None, Sc] after ``context`` in every signature (bytes features in ``score_examples``): the graph
+looks them up in their vocabularies (an unseen one is the out-of-vocabulary bucket's) and
+`components.transform.network_context` one-hot encodes them beside the standardised numeric
+context, for scoring and sampling alike.
 
 A mixed density (a dataset with modelled categorical columns, ``dataset.categorical_names``) scores
 the exact mixed log-density log P(s) + log p(x | s) (`models.MixedDensity`, plus the numeric
@@ -63,16 +69,18 @@ import tensorflow_transform as tft
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 # The metadata's column names belong to the serving layout (`components.artifacts`); re-exported here.
-from tfflows.components.artifacts import METADATA_FILE, categorical_names, context_names, feature_names
+from tfflows.components.artifacts import (METADATA_FILE, categorical_names, context_categorical_names, context_names,
+                                          feature_names, numeric_context_names)
 from tfflows.components.flow_artifact import load_flow, read_summary
 from tfflows.components.objectives import get_objective
-from tfflows.components.transform import (Preprocessing, read_categories, read_context_preprocessing,
-                                          read_preprocessing)
+from tfflows.components.transform import (Preprocessing, network_context, network_context_dim, read_categories,
+                                          read_context_categories, read_context_preprocessing, read_preprocessing)
 from tfflows.components.transform.preprocessing import OOV_CATEGORY
 from tfflows.models.flows import totally_ordered
 
-__all__ = ["SCORE_SIGNATURES", "SIGNATURES", "WARMUP_FILE", "categorical_names", "context_names", "feature_names", "percentile", "FlowServingModule", "export_flow", "export_saved_model", "save_serving_model",
-           "read_warmup_requests", "write_warmup_requests"]
+__all__ = ["SCORE_SIGNATURES", "SIGNATURES", "WARMUP_FILE", "categorical_names", "context_categorical_names",
+           "context_names", "feature_names", "numeric_context_names", "percentile", "FlowServingModule", "export_flow",
+           "export_saved_model", "save_serving_model", "read_warmup_requests", "write_warmup_requests"]
 
 SIGNATURES = ("serving_default", "log_prob", "sample")
 SCORE_SIGNATURES = ("score", "score_examples")  # with held-out quantiles only
@@ -81,18 +89,19 @@ WARMUP_ROWS = 3
 
 
 def write_warmup_requests(export_dir: str, rows: np.ndarray, num_samples: int = 2, context=None,
-                          categorical=None) -> str:
+                          categorical=None, context_categorical=None) -> str:
     """``assets.extra/tf_serving_warmup_requests``: a TFRecord of `PredictionLog` protos, one
     ``log_prob`` request on ``rows`` (raw rows, float32 [N, D], with their raw ``context`` [N, C]
-    for a conditional model and their ``categorical`` strings [N, S] for a mixed density) and one
-    ``sample`` request (at the first row's context), which
+    and ``context_categorical`` strings [N, Sc] for a conditional model and their ``categorical``
+    strings [N, S] for a mixed density) and one ``sample`` request (at the first row's context), which
     TF Serving runs when it loads the version, so the first real request does not pay for graph
     warm-up (TF Serving's SavedModel warm-up format)."""
     requests = (("log_prob", {"x": np.asarray(rows, np.float32)}),
                 ("sample", {"num_samples": np.int32(num_samples), "seed": np.array([0, 0], np.int32)}))
-    if context is not None:  # a conditional model's rows come with their contexts
-        requests[0][1]["context"] = np.asarray(context, np.float32)
-        requests[1][1]["context"] = np.asarray(context[:1], np.float32)
+    for key, value, dtype in (("context", context, np.float32), ("context_categorical", context_categorical, object)):
+        if value is not None:  # a conditional model's rows come with their contexts
+            requests[0][1][key] = np.asarray(value, dtype)
+            requests[1][1][key] = np.asarray(value[:1], dtype)
     if categorical is not None:
         requests[0][1]["categorical"] = np.asarray(categorical, object)
     path = os.path.join(export_dir, WARMUP_FILE)
@@ -120,16 +129,19 @@ def read_warmup_requests(export_dir: str) -> list:
 class FlowServingModule(tf.Module):
     """Transform graph (if any) + flow, with `log_prob` and `sample` as serving functions; with
     ``context_preprocessing`` (the context's standardisation) a conditional flow's, which take the
-    raw context as well; with ``categories`` (`components.transform.read_categories`) a mixed
-    density's, which take the categorical columns' strings as well."""
+    raw context as well, and with ``context_categories`` (`components.transform.read_context_categories`)
+    the categorical context columns' strings; with ``categories`` (`components.transform.read_categories`)
+    a mixed density's, which take the categorical columns' strings as well."""
 
-    def __init__(self, flow, transform_graph_uri, preprocessing, context_preprocessing=None, categories=None):
+    def __init__(self, flow, transform_graph_uri, preprocessing, context_preprocessing=None, categories=None,
+                 context_categories=None):
         super().__init__(name="flow_serving")
         self.flow = flow
         self.tft_layer = (tft.TFTransformOutput(transform_graph_uri).transform_features_layer()
                           if transform_graph_uri else None)
         self.preprocessing = preprocessing  # a `components.transform.Preprocessing`
         self.context_preprocessing = context_preprocessing
+        self.context_categories = context_categories
         self.event_dim = int(preprocessing.event_dim)
         d = self.event_dim
         x = tf.TensorSpec([None, d], tf.float32, name="x")
@@ -137,14 +149,17 @@ class FlowServingModule(tf.Module):
         given = []  # the inputs after x, in order
         if context_preprocessing is not None:
             given.append(tf.TensorSpec([None, int(context_preprocessing.event_dim)], tf.float32, name="context"))
+        if context_categories:
+            given.append(tf.TensorSpec([None, len(context_categories)], tf.string, name="context_categorical"))
+        num_context = len(given)  # the context's inputs come first
         if categories:
             given.append(tf.TensorSpec([None, len(categories)], tf.string, name="categorical"))
             # Code -> string of each column: its vocabulary, then the out-of-vocabulary bucket's name.
             self.category_names = [tf.constant(list(v) + [OOV_CATEGORY]) for v in categories.values()]
             self.categorical_log_prob = tf.function(self._categorical_log_prob, input_signature=given)
         self.log_prob = tf.function(self._log_prob, input_signature=[x, *given])
-        self.sample = tf.function(self._sample if context_preprocessing is None else self._sample_given,
-                                  input_signature=[num_samples, *given[:1 if context_preprocessing else 0], seed])
+        self.sample = tf.function(self._sample_given if num_context else self._sample,
+                                  input_signature=[num_samples, *given[:num_context], seed])
         # Saved too (not a signature): ``module.inverse_preprocessing(z)`` after loading.
         self.inverse_preprocessing = tf.function(
             preprocessing.inverse,
@@ -152,7 +167,8 @@ class FlowServingModule(tf.Module):
 
     def _model_inputs(self, x, given):
         """The transform graph's outputs of raw ``x`` and ``given`` (context and/or categories, in
-        the signature's order): the graph standardises the context and looks the categories up."""
+        the signature's order; a prefix of it: the context alone): the graph standardises the numeric
+        context and looks the categories up."""
         inputs = {"x": x}
         for spec, value in zip(self.log_prob.input_signature[1:], given):
             inputs[spec.name] = value
@@ -164,14 +180,16 @@ class FlowServingModule(tf.Module):
         else:
             out = self._model_inputs(x, given)
             codes = [tf.cast(out["codes"], tf.int32)] if "codes" in out else []
-            lp = self.flow.log_prob(out["z"], *codes, out.get("context"), training=False) + out["log_det"]
+            lp = self.flow.log_prob(out["z"], *codes, network_context(out, self.context_categories),
+                                    training=False) + out["log_det"]
         return {"log_prob": tf.identity(totally_ordered(lp), name="log_prob")}
 
     def _categorical_log_prob(self, *given):
         """log P(categories[ | context]) of a mixed density, nats [None]."""
         rows = tf.shape(given[-1])[0]
         out = self._model_inputs(tf.zeros([rows, self.event_dim]), given)
-        return {"log_prob": self.flow.categorical_log_prob(tf.cast(out["codes"], tf.int32), out.get("context"))}
+        return {"log_prob": self.flow.categorical_log_prob(tf.cast(out["codes"], tf.int32),
+                                                           network_context(out, self.context_categories))}
 
     def _sample(self, num_samples, seed, context=None):
         drawn = self.flow.sample(num_samples, seed=seed, context=context)
@@ -182,10 +200,12 @@ class FlowServingModule(tf.Module):
         return {"samples": tf.identity(self.inverse_preprocessing(z), name="samples"),
                 "categories": tf.identity(categories, name="categories")}
 
-    def _sample_given(self, num_samples, context, seed):
-        # The context standardised with the constants the transform recorded beside its graph
-        # (`read_context_preprocessing`: the graph's float64 computation, `Preprocessing.forward`).
-        return self._sample(num_samples, seed, self.context_preprocessing.forward(context)[0])
+    def _sample_given(self, num_samples, *given):
+        """Samples at the raw context ``given[:-1]`` (one row, broadcast, or one per sample; the seed
+        last), made the network's context by the transform graph, as `_log_prob` makes it."""
+        *context, seed = given
+        out = self._model_inputs(tf.zeros([tf.shape(context[0])[0], self.event_dim]), context)
+        return self._sample(num_samples, seed, network_context(out, self.context_categories))
 
 
 def export_saved_model(model_uri: str, transform_graph_uri, metadata,
@@ -226,22 +246,33 @@ def export_flow(flow, summary, transform_graph_uri, metadata, export_dir: str, r
         raise ValueError(f"event_dim mismatch: flow {flow.event_dim}, transform {d}, "
                          f"metadata {getattr(metadata, 'event_dim', None)}")
     categories = read_categories(transform_graph_uri) if transform_graph_uri else None
+    context_categories = read_context_categories(transform_graph_uri) if transform_graph_uri else None
     flow_context = flow.context_dim if categories else flow.config.context_dim  # a mixed density's own context
-    if flow_context != (context.event_dim if context else None):
-        raise ValueError(f"context_dim mismatch: flow {flow_context}, transform "
-                         f"{context.event_dim if context else None}")
-    module = FlowServingModule(flow.frozen(), transform_graph_uri, preprocessing, context, categories)  # masks baked
+    graph_context = network_context_dim(transform_graph_uri) if transform_graph_uri else None
+    if flow_context != graph_context:
+        raise ValueError(f"context_dim mismatch: flow {flow_context}, transform {graph_context}")
+    module = FlowServingModule(flow.frozen(), transform_graph_uri, preprocessing, context, categories,
+                               context_categories)  # masks baked
     warmup = rows[:WARMUP_ROWS] if rows is not None else None
     return save_serving_model(module, export_dir, warmup, {
         "preprocessing": preprocessing.to_dict(), "flow_kind": flow.config.kind, "objective": summary.objective,
         "target": target, "held_out_quantiles": calibration,
         "context_preprocessing": context.to_dict() if context else None, "categories": categories,
+        "context_categories": context_categories,
         "dataset": dataclasses.asdict(metadata) if metadata is not None else None},
         # Warm-up only needs valid inputs: the train split's mean context and each column's most
         # frequent category stand beside each row.
         warmup_context=np.tile(np.asarray(context.mean), (len(warmup), 1)) if context and warmup is not None else None,
-        warmup_categorical=np.array([[v[0] for v in categories.values()]] * len(warmup), object)
-        if categories and warmup is not None else None)
+        warmup_categorical=_most_frequent(categories, warmup),
+        warmup_context_categorical=_most_frequent(context_categories, warmup))
+
+
+def _most_frequent(vocabularies: Optional[dict], rows) -> Optional[np.ndarray]:
+    """Strings [len(rows), S]: each column's most frequent category (its vocabulary's first) on every
+    row; None without such columns or rows."""
+    if not vocabularies or rows is None:
+        return None
+    return np.array([[v[0] for v in vocabularies.values()]] * len(rows), object)
 
 
 def percentile(log_prob, calibration: dict):
@@ -263,12 +294,14 @@ def percentile(log_prob, calibration: dict):
     return 100.0 * tf.where(above == 0, 0.0, share)
 
 
-def _add_score_functions(module, calibration: dict, names: list, context: list, categorical: list) -> None:
+def _add_score_functions(module, calibration: dict, names: list, context: list, categorical: list,
+                         context_categorical: list) -> None:
     """``module.score`` and ``module.score_examples`` (`SCORE_SIGNATURES`) on its ``log_prob``; the
-    ``context`` column names of a conditional model and the ``categorical`` ones of a mixed density
-    (strings) are inputs too."""
-    groups = [(group, dtype, key) for group, dtype, key in ((names, tf.float32, "x"), (context, tf.float32, "context"),
-                                                           (categorical, tf.string, "categorical")) if group]
+    numeric ``context`` and the ``context_categorical`` column names (strings) of a conditional model
+    and the ``categorical`` ones of a mixed density (strings) are inputs too, in ``log_prob``'s order."""
+    groups = [(group, dtype, key) for group, dtype, key in (
+        (names, tf.float32, "x"), (context, tf.float32, "context"),
+        (context_categorical, tf.string, "context_categorical"), (categorical, tf.string, "categorical")) if group]
     inputs = [tf.TensorSpec([None, len(group)], dtype, name=key) for group, dtype, key in groups]
 
     @tf.function(input_signature=inputs)
@@ -287,11 +320,12 @@ def _add_score_functions(module, calibration: dict, names: list, context: list, 
 
 
 def save_serving_model(module, export_dir: str, warmup_rows, info: dict, warmup_context=None,
-                       warmup_categorical=None) -> str:
+                       warmup_categorical=None, warmup_context_categorical=None) -> str:
     """Saves ``module`` (with tf.functions ``log_prob`` and ``sample``) as the SavedModel of
     `SIGNATURES` (and `SCORE_SIGNATURES` when ``info["held_out_quantiles"]`` holds the evaluation's
-    calibration), its TF Serving warm-up requests on ``warmup_rows`` (with ``warmup_context`` for a
-    conditional model, ``warmup_categorical`` for a mixed density; None: the model's own samples
+    calibration), its TF Serving warm-up requests on ``warmup_rows`` (with ``warmup_context`` and
+    ``warmup_context_categorical`` for a conditional model, ``warmup_categorical`` for a mixed density;
+    None: the model's own samples
     stand in, e.g. for a flow fitted to a target, which has no data rows) and ``info`` as the
     metadata file; returns ``export_dir``. Every objective's module goes through here, so every
     calibrated model gets the same ``score`` signatures."""
@@ -300,13 +334,13 @@ def save_serving_model(module, export_dir: str, warmup_rows, info: dict, warmup_
                   "sample": module.sample.get_concrete_function()}
     if info.get("held_out_quantiles"):
         dim = int(module.log_prob.input_signature[0].shape[-1])
-        _add_score_functions(module, info["held_out_quantiles"], feature_names(info, dim), context_names(info),
-                             categorical_names(info))
+        _add_score_functions(module, info["held_out_quantiles"], feature_names(info, dim), numeric_context_names(info),
+                             categorical_names(info), context_categorical_names(info))
         signatures.update({name: getattr(module, name).get_concrete_function() for name in SCORE_SIGNATURES})
     tf.saved_model.save(module, export_dir, signatures=signatures)
     write_warmup_requests(export_dir, warmup_rows if warmup_rows is not None else module.sample(
         tf.constant(WARMUP_ROWS), tf.constant([0, 0]))["samples"].numpy(), context=warmup_context,
-        categorical=warmup_categorical)
+        categorical=warmup_categorical, context_categorical=warmup_context_categorical)
     with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE), "w") as f:
         json.dump(info, f, indent=2)
     return export_dir

@@ -10,8 +10,9 @@ metadata file (``assets.extra/tfflows.json``) names the model's columns.
 Signature (column-based, so every request format of ``mlflow models serve`` works): inputs are the
 dataset's feature names, and for a conditional model its context columns after them (double
 columns, matched by name in any order; extra columns are ignored; each row is scored given its
-own context), and for a mixed density its categorical columns (string columns, by name; a
-category unseen in training is scored as the model's out-of-vocabulary bucket); outputs ``log_prob`` and ``percentile`` (the share of the model's held-out rows scoring
+own context; a categorical context column is a string column), and for a mixed density its
+categorical columns (string columns, by name; a category unseen in training is scored as the
+model's out-of-vocabulary bucket); outputs ``log_prob`` and ``percentile`` (the share of the model's held-out rows scoring
 lower, in percent; a model without held-out quantiles returns ``log_prob`` alone). Params
 ``signature_name`` (``"score"``, the default, ``"log_prob"`` or ``"sample"``), ``num_samples`` and
 ``seed`` (two ints) for ``sample``. REST payloads of ``/invocations``, all giving one
@@ -54,6 +55,11 @@ def categorical_names(info: dict) -> list:
     return list((info.get("dataset") or {}).get("categorical_names") or [])
 
 
+def context_categorical_names(info: dict) -> list:
+    """`components.artifacts.context_categorical_names`, repeated for the same reason."""
+    return list((info.get("dataset") or {}).get("context_categorical_names") or [])
+
+
 class FlowPyfuncModel(PythonModel):
     """Serves a pushed flow's ``score`` (or ``log_prob``) and ``sample`` signatures by column name."""
 
@@ -63,32 +69,36 @@ class FlowPyfuncModel(PythonModel):
         with open(os.path.join(path, METADATA_FILE)) as f:
             info = json.load(f)
         dim = int(self._model.signatures["log_prob"].structured_input_signature[1]["x"].shape[-1])
-        self._names, self._context = feature_names(info, dim), context_names(info)
+        self._context_categorical = context_categorical_names(info)
+        self._names = feature_names(info, dim)
+        self._context = [c for c in context_names(info) if c not in self._context_categorical]  # the numeric ones
         self._categorical = categorical_names(info)
         self._outputs = ("log_prob", "percentile") if "score" in self._model.signatures else ("log_prob",)
 
     def _rows(self, model_input) -> dict:
         """The signature's inputs: ``x`` float32 [N, D] in the model's column order (and ``context``
-        [N, C] for a conditional model, ``categorical`` strings [N, S] for a mixed density): a table
-        by its column names (MLflow's dataframe, records and columnar inputs), an array of numbers
-        by position (features, then context)."""
-        names = self._names + self._context
-        categories = None
+        [N, C] and ``context_categorical`` strings [N, Sc] for a conditional model, ``categorical``
+        strings [N, S] for a mixed density): a table by its column names (MLflow's dataframe, records
+        and columnar inputs), an array of numbers by position (features, then numeric context)."""
+        names, strings = self._names + self._context, {"context_categorical": self._context_categorical,
+                                                       "categorical": self._categorical}
+        text = [n for group in strings.values() for n in group]
+        given = {}
         if isinstance(model_input, dict):
             model_input = pd.DataFrame(model_input)
         if isinstance(model_input, pd.DataFrame):
-            missing = [n for n in names + self._categorical if n not in model_input.columns]
+            missing = [n for n in names + text if n not in model_input.columns]
             if missing:
-                raise ValueError(f"no column {missing[:8]} (the model takes {(names + self._categorical)[:8]}...)")
-            categories = model_input[self._categorical].astype(str).to_numpy().astype(bytes)
+                raise ValueError(f"no column {missing[:8]} (the model takes {(names + text)[:8]}...)")
+            given = {key: model_input[group].astype(str).to_numpy().astype(bytes)
+                     for key, group in strings.items() if group}
             model_input = model_input[names].to_numpy()
-        elif self._categorical:
-            raise ValueError(f"the model reads its categorical columns {self._categorical} by name: send a table")
+        elif text:
+            raise ValueError(f"the model reads its categorical columns {text} by name: send a table")
         rows = np.asarray(model_input, np.float32)
         rows = rows.reshape(1, -1) if rows.ndim == 1 else rows
         d = len(self._names)
-        return {"x": rows[:, :d], **({"context": rows[:, d:]} if self._context else {}),
-                **({"categorical": categories} if self._categorical else {})}
+        return {"x": rows[:, :d], **({"context": rows[:, d:]} if self._context else {}), **given}
 
     def predict(self, context, model_input, params=None):
         """A frame of ``log_prob`` (and ``percentile``) per row, or of samples with ``params["signature_name"]
@@ -101,15 +111,19 @@ class FlowPyfuncModel(PythonModel):
             seed = np.asarray(params.get("seed") or [0, 0], np.int32).reshape(2)
             n = int(params.get("num_samples") or 1)
             given = {}
-            if self._context:  # n samples at each row's context: the contexts repeated, one per sample
-                given["context"] = tf.constant(np.repeat(self._rows(model_input)["context"], n, axis=0))
-                n = int(given["context"].shape[0])
+            if self._context or self._context_categorical:  # n samples at each row's context, repeated per sample
+                rows = self._rows(model_input)
+                given = {key: tf.constant(np.repeat(rows[key], n, axis=0)) for key in ("context", "context_categorical")
+                         if key in rows}
+                n = int(next(iter(given.values())).shape[0])
             out = self._model.signatures["sample"](num_samples=tf.constant(n, tf.int32), seed=tf.constant(seed), **given)
             samples = pd.DataFrame(out["samples"].numpy(), columns=self._names)
             for i, column in enumerate(self._categorical):
                 samples[column] = [value.decode() for value in out["categories"].numpy()[:, i]]
             if self._context:
                 samples[self._context] = given["context"].numpy()
+            for i, column in enumerate(self._context_categorical):
+                samples[column] = [value.decode() for value in given["context_categorical"].numpy()[:, i]]
             return samples
         outputs = self._outputs if name == "score" else ("log_prob",)
         inputs = {key: tf.constant(value) for key, value in self._rows(model_input).items()}

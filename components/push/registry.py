@@ -88,17 +88,19 @@ def _log_model(tracker, run_id: str, saved_model_dir: str, rows: np.ndarray) -> 
         # The model's columns and its held-out quantiles (percentiles, `q` thresholds) travel in MLmodel too.
         info = artifacts.read_json(os.path.join(saved_model_dir, artifacts.METADATA_FILE)) or {}
         names, calibration = feature_names(info, rows.shape[1]), info.get("held_out_quantiles")
-        context = context_names(info)  # a conditional model's inputs: its features, then its context
-        categorical = categorical_names(info)  # and a mixed density's categories, by name
+        # The inputs by name: its features, then its numeric context; its string columns (a categorical
+        # context's, then a mixed density's categories)
+        numeric, categorical = artifacts.input_columns(info, rows.shape[1])
         outputs = ["log_prob", "percentile"] if calibration else ["log_prob"]
-        example = pd.DataFrame(rows[:3], columns=names + context)
-        for name in categorical:  # each column's most frequent category
-            example[name] = info["categories"][name][0]
+        example = pd.DataFrame(rows[:3], columns=numeric)
+        for name, vocabulary in artifacts.input_vocabularies(info).items():  # each column's most frequent category
+            example[name] = vocabulary[0]
         mlflow.pyfunc.save_model(
             local, python_model=pyfunc.__file__, artifacts={"saved_model": saved_model_dir},
-            signature=_signature(names + context, outputs, categorical), input_example=example,
+            signature=_signature(numeric, outputs, categorical), input_example=example,
             pip_requirements=_requirements(), mlflow_model=meta,
-            metadata={"feature_names": names, "context_names": context, "categorical_names": categorical,
+            metadata={"feature_names": names, "context_names": context_names(info),
+                      "categorical_names": categorical_names(info),
                       "held_out_quantiles": calibration})
         client.log_model_artifacts(model.model_id, local)
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)

@@ -49,7 +49,9 @@ def finish(trainer) -> ModelSummary:
         examples_per_sec=trainer.trained_examples / trainer.train_time if trainer.train_time else None,
         num_parameters=trainer.num_parameters, replicas=trainer.replicas,
         data_fingerprint=trainer.training.fingerprint, event_dim=trainer.training.event_dim,
-        context_names=trainer.training.context_names, categorical_names=trainer.training.categorical_names,
+        feature_names=trainer.training.feature_names, context_names=trainer.training.context_names,
+        context_categorical_names=trainer.training.context_categorical_names,
+        categorical_names=trainer.training.categorical_names,
         train_config=config,
         checkpoint_dir=trainer.checkpoint_dir, mlflow_run_id=tracker.run_id,
         details=trainer.training.details(trainer.model))

@@ -12,7 +12,8 @@ have seen exactly the rows of ``analyze_splits`` (`components.ingest.verify`).
 conditional dataset also ``context_names`` and ``"context"``, the context's standardisation (its
 mean and std over ``analyze_splits``, computed like x's; `read_context_preprocessing`); for
 categorical columns ``"categories"``, each column's vocabulary of ``analyze_splits`` in code order
-(the graph's vocabulary assets, `read_categories`). The
+(the graph's vocabulary assets, `read_categories`), and for categorical context columns
+``"context_categories"`` likewise (`read_context_categories`). The
 standardisation's mean and std are computed once, in float64, by a Beam combine inside the
 tf.Transform analysis (`_StandardizeMoments`): the graph holds them as constants and the JSON
 records the same values, so `Preprocessing.forward` computes what the graph computes.
@@ -37,15 +38,14 @@ from tfx_bsl.public import tfxio
 from tfflows.components.config import TransformConfig
 from tfflows.components.artifacts import publish_dir, staging_dir
 from tfflows.components.errors import DataError, reraise_data_error
-from tfflows.components.ingest.metadata import (CATEGORICAL_KEY, CONTEXT_KEY, FEATURE_KEY, DatasetMetadata,
-                                                read_metadata)
+from tfflows.components.ingest.metadata import CATEGORICAL_KEY, CONTEXT_CATEGORICAL_KEY, DatasetMetadata, read_metadata
 from tfflows.components.ingest.loaders import SPLITS
 from tfflows.components.ingest.runner import check_runner, pipeline_options
 from tfflows.components.ingest.verify import (METRICS_NAMESPACE, counter_totals, lost_output,
                                               verify_splits)
-from tfflows.components.transform.preprocessing import (CATEGORIES, CONTEXT_PREPROCESSING, PREPROCESSING_FILE,
-                                                        Moments, Preprocessing, make_preprocessing_fn,
-                                                        vocabulary_file)
+from tfflows.components.transform.preprocessing import (CATEGORIES, CONTEXT_CATEGORIES, CONTEXT_PREPROCESSING,
+                                                        PREPROCESSING_FILE, Moments, Preprocessing,
+                                                        make_preprocessing_fn, vocabulary_file)
 
 __all__ = ["PREPROCESSING_FILE", "resolve", "run_transform", "benchmark_transform_config",
            "default_logit_lambda"]
@@ -98,6 +98,8 @@ def resolve(config: TransformConfig, metadata: DatasetMetadata) -> dict:
             "feature_names": list(metadata.feature_names),
             **({"context_names": metadata.context_names} if metadata.context_names else {}),
             **({"categorical_names": metadata.categorical_names} if metadata.categorical_names else {}),
+            **({"context_categorical_names": metadata.context_categorical_names}
+               if metadata.context_categorical_names else {}),
             "dataset_fingerprint": metadata.fingerprint, "min_std": config.min_std}
 
 
@@ -143,15 +145,16 @@ class _StandardizeMoments(beam.PTransform):
                 moments | "Std" >> beam.Map(lambda m: m.std))
 
 
-def _fitted_standardization(path: str, resolved: dict, source: str, names_key: str = "feature_names") -> Preprocessing:
-    """The standardisation of the moments at ``path``; a column (of ``resolved[names_key]``) with
-    std <= min_std is refused."""
+def _fitted_standardization(path: str, resolved: dict, source: str, names: Optional[Sequence[str]] = None
+                            ) -> Preprocessing:
+    """The standardisation of the moments at ``path``; a column (of ``names``, default the
+    features') with std <= min_std is refused."""
     with open(path) as f:
         moments = json.load(f)
     bad = np.where(np.asarray(moments["std"]) <= resolved["min_std"])[0]
     if bad.size:
         j = int(bad[0])
-        raise DataError(source, f"column {j} ({resolved[names_key][j]})",
+        raise DataError(source, f"column {j} ({(names or resolved['feature_names'])[j]})",
                         f"standard deviation over {'+'.join(resolved['analyze_splits'])} is "
                         f"<= {resolved['min_std']} (a constant column has no density)",
                         "drop the column at ingestion (IngestConfig.columns) or add noise")
@@ -202,13 +205,9 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
     # The logit's and identity's constants are known now; the standardisation's come from the analysis.
     known = None if resolved["method"] == "standardize" else Preprocessing.from_dict(resolved)
     context_dim = metadata.context_dim
-    spec = {FEATURE_KEY: tf.io.FixedLenFeature([metadata.event_dim], tf.float32)}
-    if context_dim is not None:
-        spec[CONTEXT_KEY] = tf.io.FixedLenFeature([context_dim], tf.float32)
     categorical = metadata.categorical_names or []
-    if categorical:
-        spec[CATEGORICAL_KEY] = tf.io.FixedLenFeature([len(categorical)], tf.string)
-    schema = schema_utils.schema_from_feature_spec(spec)
+    context_categorical = metadata.context_categorical_names or []
+    schema = schema_utils.schema_from_feature_spec(metadata.example_spec())
     runner = check_runner(beam_pipeline_args)
     # Train and evaluate read the other splits without Beam: check all of them here, once.
     verify_splits(examples_uri, {s: metadata.split_sizes[s] for s in SPLITS}, "transform",
@@ -226,7 +225,7 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
                 moments=None if known else _StandardizeMoments(metadata.event_dim, moments_path),
                 context_dim=context_dim,
                 context_moments=None if context_dim is None else _StandardizeMoments(context_dim, context_path),
-                num_categorical=len(categorical))
+                num_categorical=len(categorical), num_context_categorical=len(context_categorical))
             try:
                 pipeline = beam.Pipeline(options=pipeline_options(beam_pipeline_args))
                 with tft_beam.Context(temp_dir=tft_tmp, force_tf_compat_v1=False):
@@ -249,11 +248,13 @@ def run_transform(examples_uri: str, config: TransformConfig, output_uri: str,
             _verify_output(tmp_dir, counter_totals(result), resolved, metadata, runner)
             preprocessing = known or _fitted_standardization(moments_path, resolved, metadata.source)
             recorded = {} if context_dim is None else {CONTEXT_PREPROCESSING: _fitted_standardization(
-                context_path, resolved, metadata.source, "context_names").to_dict()}
-            if categorical:
-                graph = tft.TFTransformOutput(tmp_dir)
-                recorded[CATEGORIES] = {name: [v.decode() for v in graph.vocabulary_by_name(vocabulary_file(i))]
-                                       for i, name in enumerate(categorical)}
+                context_path, resolved, metadata.source, metadata.numeric_context_names).to_dict()}
+            graph = tft.TFTransformOutput(tmp_dir)
+            for record, key, names in ((CATEGORIES, CATEGORICAL_KEY, categorical),
+                                       (CONTEXT_CATEGORIES, CONTEXT_CATEGORICAL_KEY, context_categorical)):
+                if names:
+                    recorded[record] = {name: [v.decode() for v in graph.vocabulary_by_name(vocabulary_file(i, key))]
+                                        for i, name in enumerate(names)}
         with open(os.path.join(tmp_dir, PREPROCESSING_FILE), "w") as f:
             json.dump({**resolved, **preprocessing.to_dict(), **recorded}, f, indent=2, sort_keys=True)
         publish_dir(tmp_dir, output_uri)

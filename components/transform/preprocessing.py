@@ -31,14 +31,16 @@ import tensorflow_transform as tft
 if TYPE_CHECKING:
     import apache_beam as beam
 
-__all__ = ["CATEGORIES", "CONTEXT_PREPROCESSING", "METHODS", "OOV_CATEGORY", "PREPROCESSING_FILE", "Moments",
-           "Preprocessing", "make_preprocessing_fn", "read_categories", "read_context_preprocessing",
-           "read_preprocessing", "vocabulary_file"]
+__all__ = ["CATEGORIES", "CONTEXT_CATEGORIES", "CONTEXT_PREPROCESSING", "METHODS", "OOV_CATEGORY", "PREPROCESSING_FILE",
+           "Moments", "Preprocessing", "make_preprocessing_fn", "network_context", "network_context_dim",
+           "read_categories", "read_context_categories", "read_context_preprocessing", "read_preprocessing",
+           "vocabulary_file"]
 
 METHODS = ("logit", "standardize", "identity")
 PREPROCESSING_FILE = "preprocessing.json"  # beside the transform graph
 CONTEXT_PREPROCESSING = "context"  # its key holding the context's standardisation (conditional datasets)
 CATEGORIES = "categories"  # its key holding the categorical columns' vocabularies (mixed datasets)
+CONTEXT_CATEGORIES = "context_categories"  # and the categorical context columns' (conditional datasets)
 OOV_CATEGORY = "<unseen>"  # what a sample of the out-of-vocabulary bucket is called
 
 
@@ -286,9 +288,13 @@ def read_context_preprocessing(transform_graph_uri: str) -> Optional[Preprocessi
 
     Raw context ``c`` becomes the network's context ``forward(c)[0]``; its log-determinant is not
     part of any density (p(x | c) is a density of x only)."""
-    with tf.io.gfile.GFile(os.path.join(transform_graph_uri, PREPROCESSING_FILE)) as f:
-        values = json.load(f).get(CONTEXT_PREPROCESSING)
+    values = _read_recorded(transform_graph_uri, CONTEXT_PREPROCESSING)
     return None if values is None else Preprocessing.from_dict(values)
+
+
+def _read_recorded(transform_graph_uri: str, key: str):
+    with tf.io.gfile.GFile(os.path.join(transform_graph_uri, PREPROCESSING_FILE)) as f:
+        return json.load(f).get(key)
 
 
 def read_categories(transform_graph_uri: str) -> Optional[Dict[str, List[str]]]:
@@ -297,25 +303,56 @@ def read_categories(transform_graph_uri: str) -> Optional[Dict[str, List[str]]]:
 
     Column i's code is the category's index in its vocabulary, and ``len(vocabulary)`` (the one
     out-of-vocabulary bucket) for a category unseen in the analysed splits: K_i = len + 1 codes."""
-    with tf.io.gfile.GFile(os.path.join(transform_graph_uri, PREPROCESSING_FILE)) as f:
-        return json.load(f).get(CATEGORIES)
+    return _read_recorded(transform_graph_uri, CATEGORIES)
 
 
-def vocabulary_file(column: int) -> str:
-    """The transform graph's vocabulary asset of categorical column ``column`` (by position: a
-    column's name need not be a valid file name)."""
-    return f"categorical_{column}"
+def read_context_categories(transform_graph_uri: str) -> Optional[Dict[str, List[str]]]:
+    """The vocabulary of each categorical context column (``"context_categories"`` in
+    ``preprocessing.json``, coded as `read_categories`' are), or None for a dataset without them."""
+    return _read_recorded(transform_graph_uri, CONTEXT_CATEGORIES)
+
+
+def network_context(outputs: Dict[str, tf.Tensor], context_categories: Optional[Dict[str, List[str]]]
+                    ) -> Optional[tf.Tensor]:
+    """The network's context of the transform graph's ``outputs``: the standardised numeric context
+    (``"context"``), then the one-hot code of each categorical context column (``"context_codes"``)
+    over its vocabulary and out-of-vocabulary bucket (``context_categories``: K_i = len + 1), float32
+    [B, C_net]; None without context. Training, evaluation and the SavedModel all call this one."""
+    parts = [outputs["context"]] if "context" in outputs else []
+    if context_categories:
+        codes = outputs["context_codes"]
+        parts += [tf.one_hot(codes[:, i], len(vocabulary) + 1, dtype=tf.float32)
+                  for i, vocabulary in enumerate(context_categories.values())]
+    return tf.concat(parts, axis=1) if parts else None
+
+
+def network_context_dim(transform_graph_uri: str) -> Optional[int]:
+    """C_net, the width of `network_context` of the graph's dataset (None: unconditional)."""
+    numeric = read_context_preprocessing(transform_graph_uri)
+    width = (numeric.event_dim if numeric else 0) + sum(
+        len(v) + 1 for v in (read_context_categories(transform_graph_uri) or {}).values())
+    return width or None
+
+
+def vocabulary_file(column: int, key: str = "categorical") -> str:
+    """The transform graph's vocabulary asset of column ``column`` of feature ``key``
+    (``categorical`` or ``context_categorical``; by position: a column's name need not be a valid
+    file name)."""
+    return f"{key}_{column}"
 
 
 def make_preprocessing_fn(preprocessing: Optional[Preprocessing], event_dim: int,
                           moments: Optional[beam.PTransform] = None, context_dim: Optional[int] = None,
-                          context_moments: Optional[beam.PTransform] = None, num_categorical: int = 0
-                          ) -> Callable[[Dict[str, tf.Tensor]], Dict]:
+                          context_moments: Optional[beam.PTransform] = None, num_categorical: int = 0,
+                          num_context_categorical: int = 0) -> Callable[[Dict[str, tf.Tensor]], Dict]:
     """The tf.Transform ``preprocessing_fn``: ``{"x"} -> {"z", "log_det"}``, float32; with a
     context, ``{"x", "context"} -> {"z", "log_det", "context"}``, the context standardised; with
     categorical columns, ``"categorical"`` (strings [B, S]) in and ``"codes"`` (int64 [B, S]) out:
     each column's vocabulary of the analysed splits (`tft.compute_and_apply_vocabulary`, by
-    frequency) and one out-of-vocabulary bucket, code ``len(vocabulary)``, for categories it lacks.
+    frequency) and one out-of-vocabulary bucket, code ``len(vocabulary)``, for categories it lacks. With categorical
+    context columns, ``"context_categorical"`` (strings [B, Sc]) in and ``"context_codes"`` (int64
+    [B, Sc], coded the same way) out; `network_context` one-hot encodes them beside the numeric
+    context (outside the graph, where the vocabularies' sizes are known).
 
     Args:
       preprocessing: the map when its constants are known before the analysis (logit,
@@ -330,6 +367,7 @@ def make_preprocessing_fn(preprocessing: Optional[Preprocessing], event_dim: int
       context_moments: with ``context_dim``: the same kind of analyzer for the context's mean [C]
         and std [C] (the network's context is the standardised raw context, whatever x's map).
       num_categorical: S, the width of feature ``categorical`` (0: none).
+      num_context_categorical: Sc, the width of feature ``context_categorical`` (0: none).
     """
     if (preprocessing is None) == (moments is None):
         raise ValueError("pass `preprocessing` (logit, identity) or `moments` (standardize), not both or neither")
@@ -345,16 +383,17 @@ def make_preprocessing_fn(preprocessing: Optional[Preprocessing], event_dim: int
             output_shapes=[[context_dim], [context_dim]], name="context_moments")
         return {"context": tf.cast(_standardize(c64, mean, std)[0], tf.float32)}
 
-    def category_codes(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        if not num_categorical:
+    def category_codes(inputs: Dict[str, tf.Tensor], key: str, width: int, out: str) -> Dict[str, tf.Tensor]:
+        if not width:
             return {}
-        return {"codes": tf.stack([tft.compute_and_apply_vocabulary(
-            inputs["categorical"][:, i], num_oov_buckets=1, vocab_filename=vocabulary_file(i))
-            for i in range(num_categorical)], axis=1)}
+        return {out: tf.stack([tft.compute_and_apply_vocabulary(
+            inputs[key][:, i], num_oov_buckets=1, vocab_filename=vocabulary_file(i, key))
+            for i in range(width)], axis=1)}
 
     def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         x = tf.cast(inputs["x"], tf.float32)
-        others = {**standardized_context(inputs), **category_codes(inputs)}
+        others = {**standardized_context(inputs), **category_codes(inputs, "categorical", num_categorical, "codes"),
+                  **category_codes(inputs, "context_categorical", num_context_categorical, "context_codes")}
         if preprocessing is not None:
             z, log_det = preprocessing.forward(x)
             return {"z": z, "log_det": log_det, **others}

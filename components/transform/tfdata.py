@@ -15,6 +15,8 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from tfflows.components.transform.preprocessing import network_context, read_context_categories
+
 __all__ = ["dequantize", "load_transform", "apply_transform"]
 
 SeedOrGenerator = Union[int, Sequence[int], tf.Tensor, tf.random.Generator]
@@ -71,26 +73,31 @@ def dequantize(x: tf.Tensor, num_levels: int, seed_or_generator: SeedOrGenerator
 
 def load_transform(transform_uri: str) -> Callable[..., Tuple[tf.Tensor, ...]]:
     """Loads a TransformGraph artifact; returns ``f(x [B, D]) -> (z [B, D], log_det [B])``, and for
-    a graph of a conditional dataset ``f(x, context [B, C]) -> (z, log_det, network context [B, C])``
-    (the raw context standardised; such a graph needs the context with every x). A graph of a
-    dataset with categorical columns needs their strings too, ``f(x, [context,] categorical=[B, S])``,
-    and returns their codes (int64 [B, S], the out-of-vocabulary bucket for an unseen category) last.
+    a graph of a conditional dataset ``f(x, context [B, C], context_categorical=[B, Sc]) -> (z,
+    log_det, network context [B, C_net])`` (the raw numeric context standardised, then each
+    categorical context column's one-hot code: `network_context`; such a graph needs the context
+    with every x, the strings only where it has categorical context columns). A graph of a dataset
+    with modelled categorical columns needs their strings too, ``categorical=[B, S]``, and returns
+    their codes (int64 [B, S], the out-of-vocabulary bucket for an unseen category) last.
 
     Load once, outside ``Dataset.map``; the returned function works eagerly, in
     ``tf.function`` and in ``Dataset.map``.
     """
     layer = tft.TFTransformOutput(transform_uri).transform_features_layer()
+    context_categories = read_context_categories(transform_uri)
 
-    def transform(x: tf.Tensor, context: Optional[tf.Tensor] = None,
-                  categorical: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, ...]:
+    def transform(x: tf.Tensor, context: Optional[tf.Tensor] = None, categorical: Optional[tf.Tensor] = None,
+                  context_categorical: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, ...]:
         inputs = {"x": tf.cast(x, tf.float32)}
         if context is not None:
             inputs["context"] = tf.cast(context, tf.float32)
-        if categorical is not None:
-            inputs["categorical"] = tf.convert_to_tensor(categorical, tf.string)
+        for key, strings in (("categorical", categorical), ("context_categorical", context_categorical)):
+            if strings is not None:
+                inputs[key] = tf.convert_to_tensor(strings, tf.string)
         out = layer(inputs)
-        return tuple(out[key] for key, given in (("z", True), ("log_det", True), ("context", context is not None),
-                                                 ("codes", categorical is not None)) if given)
+        conditional = context is not None or context_categorical is not None
+        return (out["z"], out["log_det"], *([network_context(out, context_categories)] if conditional else []),
+                *([out["codes"]] if categorical is not None else []))
 
     # Keeps the layer (and its resources) alive with the function (a function attribute: setattr).
     setattr(transform, "layer", layer)
