@@ -52,12 +52,15 @@ class Executor(base_executor.BaseExecutor):
         # A run reaches push with a model it pushed before only when evaluate ran again against a
         # champion moved off it (a rollback): pushing it again would undo the rollback under a new number.
         served = artifacts.version_of_model(config.push_base, uris["model"]) if config.push_base else None
-        result = {"pushed": False, "version": None, "destination": None, "registered": None,
-                  "reason": f"this trained model is serving version {served} already, and the champion was moved "
-                            "off it; `tfflows promote` serves it again"} if served is not None else run_push(
-            uris["model"], uris.get("transform_graph"), uris.get("examples"), uris["model_blessing"], config,
-            tracking=TrackingConfig.from_json(exec_properties.get("tracking_config") or "{}"),
-            champion=json.loads(exec_properties.get("champion") or "null"))
+        result: Dict[str, Any]
+        if served is not None:
+            result = {"pushed": False, "version": None, "destination": None, "registered": None,
+                      "reason": f"this trained model is serving version {served} already, and the champion was "
+                                "moved off it; `tfflows promote` serves it again"}
+        else:
+            result = run_push(uris["model"], uris.get("transform_graph"), uris.get("examples"), uris["model_blessing"],
+                              config, tracking=TrackingConfig.from_json(exec_properties.get("tracking_config") or "{}"),
+                              champion=json.loads(exec_properties.get("champion") or "null"))
         pushed_model.set_int_custom_property("pushed", 1 if result["pushed"] else 0)
         if result["pushed"]:
             pushed_model.set_string_custom_property("pushed_destination", result["destination"])
