@@ -16,6 +16,7 @@ import tensorflow as tf
 from tfflows.components.evaluate import EvaluateConfig, run_evaluate
 from tfflows.components.ingest import load_split
 from tfflows.components.push import PushConfig, export_saved_model, run_push
+from tfflows.components.push.executor import already_serving
 from tfflows.components.artifacts import list_versions, publish_version
 from tfflows.components.transform import load_transform
 from tfflows.components.transform import Preprocessing
@@ -135,6 +136,11 @@ def test_push_versions_and_not_blessed_leaves_versions(data, tmp_path):
     refused = run_push(data["model"], data["transform"], data["examples"], None, config,
                        evaluation={"blessed": False})
     assert not refused["pushed"] and sorted(os.listdir(serving)) == ["1", "2"]
+    # The pipeline's push step does not push a trained model a version serves already (after a rollback).
+    again = already_serving(data["model"], config)
+    assert again is not None and not again["pushed"] and "serving version 1 already" in again["reason"], again
+    assert already_serving(str(tmp_path / "another_model"), config) is None
+    assert already_serving(data["model"], PushConfig(push_base=str(tmp_path / "empty"))) is None
 
 
 def test_concurrent_claims_get_distinct_versions(tmp_path):

@@ -21,7 +21,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from tfflows.components import artifacts
 from tfflows.components.push.config import PushConfig
-from tfflows.components.push.executor import run_push
+from tfflows.components.push.executor import already_serving, run_push
 from tfflows.components.train.config import TrackingConfig
 
 __all__ = ["PushFlow", "PushFlowSpec", "Executor"]
@@ -41,7 +41,7 @@ class PushFlowSpec(ComponentSpec):
 
 
 class Executor(base_executor.BaseExecutor):
-    """Runs `run_push` (not for a trained model a version already serves); records the push on the
+    """Runs `run_push` (not for a trained model a version already serves: `already_serving`); records the push on the
     PushedModel artifact and in ``push_result.json``."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -49,18 +49,10 @@ class Executor(base_executor.BaseExecutor):
         uris = {name: artifact_utils.get_single_uri(artifacts) for name, artifacts in input_dict.items() if artifacts}
         pushed_model = artifact_utils.get_single_instance(output_dict["pushed_model"])
         config = PushConfig.from_json(exec_properties["config"])
-        # A run reaches push with a model it pushed before only when evaluate ran again against a
-        # champion moved off it (a rollback): pushing it again would undo the rollback under a new number.
-        served = artifacts.version_of_model(config.push_base, uris["model"]) if config.push_base else None
-        result: Dict[str, Any]
-        if served is not None:
-            result = {"pushed": False, "version": None, "destination": None, "registered": None,
-                      "reason": f"this trained model is serving version {served} already, and the champion was "
-                                "moved off it; `tfflows promote` serves it again"}
-        else:
-            result = run_push(uris["model"], uris.get("transform_graph"), uris.get("examples"), uris["model_blessing"],
-                              config, tracking=TrackingConfig.from_json(exec_properties.get("tracking_config") or "{}"),
-                              champion=json.loads(exec_properties.get("champion") or "null"))
+        result = already_serving(uris["model"], config) or run_push(
+            uris["model"], uris.get("transform_graph"), uris.get("examples"), uris["model_blessing"], config,
+            tracking=TrackingConfig.from_json(exec_properties.get("tracking_config") or "{}"),
+            champion=json.loads(exec_properties.get("champion") or "null"))
         pushed_model.set_int_custom_property("pushed", 1 if result["pushed"] else 0)
         if result["pushed"]:
             pushed_model.set_string_custom_property("pushed_destination", result["destination"])

@@ -22,7 +22,7 @@ from tfflows.components.push.export import WARMUP_ROWS, export_saved_model
 from tfflows.components.push.registry import register_push, write_serving_config
 from tfflows.components.run_info import version_identity
 
-__all__ = ["run_push"]
+__all__ = ["already_serving", "run_push"]
 
 
 def _identity(model_uri: str, examples_uri: Optional[str], evaluation: Optional[dict]) -> dict:
@@ -38,6 +38,19 @@ def _store_on_this_machine(tracking) -> bool:
     (MLflow's, a database's) is an outage a push survives unregistered, as training does."""
     uri = tracking.registry_uri or tracking.uri or ""
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def already_serving(model_uri: str, config: PushConfig) -> Optional[dict]:
+    """`run_push`'s result for a trained model a version under ``config.push_base`` serves already
+    (not pushed again), or None. A pipeline reaches push with such a model only when evaluate ran
+    again against a champion moved off it (a rollback): pushing it again would undo the rollback
+    under a new number."""
+    served = artifacts.version_of_model(config.push_base, model_uri) if config.push_base else None
+    if served is None:
+        return None
+    return {"pushed": False, "version": None, "destination": None, "registered": None,
+            "reason": f"this trained model is serving version {served} already, and the champion was moved "
+                      "off it; `tfflows promote` serves it again"}
 
 
 def run_push(model_uri: str, transform_graph_uri: Optional[str], examples_uri: Optional[str],
